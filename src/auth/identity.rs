@@ -1,0 +1,52 @@
+//! Who is on the other end of a socket, as proven by a verified access token.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// JWT `sub`.
+    pub user_id: Uuid,
+    pub email: Option<String>,
+    /// JWT `exp`, seconds since the Unix epoch.
+    pub expires_at: i64,
+    /// The verified claims, as PostgREST would put them into `request.jwt.claims`.
+    pub claims: Arc<Value>,
+}
+
+impl Identity {
+    /// `user_metadata` of the token, `{}` when absent.
+    pub fn user_metadata(&self) -> &Value {
+        static EMPTY: Value = Value::Null;
+        self.claims.get("user_metadata").unwrap_or(&EMPTY)
+    }
+
+    /// Display name the way Supabase's `handle_new_user` derives it.
+    pub fn display_name(&self) -> Option<String> {
+        let meta = self.user_metadata();
+        meta.get("full_name")
+            .or_else(|| meta.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                self.email
+                    .as_deref()
+                    .and_then(|e| e.split('@').next())
+                    .map(str::to_string)
+            })
+    }
+
+    pub fn avatar_url(&self) -> Option<String> {
+        let meta = self.user_metadata();
+        meta.get("avatar_url")
+            .or_else(|| meta.get("picture"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    pub fn is_expired_at(&self, now_unix: i64, leeway_secs: i64) -> bool {
+        now_unix > self.expires_at + leeway_secs
+    }
+}

@@ -1,0 +1,13 @@
+//! dreamcore-relay: the WebSocket tier of DreamCore-V2.
+//!
+//! Data path: `ws` (browser sockets, typed protocol) → `jobs` (one job per generation, slot
+//! limits, sequence-numbered event log) → `backend` (Modal `generate_game` or the local
+//! Claude CLI, one normalized event stream) → back through `jobs` to every subscribed
+//! socket. `auth` verifies Supabase tokens, `store` keeps projects, history and job rows,
+//! `http` serves health, readiness and static files.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod store;
+pub mod ws;

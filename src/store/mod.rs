@@ -1,0 +1,121 @@
+//! Durable state: users, projects, chat history, jobs, quotas. One trait, two
+//! implementations: SQLite (embedded default) and PostgreSQL (Supabase, with RLS).
+//!
+//! Methods taking an [`Identity`] act on the user's behalf: on PostgreSQL they run under the
+//! `authenticated` role with the verified claims, so row-level security applies. The others
+//! are the relay's own bookkeeping (service role).
+
+pub mod models;
+// pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::auth::Identity;
+use models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, JobStatus, Project};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Outcome of asking for a new job on a project.
+#[derive(Debug, Clone)]
+pub enum JobStart {
+    /// A fresh `pending` job was inserted.
+    Created(JobRow),
+    /// The project already had an unfinished job; nothing was inserted.
+    Existing(JobRow),
+}
+
+/// A change to a job row. Applied only while the job is still `pending` or `processing`,
+/// so a terminal status is written exactly once and never overwritten.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    pub status: Option<JobStatus>,
+    pub progress: Option<i32>,
+    pub progress_message: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaKind {
+    ProjectsCreated,
+    MessagesSent,
+}
+
+impl QuotaKind {
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::ProjectsCreated => "projects_created",
+            Self::MessagesSent => "messages_sent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDecision {
+    pub allowed: bool,
+    /// Today's count after the call (post-increment when allowed).
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUsage {
+    pub projects_created: i64,
+    pub messages_sent: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which implementation, for logs and `/ready`.
+    fn kind(&self) -> &'static str;
+
+    // --- on the user's behalf -------------------------------------------------------------
+    /// Make sure the `users` row exists (idempotent, safe under concurrent inits).
+    async fn ensure_user(&self, who: &Identity) -> Result<(), StoreError>;
+    /// The user's projects, newest `updated_at` first, with draft descriptions.
+    async fn list_projects(&self, who: &Identity) -> Result<Vec<Project>, StoreError>;
+    /// The project if it exists and belongs to the user.
+    async fn get_project(&self, who: &Identity, project_id: Uuid) -> Result<Option<Project>, StoreError>;
+    async fn create_project(&self, who: &Identity, name: &str) -> Result<Project, StoreError>;
+    async fn rename_project(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError>;
+    /// True when a row was deleted. History and jobs go with it.
+    async fn delete_project(&self, who: &Identity, project_id: Uuid) -> Result<bool, StoreError>;
+    /// The last `limit` entries, oldest first.
+    async fn history(&self, who: &Identity, project_id: Uuid, limit: usize) -> Result<Vec<HistoryItem>, StoreError>;
+    /// Store the user's message and touch the project's `updated_at`.
+    async fn add_user_message(&self, who: &Identity, project_id: Uuid, content: &str) -> Result<(), StoreError>;
+
+    // --- relay bookkeeping ----------------------------------------------------------------
+    async fn add_history(&self, project_id: Uuid, role: ChatRole, content: &str) -> Result<(), StoreError>;
+    async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError>;
+    /// Atomically: the project's unfinished job if there is one, else a new `pending` job.
+    async fn start_job(&self, user_id: Uuid, project_id: Uuid, job_id: Uuid, now: DateTime<Utc>) -> Result<JobStart, StoreError>;
+    /// Apply `update` if the job is unfinished; the row after the update, `None` if it was
+    /// missing or already terminal.
+    async fn update_job(&self, job_id: Uuid, update: &JobUpdate) -> Result<Option<JobRow>, StoreError>;
+    async fn get_job(&self, job_id: Uuid) -> Result<Option<JobRow>, StoreError>;
+    /// Newest unfinished job of the project.
+    async fn active_job(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError>;
+    /// The user's unfinished jobs with project names, newest first.
+    async fn active_jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ActiveJobInfo>, StoreError>;
+    /// Mark every unfinished job as failed with `error` (jobs a previous process orphaned).
+    /// Returns how many rows changed.
+    async fn fail_unfinished_jobs(&self, error: &str) -> Result<u64, StoreError>;
+    /// The user's plan (`free` unless an active subscription says otherwise).
+    async fn plan(&self, user_id: Uuid) -> Result<String, StoreError>;
+    /// Check-and-increment today's (UTC) counter; `limit` -1 is unlimited.
+    async fn consume_quota(&self, user_id: Uuid, kind: QuotaKind, limit: i64) -> Result<QuotaDecision, StoreError>;
+    async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError>;
+}

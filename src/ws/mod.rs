@@ -1,0 +1,3 @@
+//! Browser WebSocket: protocol types and connection handling.
+
+pub mod protocol;
