@@ -3,6 +3,7 @@
 
 pub mod claude;
 pub mod failure;
+pub mod modal;
 pub mod selector;
 
 use std::pin::Pin;
