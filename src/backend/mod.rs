@@ -37,7 +37,9 @@ pub enum BackendEvent {
     /// The agent used a tool.
     ToolUse(String),
     /// The run succeeded; `commit` is the short git hash of the saved version, if any.
-    Completed { commit: Option<String> },
+    Completed {
+        commit: Option<String>,
+    },
     Failed(Failure),
 }
 
@@ -69,3 +71,5 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream;
 }
+mod shim_tmp;
+pub use shim_tmp::local_cli;
