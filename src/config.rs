@@ -247,6 +247,8 @@ pub struct CliConfig {
     pub kill_grace_secs: u64,
     pub skills_dir: PathBuf,
     pub output_line_cap: usize,
+    /// Names of relay environment variables handed to the CLI; nothing else is inherited.
+    pub env_passthrough: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -402,6 +404,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLI_KILL_GRACE_SECS", "cli.kill_grace_secs", Kind::Int),
     ("SKILLS_DIR", "cli.skills_dir", Kind::Str),
     ("CLI_OUTPUT_LINE_CAP", "cli.output_line_cap", Kind::Int),
+    ("CLI_ENV_PASSTHROUGH", "cli.env_passthrough", Kind::List),
     ("PROMPT_TEMPLATE", "prompt.template", Kind::Str),
     ("DATABASE_URL", "database.url", Kind::Str),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),

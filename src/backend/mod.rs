@@ -3,6 +3,7 @@
 
 pub mod claude;
 pub mod failure;
+pub mod local_cli;
 pub mod modal;
 pub mod selector;
 
