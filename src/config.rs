@@ -448,7 +448,9 @@ impl Config {
             merge(&mut table, overlay);
         }
         for (env_key, path, kind) in ENV_KEYS {
-            if let Some(raw) = env(env_key) {
+            // An empty list means "not set": copying .env.example must not wipe a default list.
+            let raw = env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
+            if let Some(raw) = raw {
                 let value = match kind {
                     Kind::Str => toml::Value::String(raw.trim().to_string()),
                     Kind::Int => toml::Value::Integer(
@@ -699,5 +701,17 @@ mod env_example {
                 "{key} is missing from .env.example"
             );
         }
+    }
+
+    /// `.env.example` copied to `.env` as it is must give exactly the embedded defaults.
+    #[test]
+    fn env_example_as_is_equals_the_defaults() {
+        let vars: std::collections::HashMap<String, String> =
+            dotenvy::from_read_iter(include_str!("../.env.example").as_bytes())
+                .map(|item| item.expect("valid .env syntax"))
+                .collect();
+        let from_example = super::Config::load_from(None, |k| vars.get(k).cloned()).expect("loads");
+        let defaults = super::Config::load_from(None, |_| None).expect("loads");
+        assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
     }
 }

@@ -35,7 +35,10 @@ async fn relay_with(fake: &FakeModal, drain_secs: &str) -> TestRelay {
 }
 
 async fn ready_status(addr: std::net::SocketAddr) -> u16 {
-    reqwest::get(format!("http://{addr}/ready")).await.map(|r| r.status().as_u16()).unwrap_or(0)
+    reqwest::get(format!("http://{addr}/ready"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -56,7 +59,10 @@ async fn running_jobs_finish_then_sockets_get_1012() {
     // Drain began: readiness fails at once, new work is refused recoverably.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while ready_status(addr).await != 503 {
-        assert!(tokio::time::Instant::now() < deadline, "/ready did not turn 503");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready did not turn 503"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     idle.send(json!({"type":"message","content":"go"})).await;
@@ -65,11 +71,18 @@ async fn running_jobs_finish_then_sockets_get_1012() {
     assert_eq!(refused["error"]["recoverable"], true);
 
     let frames = running.recv_until("gameUpdated").await;
-    let text: String = frames.iter().filter(|f| f["type"] == "stream").map(|f| f["content"].as_str().unwrap()).collect();
+    let text: String = frames
+        .iter()
+        .filter(|f| f["type"] == "stream")
+        .map(|f| f["content"].as_str().unwrap())
+        .collect();
     assert_eq!(text, (0..30).map(|i| format!("e{i};")).collect::<String>());
     assert_eq!(running.expect_close().await.map(|c| c.0), Some(1012));
     assert_eq!(idle.expect_close().await.map(|c| c.0), Some(1012));
-    tokio::time::timeout(Duration::from_secs(10), stopper).await.expect("server stops").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopper)
+        .await
+        .expect("server stops")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -86,10 +99,16 @@ async fn drain_timeout_fails_jobs_recoverably() {
     assert_eq!(failed["recoverable"], true);
     assert_eq!(failed["job"]["status"], "failed");
     assert_eq!(c.expect_close().await.map(|c| c.0), Some(1012));
-    tokio::time::timeout(Duration::from_secs(10), stopper).await.expect("server stops").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopper)
+        .await
+        .expect("server stops")
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while fake.open_streams() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "upstream left open after shutdown");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upstream left open after shutdown"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -28,10 +28,17 @@ async fn hundred_races_yield_one_job_each() {
         b.recv_until("versionsList").await;
         let message = json!({"type":"message","content":format!("race {race}")});
         tokio::join!(a.send(message.clone()), b.send(message));
-        let (a_started, b_started) = tokio::join!(a.recv_until("jobStarted"), b.recv_until("jobStarted"));
+        let (a_started, b_started) =
+            tokio::join!(a.recv_until("jobStarted"), b.recv_until("jobStarted"));
         let (a_started, b_started) = (a_started.last().unwrap(), b_started.last().unwrap());
-        assert_eq!(a_started["job"]["id"], b_started["job"]["id"], "race {race}: two jobs");
-        let fresh = [&a_started, &b_started].iter().filter(|s| s["isExisting"] == false).count();
+        assert_eq!(
+            a_started["job"]["id"], b_started["job"]["id"],
+            "race {race}: two jobs"
+        );
+        let fresh = [&a_started, &b_started]
+            .iter()
+            .filter(|s| s["isExisting"] == false)
+            .count();
         assert_eq!(fresh, 1, "race {race}: exactly one new job");
         a.recv_until("gameUpdated").await;
         b.recv_until("gameUpdated").await;

@@ -49,7 +49,10 @@ impl RelayProcess {
                     break;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "relay did not come up");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         process
@@ -100,9 +103,17 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
 
     let second = RelayProcess::start(data.path(), &fake).await;
     let (mut c, init) = second.user(user).await;
-    assert_eq!(init["projects"][0]["id"], json!(project), "project still listed");
+    assert_eq!(
+        init["projects"][0]["id"],
+        json!(project),
+        "project still listed"
+    );
     let selected = c.select(project).await;
-    assert_eq!(selected["activeJob"], serde_json::Value::Null, "no zombie job");
+    assert_eq!(
+        selected["activeJob"],
+        serde_json::Value::Null,
+        "no zombie job"
+    );
     assert_eq!(selected["history"][0]["content"], "作って");
     c.send(json!({"type":"getJobStatus","jobId":job_id})).await;
     let status = c.recv_until("jobStatus").await.pop().unwrap();

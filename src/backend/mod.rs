@@ -72,5 +72,3 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream;
 }
-mod shim_tmp;
-pub use shim_tmp::local_cli;

@@ -120,7 +120,10 @@ async fn set_backend(
 /// The ops console; its data comes from `/admin/status` with the admin token.
 async fn ops_page() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         include_str!("ops.html"),
     )
 }

@@ -243,11 +243,7 @@ async fn expire(socket: &mut WebSocket) -> Step {
 }
 
 /// Write `first` and whatever else is already queued, then flush once.
-async fn write(
-    socket: &mut WebSocket,
-    first: Outbound,
-    queue: &mut OutboundReceiver,
-) -> Step {
+async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut OutboundReceiver) -> Step {
     const MAX_COALESCED: usize = 64;
     let mut next = Some(first);
     let mut written = 0;

@@ -41,7 +41,9 @@ pub struct OutboundSender {
 
 impl std::fmt::Debug for OutboundSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundSender").field("conn_id", &self.conn_id).finish()
+        f.debug_struct("OutboundSender")
+            .field("conn_id", &self.conn_id)
+            .finish()
     }
 }
 
@@ -87,7 +89,10 @@ impl OutboundSender {
             if queue.len() >= self.shared.capacity {
                 drop(queue);
                 if !self.shared.overflowed.is_cancelled() {
-                    tracing::warn!(conn_id = self.conn_id, "outbound queue full; disconnecting slow client");
+                    tracing::warn!(
+                        conn_id = self.conn_id,
+                        "outbound queue full; disconnecting slow client"
+                    );
                     counter_inc(&METRICS.outbound_overflow_disconnects);
                 }
                 self.shared.overflowed.cancel();
