@@ -449,7 +449,8 @@ impl Config {
         }
         for (env_key, path, kind) in ENV_KEYS {
             // An empty list means "not set": copying .env.example must not wipe a default list.
-            let raw = env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
+            let raw =
+                env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
             if let Some(raw) = raw {
                 let value = match kind {
                     Kind::Str => toml::Value::String(raw.trim().to_string()),

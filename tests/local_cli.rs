@@ -290,6 +290,7 @@ async fn text_answer_yields_status_text_then_completed() {
     assert_eq!(
         events,
         vec![
+            status("Sandbox connected (warm)"),
             status("Loading skills..."),
             status("Starting Claude CLI..."),
             BackendEvent::Text("ゲームの準備ができました".into()),
@@ -458,6 +459,10 @@ async fn dropping_the_stream_kills_the_run() {
     let mut harness = Harness::real_cli();
     harness.point_at(&fake);
     let mut stream = harness.start("Stream slowly", CancellationToken::new());
+    assert_eq!(
+        stream.next().await,
+        Some(status("Sandbox connected (warm)"))
+    );
     assert_eq!(stream.next().await, Some(status("Loading skills...")));
     assert_eq!(stream.next().await, Some(status("Starting Claude CLI...")));
     fake.wait_for_requests(1, Duration::from_secs(60)).await;
@@ -542,10 +547,11 @@ async fn missing_binary_is_a_spawn_error() {
         harness.backend().preflight()
     );
     let events = harness.run("anything").await;
-    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(
-        events[..2],
+        events[..3],
         [
+            status("Sandbox connected (warm)"),
             status("Loading skills..."),
             status("Starting Claude CLI...")
         ]

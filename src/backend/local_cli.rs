@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Backend, BackendEvent, BackendKind, EventStream, Failure, RunRequest};
+use super::{status, Backend, BackendEvent, BackendKind, EventStream, Failure, RunRequest};
 use crate::config::CliConfig;
 use output::{LineSplitter, OutputParser, MAX_LINE_BYTES};
 use process::{exit_code, CliProcess, CliUser, Launch};
@@ -294,7 +294,6 @@ impl Run {
     }
 
     async fn execute(self) {
-        self.emit(BackendEvent::Status("Loading skills...".into()));
         let workspace = match self.prepare_workspace().await {
             Ok(dir) => dir,
             Err(detail) => {
@@ -303,10 +302,12 @@ impl Run {
                 return;
             }
         };
+        self.emit(BackendEvent::Status(status::ENVIRONMENT_READY.into()));
+        self.emit(BackendEvent::Status(status::LOADING_SKILLS.into()));
         if self.stop.is_cancelled() {
             return;
         }
-        self.emit(BackendEvent::Status("Starting Claude CLI...".into()));
+        self.emit(BackendEvent::Status(status::STARTING_CLI.into()));
         let program = match (&self.settings.program, &self.settings.run_as) {
             (Err(why), _) => return self.spawn_failed(why.clone()),
             (_, RunAs::Missing(name)) => {
@@ -407,7 +408,7 @@ impl Run {
             ));
             return;
         }
-        self.emit(BackendEvent::Status("Saving version history...".into()));
+        self.emit(BackendEvent::Status(status::SAVING_VERSION.into()));
         let git = git::Git {
             workspace: &workspace,
             env: &self.settings.base_env,

@@ -15,6 +15,16 @@ use uuid::Uuid;
 
 pub use failure::Failure;
 
+/// The status lines users see while the agent runs, exactly as Modal's `generate_game`
+/// sends them on its warm path. The local backend emits the same lines at the same points,
+/// so nobody can tell from the browser which backend served a job.
+pub mod status {
+    pub const ENVIRONMENT_READY: &str = "Sandbox connected (warm)";
+    pub const LOADING_SKILLS: &str = "Loading skills...";
+    pub const STARTING_CLI: &str = "Starting Claude CLI...";
+    pub const SAVING_VERSION: &str = "Saving version history...";
+}
+
 /// What a backend needs to run one generation.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
