@@ -55,8 +55,17 @@ fn data_dir(config: &Config) -> Result<PathBuf, StartupError> {
     dir.canonicalize().map_err(err)
 }
 
+/// Where the local CLI's pass-through variables come from.
+pub type EnvSource = dyn Fn(&str) -> Option<std::ffi::OsString> + Send + Sync;
+
 impl Relay {
-    pub async fn build(mut config: Config) -> Result<Self, StartupError> {
+    /// Build from `config`, passing the process environment on to the local CLI.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_env(config, &|name: &str| std::env::var_os(name)).await
+    }
+
+    /// [`Relay::build`] with the environment the local CLI inherits answered by `env`.
+    pub async fn build_with_env(mut config: Config, env: &EnvSource) -> Result<Self, StartupError> {
         let data_dir = data_dir(&config)?;
         config.server.data_dir = data_dir.clone();
 
@@ -89,7 +98,7 @@ impl Relay {
                 ModalBackend::new(&config.modal).map_err(|e| StartupError::Modal(e.to_string()))?,
             ))
         };
-        let local_cli = LocalCliBackend::new(&config.cli, &data_dir);
+        let local_cli = LocalCliBackend::with_env_source(&config.cli, &data_dir, env);
         let mode = config.backend.use_modal;
         let local: Option<Arc<dyn Backend>> = match local_cli {
             Ok(cli) => {

@@ -36,6 +36,16 @@ impl TestRelay {
     }
 
     pub async fn start_in(data_dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestRelay {
+        Self::start_with_cli_env(data_dir, env, HashMap::new()).await
+    }
+
+    /// Like `start_in`; `cli_env` is what the local CLI sees of the relay's environment
+    /// (falling back to the real one for anything else).
+    pub async fn start_with_cli_env(
+        data_dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        cli_env: HashMap<String, String>,
+    ) -> TestRelay {
         let mut vars: HashMap<String, String> = HashMap::from([
             ("DATA_DIR".into(), data_dir.path().display().to_string()),
             ("SUPABASE_JWT_SECRET".into(), SECRET.into()),
@@ -45,7 +55,15 @@ impl TestRelay {
             vars.insert(k.to_string(), v.to_string());
         }
         let config = Config::load_from(None, |k| vars.get(k).cloned()).expect("test config");
-        let relay = Relay::build(config).await.expect("relay builds");
+        let source = move |name: &str| {
+            cli_env
+                .get(name)
+                .map(std::ffi::OsString::from)
+                .or_else(|| std::env::var_os(name))
+        };
+        let relay = Relay::build_with_env(config, &source)
+            .await
+            .expect("relay builds");
         let app = relay.app.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
