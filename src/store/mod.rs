@@ -6,6 +6,7 @@
 //! are the relay's own bookkeeping (service role).
 
 pub mod models;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
