@@ -259,6 +259,7 @@ pub struct PromptConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {
     pub url: Secret,
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,6 +408,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLI_ENV_PASSTHROUGH", "cli.env_passthrough", Kind::List),
     ("PROMPT_TEMPLATE", "prompt.template", Kind::Str),
     ("DATABASE_URL", "database.url", Kind::Str),
+    ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
 ];
 

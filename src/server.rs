@@ -18,6 +18,7 @@ use crate::jobs::prompt::PromptTemplate;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::state::AppState;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -89,7 +90,14 @@ impl Relay {
             .map_err(|e| StartupError::Http(e.to_string()))?;
         let verifier = Verifier::new(&config.auth, hs256, http.clone());
 
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("relay.db"))?);
+        let store: Arc<dyn Store> = if config.database.url.is_empty() {
+            Arc::new(SqliteStore::open(&data_dir.join("relay.db"))?)
+        } else {
+            Arc::new(
+                PostgresStore::connect(config.database.url.expose(), config.database.pool_size)
+                    .await?,
+            )
+        };
 
         let modal: Option<Arc<dyn Backend>> = if config.modal.endpoint.is_empty() {
             None

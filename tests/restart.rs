@@ -3,6 +3,8 @@
 
 #[path = "support/fake_modal.rs"]
 mod fake_modal;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
 

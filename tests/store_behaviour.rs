@@ -6,6 +6,9 @@
 //! `relay_template` database and connects as the NOINHERIT `relay` login role; without the
 //! cluster the PostgreSQL tests fail, they never skip.
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +18,9 @@ use dreamcore_relay::store::models::{ChatRole, JobRow, JobStatus};
 use dreamcore_relay::store::postgres::{self as pg, PostgresStore, Scope};
 use dreamcore_relay::store::sqlite::SqliteStore;
 use dreamcore_relay::store::{JobStart, JobUpdate, QuotaKind, QuotaUsage, Store};
+use postgres::PgDb;
 use serde_json::json;
 use uuid::Uuid;
-
-const TEMPLATE: &str = "relay_template";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -145,74 +147,6 @@ impl Fixture {
         if let Env::Postgres(db) = self.env {
             db.drop_db().await;
         }
-    }
-}
-
-/// A fresh copy of the template database, plus a superuser connection to it for seeding.
-struct PgDb {
-    socket_dir: String,
-    name: String,
-    admin: tokio_postgres::Client,
-}
-
-fn pg_socket_dir() -> String {
-    if let Ok(dir) = std::env::var("TEST_PG_SOCKET_DIR") {
-        return dir;
-    }
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/test-postgres/socket_dir"
-    );
-    match std::fs::read_to_string(file) {
-        Ok(dir) => dir.trim().to_string(),
-        Err(e) => panic!(
-            "PostgreSQL for tests is not set up ({file}: {e}). Run `bash scripts/test-postgres.sh` first."
-        ),
-    }
-}
-
-async fn pg_superuser(socket_dir: &str, dbname: &str) -> tokio_postgres::Client {
-    let conn_str = format!("host={socket_dir} user=postgres dbname={dbname}");
-    let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot reach the test PostgreSQL at {socket_dir} ({e}). Run `bash scripts/test-postgres.sh` first.")
-        });
-    tokio::spawn(conn);
-    client
-}
-
-impl PgDb {
-    async fn create() -> Self {
-        let socket_dir = pg_socket_dir();
-        let name = format!("t_{}", Uuid::new_v4().simple());
-        pg_superuser(&socket_dir, "postgres")
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
-            .await
-            .unwrap();
-        let admin = pg_superuser(&socket_dir, &name).await;
-        Self {
-            socket_dir,
-            name,
-            admin,
-        }
-    }
-
-    fn relay_url(&self) -> String {
-        format!(
-            "postgresql://relay:relay-test@/{}?host={}",
-            self.name, self.socket_dir
-        )
-    }
-
-    async fn drop_db(self) {
-        drop(self.admin);
-        pg_superuser(&self.socket_dir, "postgres")
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .unwrap();
     }
 }
 

@@ -2,6 +2,8 @@
 
 #[path = "support/fake_modal.rs"]
 mod fake_modal;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
 
@@ -54,11 +56,11 @@ async fn init_succeeds_and_lists_projects() {
     let relay = TestRelay::start(&[]).await;
     let user = Uuid::new_v4();
     let mut client = relay.client().await;
-    let reply = client.init(&token(user, 3600)).await;
+    let reply = client.init(&relay.token_for(user).await).await;
     assert_eq!(reply, json!({"type":"init","userId":user,"projects":[]}));
     let id = client.create_project("新しいゲーム").await;
     let mut again = relay.client().await;
-    let reply = again.init(&token(user, 3600)).await;
+    let reply = again.init(&relay.token_for(user).await).await;
     let project = &reply["projects"][0];
     assert_eq!(project["id"], json!(id));
     assert_eq!(project["name"], "新しいゲーム");

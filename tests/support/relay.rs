@@ -23,6 +23,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestRelay {
     pub addr: SocketAddr,
+    /// Set when the suite runs on PostgreSQL (`RELAY_TEST_STORE=postgres`).
+    pub pg: Option<crate::postgres::PgDb>,
     pub app: AppState,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -54,6 +56,14 @@ impl TestRelay {
         for (k, v) in env {
             vars.insert(k.to_string(), v.to_string());
         }
+        let pg = match std::env::var("RELAY_TEST_STORE").as_deref() {
+            Ok("postgres") => {
+                let db = crate::postgres::PgDb::create().await;
+                vars.insert("DATABASE_URL".into(), db.relay_url());
+                Some(db)
+            }
+            _ => None,
+        };
         let config = Config::load_from(None, |k| vars.get(k).cloned()).expect("test config");
         let source = move |name: &str| {
             cli_env
@@ -75,6 +85,7 @@ impl TestRelay {
         }));
         TestRelay {
             addr,
+            pg,
             app,
             data_dir,
             shutdown: Some(tx),
@@ -94,6 +105,9 @@ impl TestRelay {
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(WAIT, server).await;
         }
+        if let Some(db) = self.pg.take() {
+            db.drop_db().await;
+        }
         self.data_dir
     }
 
@@ -102,9 +116,17 @@ impl TestRelay {
     }
 
     /// A connected, initialised client for `user`.
+    /// A token for `user`, who exists in `auth.users` when the store is PostgreSQL.
+    pub async fn token_for(&self, user: Uuid) -> String {
+        if let Some(db) = &self.pg {
+            db.register_user(user, &format!("{user}@example.com")).await;
+        }
+        token(user, 3600)
+    }
+
     pub async fn user(&self, user: Uuid) -> Client {
         let mut client = self.client().await;
-        let reply = client.init(&token(user, 3600)).await;
+        let reply = client.init(&self.token_for(user).await).await;
         assert_eq!(reply["type"], "init", "{reply}");
         client
     }
