@@ -230,6 +230,12 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     pub outbound_queue: usize,
     pub ws_ping_interval_secs: u64,
+    /// Messages per minute per socket (ping and viewState excluded); 0 disables.
+    pub messages_per_minute: u32,
+    /// Generation messages per minute per user; 0 disables.
+    pub generations_per_minute: u32,
+    /// Browser origins allowed to open a WebSocket; empty allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +327,9 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("WS_MAX_MESSAGE_BYTES", "limits.max_message_bytes", Kind::Int),
     ("WS_OUTBOUND_QUEUE", "limits.outbound_queue", Kind::Int),
     ("WS_PING_INTERVAL_SECS", "limits.ws_ping_interval_secs", Kind::Int),
+    ("RATE_LIMIT_MESSAGES_PER_MIN", "limits.messages_per_minute", Kind::Int),
+    ("RATE_LIMIT_GENERATIONS_PER_MIN", "limits.generations_per_minute", Kind::Int),
+    ("WS_ALLOWED_ORIGINS", "limits.allowed_origins", Kind::List),
     ("CLAUDE_BIN", "cli.claude_bin", Kind::Str),
     ("LOCAL_CLI_USER", "cli.user", Kind::Str),
     ("CLAUDE_MODEL", "cli.model", Kind::Str),
@@ -580,5 +589,20 @@ mod tests {
         assert!(err.starts_with("MAX_JOBS_TOTAL:"), "{err}");
         let err = load(&[("PORT", "70000")]).unwrap_err().to_string();
         assert!(err.starts_with("PORT:"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod env_example {
+    /// Every variable the relay reads is documented in `.env.example`.
+    #[test]
+    fn env_example_lists_every_key() {
+        let example = include_str!("../.env.example");
+        for key in super::env_keys() {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key}="))),
+                "{key} is missing from .env.example"
+            );
+        }
     }
 }

@@ -1,1 +1,189 @@
-fn main() {}
+//! `dreamcore-relay [serve]` runs the relay; `dreamcore-relay dev-token` mints a token a
+//! newcomer can connect with.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use dreamcore_relay::config::{Config, LogFormat};
+use dreamcore_relay::server::Relay;
+use dreamcore_relay::{auth, config};
+use tokio::signal::unix::{signal, SignalKind};
+use uuid::Uuid;
+
+const USAGE: &str = "usage:
+  dreamcore-relay [serve]
+  dreamcore-relay dev-token [--user <uuid>] [--email <address>] [--ttl <seconds>]
+  dreamcore-relay healthcheck        (exit 0 when GET /health on PORT answers 200; for Docker)
+Configuration comes from config/default.toml (embedded), RELAY_CONFIG, .env and the environment;
+see .env.example.";
+
+fn main() -> ExitCode {
+    // A missing .env is normal; variables already set in the environment win.
+    let _ = dotenvy::dotenv();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(config),
+        Some("dev-token") => dev_token(&config, &args[1..]),
+        Some("healthcheck") => healthcheck(&config),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_tracing(config.server.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let address = format!("{}:{}", config.server.host, config.server.port);
+        let relay = match Relay::build(config).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                tracing::error!("start-up failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(&address).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {address}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("listening on http://{address} (WebSocket on any path)");
+        spawn_reload_on_hangup(relay.app.clone());
+        match relay.serve(listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// SIGHUP re-reads `RELAY_CONFIG` and `.env` (whose values win over the environment the
+/// process started with, which cannot change) and applies `USE_MODAL` to new jobs.
+fn spawn_reload_on_hangup(app: dreamcore_relay::state::AppState) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; use the admin API to switch backends");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let file_env: HashMap<String, String> = dotenvy::from_path_iter(".env")
+                .map(|iter| iter.filter_map(Result::ok).collect())
+                .unwrap_or_default();
+            let file = std::env::var("RELAY_CONFIG").ok().filter(|p| !p.is_empty());
+            let reloaded = Config::load_from(file.as_deref(), |key| {
+                file_env.get(key).cloned().or_else(|| std::env::var(key).ok())
+            });
+            match reloaded {
+                Ok(config) => match app.selector.set_mode(config.backend.use_modal) {
+                    Ok(()) => tracing::info!(use_modal = config.backend.use_modal.as_use_modal(), "SIGHUP: configuration reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the current backend"),
+                },
+                Err(e) => tracing::error!("SIGHUP: configuration error, nothing changed: {e}"),
+            }
+            app.verifier.purge_keys();
+        }
+    });
+}
+
+fn dev_token(config: &Config, args: &[String]) -> ExitCode {
+    let mut user = Uuid::new_v4();
+    let mut email = String::from("dev@example.com");
+    let mut ttl: i64 = 3600;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next();
+        let ok = match (flag.as_str(), value) {
+            ("--user", Some(v)) => Uuid::parse_str(v).map(|u| user = u).is_ok(),
+            ("--email", Some(v)) => {
+                email = v.clone();
+                true
+            }
+            ("--ttl", Some(v)) => v.parse().map(|t| ttl = t).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            eprintln!("bad argument {flag}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let secret = match auth::resolve_hs256_secret(&config.auth, &config.server.data_dir) {
+        Ok((Some(secret), _)) => secret,
+        Ok((None, _)) => {
+            eprintln!("no HS256 secret: set SUPABASE_JWT_SECRET (a project using only asymmetric keys cannot mint tokens)");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("cannot read the development secret under {}: {e}", config.server.data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let issuer = config.auth.effective_issuers().into_iter().next().unwrap_or_else(|| config::DEV_ISSUER.to_string());
+    println!("{}", auth::mint_hs256(&secret, &issuer, user, &email, ttl));
+    ExitCode::SUCCESS
+}
+
+/// Container health probe without curl in the image: `GET /health` on the local port.
+fn healthcheck(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    let address = format!("127.0.0.1:{}", config.server.port);
+    let timeout = std::time::Duration::from_secs(2);
+    let probe = || -> std::io::Result<bool> {
+        let addr = address
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.ends_with(b" 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}

@@ -3,6 +3,8 @@
 
 pub mod claude;
 pub mod failure;
+pub mod modal;
+pub mod selector;
 
 use std::pin::Pin;
 

@@ -6,7 +6,7 @@
 //! are the relay's own bookkeeping (service role).
 
 pub mod models;
-// pub mod sqlite;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -308,6 +308,19 @@ impl ServerMessage {
         })
     }
 
+    /// A coded error the user can simply retry later.
+    pub fn retryable_error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut error = Self::coded_error(code, message);
+        if let Self::Error(ErrorBody { error: Some(coded), .. }) = &mut error {
+            coded.recoverable = Some(true);
+        }
+        error
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::retryable_error("RATE_LIMITED", texts::RATE_LIMITED)
+    }
+
     /// One serialization, shared by every socket the frame goes to.
     pub fn to_frame(&self) -> Utf8Bytes {
         // Serializing these plain data types cannot fail: no maps with non-string keys,
@@ -339,6 +352,8 @@ pub mod texts {
     pub const OPERATION_CANCELLED: &str = "Operation cancelled";
     pub const SYSTEM_BUSY: &str = "System is busy. Please try again in a moment.";
     pub const FAILED_TO_CANCEL: &str = "Failed to cancel job";
+    pub const RATE_LIMITED: &str = "リクエストが多すぎます。しばらくしてからもう一度お試しください";
+    pub const MESSAGE_TOO_LARGE: &str = "Message too large";
 }
 
 /// WebSocket close codes and reasons of §1.3 plus the drain code.

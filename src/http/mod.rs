@@ -1,0 +1,141 @@
+//! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
+//! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use crate::config::BackendMode;
+use crate::metrics::METRICS;
+use crate::state::AppState;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/admin/backend", get(backend_status).post(set_backend))
+        .route("/admin/keys/purge", post(purge_keys))
+        .fallback(root)
+        .with_state(app)
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(app): State<AppState>) -> Response {
+    let backend = app.selector.status();
+    let body = json!({
+        "status": if app.jobs.is_accepting() { "ready" } else { "draining" },
+        "backend": backend,
+        "store": app.store.kind(),
+        "runningJobs": app.jobs.running().len(),
+    });
+    let status = if app.jobs.is_accepting() && backend.current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
+}
+
+/// Constant-time check of `Authorization: Bearer <ADMIN_TOKEN>`; no token configured means
+/// the admin routes are off.
+fn admin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = app.config.admin.token.expose();
+    if expected.is_empty() {
+        return false;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+fn forbidden() -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({ "error": "Unauthorized" }))).into_response()
+}
+
+async fn backend_status(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if !admin_allowed(&app, &headers) {
+        return forbidden();
+    }
+    Json(app.selector.status()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetBackend {
+    use_modal: String,
+}
+
+async fn set_backend(State(app): State<AppState>, headers: HeaderMap, body: Option<Json<SetBackend>>) -> Response {
+    if !admin_allowed(&app, &headers) {
+        return forbidden();
+    }
+    let Some(mode) = body.and_then(|Json(b)| BackendMode::parse_use_modal(&b.use_modal)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "useModal must be \"true\", \"false\" or \"auto\"" })),
+        )
+            .into_response();
+    };
+    match app.selector.set_mode(mode) {
+        Ok(()) => Json(app.selector.status()).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+async fn purge_keys(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if !admin_allowed(&app, &headers) {
+        return forbidden();
+    }
+    app.verifier.purge_keys();
+    Json(json!({ "status": "purged" })).into_response()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn root(State(app): State<AppState>, request: Request) -> Response {
+    if is_websocket_upgrade(request.headers()) {
+        let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if !crate::ws::origin_allowed(&app, origin) {
+            METRICS.rate_limited.inc(&["origin"]);
+            return (StatusCode::FORBIDDEN, Json(json!({ "error": "Origin not allowed" }))).into_response();
+        }
+        let (mut parts, _body) = request.into_parts();
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &app).await {
+            Ok(ws) => crate::ws::upgrade(ws, app),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match app.config.public_dir() {
+        Some(dir) => match ServeDir::new(dir).oneshot(request).await {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        },
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response(),
+    }
+}

@@ -1,0 +1,128 @@
+//! Daily quotas per plan (data-and-auth §3.4): consume-first, one atomic check-and-increment
+//! in the store, fail-open when the store cannot answer.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use crate::store::models::iso_millis;
+use crate::store::{QuotaKind, Store};
+use crate::ws::protocol::{CodedError, ErrorBody, ServerMessage};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRefusal {
+    pub kind: QuotaKind,
+    pub limit: i64,
+    pub reset_at: DateTime<Utc>,
+}
+
+impl QuotaRefusal {
+    pub fn to_message(&self) -> ServerMessage {
+        let (code, text) = match self.kind {
+            QuotaKind::ProjectsCreated => (
+                "DAILY_PROJECT_LIMIT_EXCEEDED",
+                format!("本日のプロジェクト作成上限（{}回）に達しました", self.limit),
+            ),
+            QuotaKind::MessagesSent => (
+                "DAILY_MESSAGE_LIMIT_EXCEEDED",
+                format!("本日のメッセージ上限（{}回）に達しました", self.limit),
+            ),
+        };
+        ServerMessage::Error(ErrorBody {
+            message: None,
+            error: Some(CodedError {
+                code: code.into(),
+                message: text,
+                remaining: Some(0),
+                limit: Some(self.limit),
+                reset_at: Some(iso_millis(&self.reset_at)),
+                recoverable: None,
+            }),
+        })
+    }
+}
+
+/// The next 00:00 UTC, when every daily counter starts over.
+pub fn next_reset(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = now.date_naive() + Duration::days(1);
+    tomorrow
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now)
+}
+
+#[derive(Debug, Clone)]
+pub struct QuotaPolicy {
+    enabled: bool,
+}
+
+impl QuotaPolicy {
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled }
+    }
+
+    /// Limit per day for a plan; -1 is unlimited, `None` an unknown plan (fail-open).
+    pub fn limit(plan: &str, kind: QuotaKind) -> Option<i64> {
+        Some(match (plan, kind) {
+            ("free", QuotaKind::ProjectsCreated) => 3,
+            ("free", QuotaKind::MessagesSent) => 20,
+            ("pro", QuotaKind::ProjectsCreated) => 100,
+            ("pro", QuotaKind::MessagesSent) => 500,
+            ("team", _) => -1,
+            _ => return None,
+        })
+    }
+
+    pub async fn consume(&self, store: &dyn Store, user_id: Uuid, kind: QuotaKind) -> Result<(), QuotaRefusal> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let plan = match store.plan(user_id).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(error = %e, "plan lookup failed; quota not enforced for this request");
+                return Ok(());
+            }
+        };
+        let Some(limit) = Self::limit(&plan, kind) else {
+            tracing::warn!(plan, "unknown plan; quota not enforced");
+            return Ok(());
+        };
+        match store.consume_quota(user_id, kind, limit).await {
+            Ok(decision) if decision.allowed => Ok(()),
+            Ok(_) => Err(QuotaRefusal {
+                kind,
+                limit,
+                reset_at: next_reset(Utc::now()),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "quota check failed; allowing the request");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn reset_is_next_utc_midnight() {
+        let now = Utc.with_ymd_and_hms(2026, 2, 8, 23, 59, 59).unwrap();
+        assert_eq!(iso_millis(&next_reset(now)), "2026-02-09T00:00:00.000Z");
+    }
+
+    #[test]
+    fn refusal_payload_is_exact() {
+        let refusal = QuotaRefusal {
+            kind: QuotaKind::MessagesSent,
+            limit: 20,
+            reset_at: Utc.with_ymd_and_hms(2026, 2, 9, 0, 0, 0).unwrap(),
+        };
+        assert_eq!(
+            refusal.to_message().to_frame().as_str(),
+            r#"{"type":"error","error":{"code":"DAILY_MESSAGE_LIMIT_EXCEEDED","message":"本日のメッセージ上限（20回）に達しました","remaining":0,"limit":20,"resetAt":"2026-02-09T00:00:00.000Z"}}"#
+        );
+    }
+}

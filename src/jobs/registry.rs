@@ -1,0 +1,388 @@
+//! Live jobs of this process: start (or attach to) the one job of a project, find, cancel,
+//! drain. Durable rows live in the store; the registry holds what only a running process
+//! has — the event log, subscribers, the cancel handle and the concurrency slot.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::channel::JobChannel;
+use super::limits::{SlotError, SlotLimiter};
+use super::prompt::PromptTemplate;
+use super::quota::{QuotaPolicy, QuotaRefusal};
+use super::runner;
+use crate::auth::Identity;
+use crate::backend::selector::{BackendSelector, SelectError};
+use crate::backend::{BackendKind, RunRequest};
+use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
+use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
+
+/// A job running in this process.
+pub struct LiveJob {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub project_id: Uuid,
+    pub backend: BackendKind,
+    pub channel: JobChannel,
+    pub started_at: Instant,
+    row: Mutex<JobRow>,
+    cancel: CancellationToken,
+    finished: CancellationToken,
+}
+
+impl LiveJob {
+    pub fn row(&self) -> Option<JobRow> {
+        self.row.lock().ok().map(|r| r.clone())
+    }
+
+    /// Mutate the in-memory row and return a copy for the event.
+    pub(super) fn update_row(&self, f: impl FnOnce(&mut JobRow)) -> Option<JobRow> {
+        let mut row = self.row.lock().ok()?;
+        f(&mut row);
+        row.updated_at = Utc::now();
+        Some(row.clone())
+    }
+
+    pub(super) fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub(super) fn mark_finished(&self) {
+        self.finished.cancel();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_cancelled()
+    }
+}
+
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// A new job was created and is running here.
+    Started(Arc<LiveJob>, JobRow),
+    /// The project's job was already running here.
+    Attached(Arc<LiveJob>, JobRow),
+    /// The database has an unfinished job this process does not run (another instance).
+    ExistingElsewhere(JobRow),
+}
+
+impl std::fmt::Debug for LiveJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveJob").field("id", &self.id).field("backend", &self.backend).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("user slot limit reached")]
+    UserLimit {
+        limit: usize,
+        in_progress: usize,
+        jobs: Vec<ActiveJobInfo>,
+    },
+    #[error("system slot limit reached")]
+    SystemBusy,
+    #[error("daily message quota exhausted")]
+    Quota(QuotaRefusal),
+    #[error("the relay is draining")]
+    Draining,
+    #[error(transparent)]
+    NoBackend(#[from] SelectError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The job was unfinished and is now cancelled; its row.
+    Cancelled(Option<JobRow>),
+    /// The job had already finished; nothing changed.
+    AlreadyFinished,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("job not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct JobsConfig {
+    pub job_timeout: Duration,
+    /// How long a cancel waits for the backend to wind down before answering.
+    pub cancel_wait: Duration,
+    /// Absolute data directory (the local CLI's workspaces live below it).
+    pub data_dir: PathBuf,
+}
+
+/// A failure kept for the ops console.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentFailure {
+    pub at: String,
+    pub job_id: Uuid,
+    pub backend: BackendKind,
+    pub code: String,
+    pub detail: String,
+}
+
+const RECENT_FAILURES: usize = 50;
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<Uuid, Arc<LiveJob>>,
+    by_project: HashMap<Uuid, Uuid>,
+}
+
+pub struct Jobs {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) selector: Arc<BackendSelector>,
+    pub(super) config: JobsConfig,
+    limiter: SlotLimiter,
+    quota: QuotaPolicy,
+    prompt: PromptTemplate,
+    maps: Mutex<Maps>,
+    start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    tracker: TaskTracker,
+    accepting: AtomicBool,
+    recent_failures: Mutex<std::collections::VecDeque<RecentFailure>>,
+}
+
+impl Jobs {
+    pub fn new(
+        store: Arc<dyn Store>,
+        selector: Arc<BackendSelector>,
+        limiter: SlotLimiter,
+        quota: QuotaPolicy,
+        prompt: PromptTemplate,
+        config: JobsConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            selector,
+            config,
+            limiter,
+            quota,
+            prompt,
+            maps: Mutex::new(Maps::default()),
+            start_locks: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            accepting: AtomicBool::new(true),
+            recent_failures: Mutex::new(std::collections::VecDeque::new()),
+        })
+    }
+
+    pub fn live_for_project(&self, project_id: Uuid) -> Option<Arc<LiveJob>> {
+        let maps = self.maps.lock().ok()?;
+        let id = maps.by_project.get(&project_id)?;
+        maps.by_id.get(id).cloned()
+    }
+
+    pub fn live(&self, job_id: Uuid) -> Option<Arc<LiveJob>> {
+        self.maps.lock().ok()?.by_id.get(&job_id).cloned()
+    }
+
+    pub fn running(&self) -> Vec<Arc<LiveJob>> {
+        self.maps
+            .lock()
+            .map(|m| m.by_id.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Stop taking new jobs (drain). Running jobs continue.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// Wait until every job task has finished, or `timeout` passes. True when all finished.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
+    }
+
+    /// Cancel every running job (end of a drain that ran out of time).
+    pub fn cancel_all(&self) {
+        for job in self.running() {
+            job.cancel.cancel();
+        }
+    }
+
+    async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = match self.start_locks.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            // Forget locks nobody holds any more, so the map stays small.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            Arc::clone(locks.entry(project_id).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    /// Start the project's job, or return the one already unfinished. Quota and history are
+    /// spent only when a new job really starts.
+    pub async fn start(self: &Arc<Self>, who: &Identity, project_id: Uuid, content: &str) -> Result<StartOutcome, StartError> {
+        if !self.is_accepting() {
+            return Err(StartError::Draining);
+        }
+        let _serialized = self.project_lock(project_id).await;
+        if let Some(job) = self.live_for_project(project_id) {
+            if let Some(row) = job.row() {
+                return Ok(StartOutcome::Attached(job, row));
+            }
+        }
+        if let Some(row) = self.store.active_job(project_id).await? {
+            return Ok(StartOutcome::ExistingElsewhere(row));
+        }
+        let backend = self.selector.pick()?;
+        let slot = match self.limiter.try_acquire(who.user_id) {
+            Ok(slot) => slot,
+            Err(SlotError::User { in_progress }) => {
+                let jobs = self.store.active_jobs_for_user(who.user_id).await.unwrap_or_default();
+                return Err(StartError::UserLimit {
+                    limit: self.limiter.per_user_limit(),
+                    in_progress,
+                    jobs,
+                });
+            }
+            Err(SlotError::System) => return Err(StartError::SystemBusy),
+        };
+        self.quota
+            .consume(self.store.as_ref(), who.user_id, QuotaKind::MessagesSent)
+            .await
+            .map_err(StartError::Quota)?;
+        self.store.add_user_message(who, project_id, content).await?;
+        let job_id = Uuid::now_v7();
+        let row = match self.store.start_job(who.user_id, project_id, job_id, Utc::now()).await? {
+            JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
+            JobStart::Created(row) => row,
+        };
+        let job = Arc::new(LiveJob {
+            id: job_id,
+            user_id: who.user_id,
+            project_id,
+            backend: backend.kind(),
+            channel: JobChannel::new(who.user_id, project_id),
+            started_at: Instant::now(),
+            row: Mutex::new(row.clone()),
+            cancel: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        });
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.by_id.insert(job_id, Arc::clone(&job));
+            maps.by_project.insert(project_id, job_id);
+        }
+        let workspace = match backend.kind() {
+            BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),
+            BackendKind::Local => self
+                .config
+                .data_dir
+                .join("users")
+                .join(who.user_id.to_string())
+                .join("projects")
+                .join(project_id.to_string())
+                .display()
+                .to_string(),
+        };
+        let request = RunRequest {
+            job_id,
+            user_id: who.user_id,
+            project_id,
+            prompt: self.prompt.render(&workspace, content),
+        };
+        let jobs = Arc::clone(self);
+        self.tracker.spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
+        Ok(StartOutcome::Started(job, row))
+    }
+
+    pub(super) fn record_failure(&self, failure: RecentFailure) {
+        if let Ok(mut recent) = self.recent_failures.lock() {
+            if recent.len() == RECENT_FAILURES {
+                recent.pop_back();
+            }
+            recent.push_front(failure);
+        }
+    }
+
+    /// Newest first.
+    pub fn recent_failures(&self) -> Vec<RecentFailure> {
+        self.recent_failures
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forget a finished job (called by its runner just before the terminal event).
+    pub(super) fn unregister(&self, job: &LiveJob) {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.by_id.remove(&job.id);
+            if maps.by_project.get(&job.project_id) == Some(&job.id) {
+                maps.by_project.remove(&job.project_id);
+            }
+        }
+    }
+
+    /// Cancel a job the user owns. Waits (bounded) until the backend stopped and the
+    /// `cancelled` event went out, so the caller's reply follows it.
+    pub async fn cancel(&self, user_id: Uuid, job_id: Uuid) -> Result<CancelOutcome, CancelError> {
+        if let Some(job) = self.live(job_id) {
+            if job.user_id != user_id {
+                return Err(CancelError::NotFound);
+            }
+            job.cancel.cancel();
+            let _ = tokio::time::timeout(self.config.cancel_wait, job.finished.cancelled()).await;
+            return Ok(CancelOutcome::Cancelled(job.row()));
+        }
+        let row = self
+            .store
+            .get_job(job_id)
+            .await?
+            .filter(|row| row.user_id == user_id)
+            .ok_or(CancelError::NotFound)?;
+        if !row.status.is_active() {
+            return Ok(CancelOutcome::AlreadyFinished);
+        }
+        // Unfinished in the database but not running here: an orphan or another instance's.
+        let update = JobUpdate {
+            status: Some(JobStatus::Cancelled),
+            ..JobUpdate::default()
+        };
+        Ok(CancelOutcome::Cancelled(self.store.update_job(job_id, &update).await?))
+    }
+
+    /// A job row the user owns (live copy first).
+    pub async fn job_for_user(&self, user_id: Uuid, job_id: Uuid) -> Result<Option<JobRow>, StoreError> {
+        if let Some(job) = self.live(job_id) {
+            return Ok(job.row().filter(|r| r.user_id == user_id));
+        }
+        Ok(self.store.get_job(job_id).await?.filter(|r| r.user_id == user_id))
+    }
+
+    /// The project's unfinished job as `activeJob` shows it: live row first, else the store's.
+    pub async fn active_row(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError> {
+        if let Some(job) = self.live_for_project(project_id) {
+            return Ok(job.row());
+        }
+        self.store.active_job(project_id).await
+    }
+
+    /// At start-up: jobs a previous process left unfinished can never finish now.
+    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
+        self.store
+            .fail_unfinished_jobs("サーバーの再起動により生成が中断されました。もう一度お試しください")
+            .await
+    }
+}

@@ -1,0 +1,212 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! Plain atomics: the hot path (one event relayed) costs a relaxed add.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_secs(&self, secs: f64) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((secs * 1_000_000.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1_000_000.0
+        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// A counter family keyed by one or two label values.
+#[derive(Default)]
+pub struct LabeledCounter {
+    values: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl LabeledCounter {
+    pub fn inc(&self, labels: &[&str]) {
+        if let Ok(mut map) = self.values.lock() {
+            *map.entry(labels.iter().map(|s| s.to_string()).collect()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
+        self.values
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (values, count) in self.snapshot() {
+            let labels: Vec<String> = label_names
+                .iter()
+                .zip(&values)
+                .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+                .collect();
+            let _ = writeln!(out, "{name}{{{}}} {count}", labels.join(","));
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub struct Metrics {
+    pub sockets_open: AtomicI64,
+    pub sessions_authenticated: AtomicI64,
+    pub events_relayed: AtomicU64,
+    pub outbound_overflow_disconnects: AtomicU64,
+    pub rate_limited: LabeledCounter,
+    pub auth_failures: LabeledCounter,
+    /// Labels: state, backend.
+    pub jobs_running: Mutex<BTreeMap<(String, String), i64>>,
+    /// Labels: outcome (completed/failed/cancelled), backend.
+    pub jobs_finished: LabeledCounter,
+    /// Labels: code.
+    pub upstream_failures: LabeledCounter,
+    pub job_duration: Histogram,
+    /// Backend event received → frame queued to every subscriber.
+    pub relay_latency: Histogram,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    sockets_open: AtomicI64::new(0),
+    sessions_authenticated: AtomicI64::new(0),
+    events_relayed: AtomicU64::new(0),
+    outbound_overflow_disconnects: AtomicU64::new(0),
+    rate_limited: LabeledCounter::default(),
+    auth_failures: LabeledCounter::default(),
+    jobs_running: Mutex::new(BTreeMap::new()),
+    jobs_finished: LabeledCounter::default(),
+    upstream_failures: LabeledCounter::default(),
+    job_duration: Histogram::new(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0]),
+    relay_latency: Histogram::new(&[
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
+    ]),
+});
+
+pub fn counter_inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn gauge_add(gauge: &AtomicI64, delta: i64) {
+    gauge.fetch_add(delta, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn job_state(&self, state: &str, backend: &str, delta: i64) {
+        if let Ok(mut map) = self.jobs_running.lock() {
+            *map.entry((state.to_string(), backend.to_string())).or_insert(0) += delta;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        gauge(&mut out, "relay_websockets_open", "Open WebSocket connections.", self.sockets_open.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "relay_sessions_authenticated",
+            "WebSocket connections with a verified token.",
+            self.sessions_authenticated.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "relay_events_relayed_total",
+            "Job events delivered to subscribed sockets (one per socket).",
+            self.events_relayed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "relay_outbound_overflow_disconnects_total",
+            "Connections closed because the client did not read its queue.",
+            self.outbound_overflow_disconnects.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP relay_jobs Jobs currently unfinished, by state and backend.\n# TYPE relay_jobs gauge");
+        if let Ok(map) = self.jobs_running.lock() {
+            for ((state, backend), v) in map.iter() {
+                let _ = writeln!(out, "relay_jobs{{state=\"{state}\",backend=\"{backend}\"}} {v}");
+            }
+        }
+        self.jobs_finished.render(
+            &mut out,
+            "relay_jobs_finished_total",
+            "Jobs that reached a terminal status.",
+            &["outcome", "backend"],
+        );
+        self.upstream_failures.render(
+            &mut out,
+            "relay_job_failures_total",
+            "Failed jobs by failure code.",
+            &["code"],
+        );
+        self.auth_failures.render(
+            &mut out,
+            "relay_auth_failures_total",
+            "Refused access tokens by reason.",
+            &["reason"],
+        );
+        self.rate_limited.render(
+            &mut out,
+            "relay_rate_limited_total",
+            "Messages refused by a rate limit.",
+            &["limit"],
+        );
+        self.job_duration
+            .render(&mut out, "relay_job_duration_seconds", "Job wall time from start to terminal event.", "");
+        self.relay_latency.render(
+            &mut out,
+            "relay_event_latency_seconds",
+            "Time from a backend event arriving to its frame being queued to subscribers.",
+            "",
+        );
+        out
+    }
+}

@@ -1,0 +1,198 @@
+//! The composition root: build every part from the configuration, serve, drain.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Verifier};
+use crate::backend::local_cli::LocalCliBackend;
+use crate::backend::modal::ModalBackend;
+use crate::backend::selector::{probe_modal, BackendSelector};
+use crate::backend::Backend;
+use crate::config::{BackendMode, Config};
+use crate::jobs::limits::SlotLimiter;
+use crate::jobs::prompt::PromptTemplate;
+use crate::jobs::quota::QuotaPolicy;
+use crate::jobs::{Jobs, JobsConfig};
+use crate::state::AppState;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("DATA_DIR {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Prompt(#[from] crate::jobs::prompt::TemplateError),
+    #[error("MODAL_ENDPOINT: {0}")]
+    Modal(String),
+    #[error("USE_MODAL={mode}: {reason}")]
+    Backend { mode: &'static str, reason: String },
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+pub struct Relay {
+    pub app: AppState,
+}
+
+/// The absolute data directory, created if missing.
+fn data_dir(config: &Config) -> Result<PathBuf, StartupError> {
+    let dir = &config.server.data_dir;
+    let err = |source| StartupError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    dir.canonicalize().map_err(err)
+}
+
+impl Relay {
+    pub async fn build(mut config: Config) -> Result<Self, StartupError> {
+        let data_dir = data_dir(&config)?;
+        config.server.data_dir = data_dir.clone();
+
+        let (hs256, is_dev_secret) =
+            auth::resolve_hs256_secret(&config.auth, &data_dir).map_err(|source| StartupError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+        if is_dev_secret {
+            tracing::warn!(
+                "no SUPABASE_URL or SUPABASE_JWT_SECRET: accepting development tokens signed with {}/dev-jwt-secret \
+                 (mint one with `dreamcore-relay dev-token`)",
+                data_dir.display()
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let verifier = Verifier::new(&config.auth, hs256, http.clone());
+
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("relay.db"))?);
+
+        let modal: Option<Arc<dyn Backend>> = if config.modal.endpoint.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                ModalBackend::new(&config.modal).map_err(|e| StartupError::Modal(e.to_string()))?,
+            ))
+        };
+        let local_cli = LocalCliBackend::new(&config.cli, &data_dir);
+        let mode = config.backend.use_modal;
+        let local: Option<Arc<dyn Backend>> = match local_cli {
+            Ok(cli) => {
+                for problem in cli.preflight() {
+                    if mode == BackendMode::Modal {
+                        tracing::info!(%problem, "local CLI backend not usable (only needed for USE_MODAL=false)");
+                    } else {
+                        tracing::error!(%problem, "local CLI backend not usable");
+                    }
+                }
+                Some(Arc::new(cli))
+            }
+            Err(e) if mode == BackendMode::Modal => {
+                tracing::info!(error = %e, "local CLI backend unavailable (only needed for USE_MODAL=false)");
+                None
+            }
+            Err(e) => {
+                return Err(StartupError::Backend {
+                    mode: mode.as_use_modal(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let selector = Arc::new(BackendSelector::new(
+            mode,
+            modal,
+            local,
+            config.backend.auto_failure_threshold,
+            Duration::from_secs(config.backend.auto_failure_window_secs),
+        ));
+
+        let quota = QuotaPolicy::new(true);
+        let jobs = Jobs::new(
+            Arc::clone(&store),
+            Arc::clone(&selector),
+            SlotLimiter::new(config.limits.max_jobs_per_user, config.limits.max_jobs_total),
+            quota.clone(),
+            PromptTemplate::load(&config.prompt.template)?,
+            JobsConfig {
+                job_timeout: config.job_timeout(),
+                cancel_wait: Duration::from_secs(config.cli.kill_grace_secs + 5),
+                data_dir,
+            },
+        );
+        let orphaned = jobs.fail_orphans().await?;
+        if orphaned > 0 {
+            tracing::warn!(count = orphaned, "jobs left unfinished by a previous process marked failed");
+        }
+        tracing::info!(
+            use_modal = mode.as_use_modal(),
+            store = store.kind(),
+            "relay ready"
+        );
+        let app = AppState::new(config, verifier, store, jobs, selector, quota);
+        spawn_modal_prober(&app, http);
+        Ok(Self { app })
+    }
+
+    /// Serve until `shutdown` resolves, then drain: refuse new jobs (`/ready` turns 503), let
+    /// running jobs finish within `DRAIN_TIMEOUT_SECS`, close every socket with 1012, stop.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = self.app.clone();
+        let router = crate::http::router(self.app);
+        let drained = async move {
+            shutdown.await;
+            drain(&app).await;
+        };
+        axum::serve(listener, router).with_graceful_shutdown(drained).await
+    }
+}
+
+async fn drain(app: &AppState) {
+    let running = app.jobs.running().len();
+    tracing::info!(running, "draining: no new jobs, waiting for running ones");
+    app.jobs.stop_accepting();
+    let timeout = Duration::from_secs(app.config.server.drain_timeout_secs);
+    if !app.jobs.wait_idle(timeout).await {
+        tracing::warn!("drain timeout reached; cancelling the remaining jobs");
+        app.jobs.cancel_all();
+        app.jobs.wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5)).await;
+    }
+    app.close_sockets.cancel();
+    app.connections.close();
+    if tokio::time::timeout(Duration::from_secs(5), app.connections.wait()).await.is_err() {
+        tracing::warn!("some sockets did not close within 5 s");
+    }
+    tracing::info!("drain complete");
+}
+
+/// In `USE_MODAL=auto`, probe Modal while it is considered down.
+fn spawn_modal_prober(app: &AppState, http: reqwest::Client) {
+    if app.config.modal.endpoint.is_empty() {
+        return;
+    }
+    let app = app.clone();
+    let url = app.config.modal.endpoint_for("list_files");
+    let every = Duration::from_secs(app.config.backend.auto_probe_interval_secs.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = app.close_sockets.cancelled() => break,
+                _ = tick.tick() => {
+                    if app.selector.needs_probe() && probe_modal(&http, &url, app.config.modal.secret.expose()).await {
+                        app.selector.record_modal_healthy();
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,283 @@
+//! One browser socket. The loop here only moves frames: `ping` is answered inline, every
+//! other message is handled in its own task (so a slow handler never delays `pong`), and
+//! everything the socket must receive arrives through its bounded outbound queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
+use tokio::time::{sleep_until, Instant};
+use uuid::Uuid;
+
+use super::handlers;
+use super::outbound::{Outbound, OutboundSender};
+use super::protocol::{close, texts, ClientMessage, ServerMessage};
+use super::rate_limit::TokenBucket;
+use crate::auth::Identity;
+use crate::jobs::{LiveJob, SubscriptionKind};
+use crate::metrics::{gauge_add, METRICS};
+use crate::state::AppState;
+
+#[derive(Default)]
+struct Session {
+    identity: Option<Identity>,
+    current_project: Option<Uuid>,
+    /// The one job this socket follows (ws-protocol §5.7).
+    following: Option<Arc<LiveJob>>,
+}
+
+pub struct Connection {
+    pub id: u64,
+    pub app: AppState,
+    pub sink: OutboundSender,
+    session: Mutex<Session>,
+}
+
+impl Connection {
+    pub fn reply(&self, message: ServerMessage) {
+        self.sink.frame(message.to_frame());
+    }
+
+    /// Queue an error frame then a close, in that order.
+    pub fn reject(&self, text: &str, code: u16, reason: &'static str) {
+        self.reply(ServerMessage::error(text));
+        self.sink.send(Outbound::Close(code, reason));
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        match self.session.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn identity(&self) -> Option<Identity> {
+        self.session().identity.clone()
+    }
+
+    /// Record a verified identity. A different user on the same socket starts clean.
+    pub fn authenticate(&self, identity: Identity) {
+        let mut session = self.session();
+        let first = session.identity.is_none();
+        if session.identity.as_ref().is_some_and(|old| old.user_id != identity.user_id) {
+            session.current_project = None;
+            if let Some(job) = session.following.take() {
+                job.channel.unsubscribe(self.id);
+            }
+        }
+        session.identity = Some(identity);
+        if first {
+            gauge_add(&METRICS.sessions_authenticated, 1);
+        }
+    }
+
+    pub fn current_project(&self) -> Option<Uuid> {
+        self.session().current_project
+    }
+
+    pub fn set_current_project(&self, project_id: Option<Uuid>) {
+        self.session().current_project = project_id;
+    }
+
+    /// Follow `job` instead of whatever this socket followed before.
+    pub fn follow(&self, job: &Arc<LiveJob>, kind: SubscriptionKind, replay: bool) {
+        let mut session = self.session();
+        if let Some(previous) = session.following.take() {
+            if previous.id != job.id {
+                previous.channel.unsubscribe(self.id);
+            }
+        }
+        job.channel.subscribe(self.sink.clone(), kind, replay);
+        session.following = Some(Arc::clone(job));
+    }
+
+    pub fn following(&self) -> Option<Arc<LiveJob>> {
+        self.session().following.clone()
+    }
+
+    fn leave(&self) {
+        let mut session = self.session();
+        if let Some(job) = session.following.take() {
+            job.channel.unsubscribe(self.id);
+        }
+        if session.identity.take().is_some() {
+            gauge_add(&METRICS.sessions_authenticated, -1);
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+pub async fn run(mut socket: WebSocket, app: AppState) {
+    let conn_id = app.next_conn_id();
+    gauge_add(&METRICS.sockets_open, 1);
+    let (sink, mut outbound, overflowed) = OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
+    let conn = Arc::new(Connection {
+        id: conn_id,
+        app: app.clone(),
+        sink,
+        session: Mutex::new(Session::default()),
+    });
+    let leeway = app.verifier.leeway_secs();
+    // Before init: the authentication deadline; after: the token's expiry.
+    let deadline = sleep_until(Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs));
+    tokio::pin!(deadline);
+    let ping_every = Duration::from_secs(app.config.limits.ws_ping_interval_secs.max(1));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let max_bytes = app.config.limits.max_message_bytes;
+    let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
+
+    loop {
+        let step = tokio::select! {
+            biased;
+            _ = app.close_sockets.cancelled() => {
+                close_with(&mut socket, close::SERVICE_RESTART, "Server restarting").await;
+                Step::Stop
+            }
+            _ = overflowed.cancelled() => {
+                close_with(&mut socket, close::POLICY, "Client too slow").await;
+                Step::Stop
+            }
+            item = outbound.recv() => match item {
+                Some(item) => write(&mut socket, item, &mut outbound).await,
+                None => Step::Stop,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket).await,
+                Some(Ok(Message::Binary(_))) => {
+                    conn.reply(ServerMessage::error(texts::INVALID_MESSAGE_FORMAT));
+                    Step::Continue
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Step::Stop,
+            },
+            _ = &mut deadline => match conn.identity() {
+                None => {
+                    close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT).await;
+                    Step::Stop
+                }
+                Some(identity) if identity.is_expired_at(chrono::Utc::now().timestamp(), leeway) => {
+                    expire(&mut socket).await
+                }
+                Some(identity) => {
+                    deadline.as_mut().reset(instant_for(identity.expires_at + leeway + 1));
+                    Step::Continue
+                }
+            },
+            _ = ping.tick() => match socket.send(Message::Ping(Default::default())).await {
+                Ok(()) => Step::Continue,
+                Err(_) => Step::Stop,
+            },
+        };
+        if let Step::Stop = step {
+            break;
+        }
+    }
+    conn.leave();
+    gauge_add(&METRICS.sockets_open, -1);
+}
+
+fn instant_for(unix_secs: i64) -> Instant {
+    let now_unix = chrono::Utc::now().timestamp();
+    let ahead = u64::try_from(unix_secs - now_unix).unwrap_or(0);
+    Instant::now() + Duration::from_secs(ahead)
+}
+
+async fn on_text(
+    conn: &Arc<Connection>,
+    socket: &mut WebSocket,
+    text: Utf8Bytes,
+    max_bytes: usize,
+    leeway: i64,
+    bucket: &mut TokenBucket,
+) -> Step {
+    if text.len() > max_bytes {
+        conn.reply(ServerMessage::error(texts::MESSAGE_TOO_LARGE));
+        return Step::Continue;
+    }
+    if conn
+        .identity()
+        .is_some_and(|id| id.is_expired_at(chrono::Utc::now().timestamp(), leeway))
+    {
+        return expire(socket).await;
+    }
+    match ClientMessage::parse(text.as_str()) {
+        // Answered right here, ahead of anything queued, so pong is never late.
+        Ok(ClientMessage::Ping) => match socket.send(Message::Text(ServerMessage::Pong.to_frame())).await {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::Stop,
+        },
+        Ok(ClientMessage::ViewState { .. }) => Step::Continue,
+        Ok(message) => {
+            if bucket.try_take(std::time::Instant::now()) {
+                tokio::spawn(handlers::handle(Arc::clone(conn), message));
+            } else {
+                METRICS.rate_limited.inc(&["socket"]);
+                conn.reply(ServerMessage::rate_limited());
+            }
+            Step::Continue
+        }
+        Err(e) => {
+            conn.reply(e.reply());
+            Step::Continue
+        }
+    }
+}
+
+async fn expire(socket: &mut WebSocket) -> Step {
+    let frame = ServerMessage::error(texts::TOKEN_EXPIRED).to_frame();
+    if socket.send(Message::Text(frame)).await.is_ok() {
+        close_with(socket, close::AUTH_FAILED, texts::TOKEN_EXPIRED).await;
+    }
+    Step::Stop
+}
+
+/// Write `first` and whatever else is already queued, then flush once.
+async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Step {
+    const MAX_COALESCED: usize = 64;
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(item) = next.take() {
+        let fed = match item {
+            Outbound::Frame(frame) => socket.feed(Message::Text(frame)).await,
+            Outbound::Batch(frames) => {
+                let mut result = Ok(());
+                for frame in frames {
+                    result = socket.feed(Message::Text(frame)).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
+            Outbound::Close(code, reason) => {
+                let _ = socket.flush().await;
+                close_with(socket, code, reason).await;
+                return Step::Stop;
+            }
+        };
+        if fed.is_err() {
+            return Step::Stop;
+        }
+        written += 1;
+        if written < MAX_COALESCED {
+            next = queue.try_recv().ok();
+        }
+    }
+    match socket.flush().await {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Stop,
+    }
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
