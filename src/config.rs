@@ -247,6 +247,8 @@ pub struct CliConfig {
     pub kill_grace_secs: u64,
     pub skills_dir: PathBuf,
     pub output_line_cap: usize,
+    /// Names of relay environment variables handed to the CLI; nothing else is inherited.
+    pub env_passthrough: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,8 +281,9 @@ pub struct Config {
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
     let raw = String::deserialize(d)?;
-    BackendMode::parse_use_modal(&raw)
-        .ok_or_else(|| serde::de::Error::custom(format!("expected true, false or auto, got {raw:?}")))
+    BackendMode::parse_use_modal(&raw).ok_or_else(|| {
+        serde::de::Error::custom(format!("expected true, false or auto, got {raw:?}"))
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -299,36 +302,100 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("DRAIN_TIMEOUT_SECS", "server.drain_timeout_secs", Kind::Int),
     ("LOG_FORMAT", "server.log_format", Kind::Str),
     ("USE_MODAL", "backend.use_modal", Kind::Str),
-    ("AUTO_FAILURE_THRESHOLD", "backend.auto_failure_threshold", Kind::Int),
-    ("AUTO_FAILURE_WINDOW_SECS", "backend.auto_failure_window_secs", Kind::Int),
-    ("AUTO_PROBE_INTERVAL_SECS", "backend.auto_probe_interval_secs", Kind::Int),
+    (
+        "AUTO_FAILURE_THRESHOLD",
+        "backend.auto_failure_threshold",
+        Kind::Int,
+    ),
+    (
+        "AUTO_FAILURE_WINDOW_SECS",
+        "backend.auto_failure_window_secs",
+        Kind::Int,
+    ),
+    (
+        "AUTO_PROBE_INTERVAL_SECS",
+        "backend.auto_probe_interval_secs",
+        Kind::Int,
+    ),
     ("MODAL_ENDPOINT", "modal.endpoint", Kind::Str),
     ("MODAL_INTERNAL_SECRET", "modal.secret", Kind::Str),
-    ("MODAL_CONNECT_TIMEOUT_SECS", "modal.connect_timeout_secs", Kind::Int),
-    ("MODAL_IDLE_TIMEOUT_SECS", "modal.idle_timeout_secs", Kind::Int),
-    ("MODAL_GET_FILE_ENDPOINT", "modal.get_file_endpoint", Kind::Str),
-    ("MODAL_LIST_FILES_ENDPOINT", "modal.list_files_endpoint", Kind::Str),
-    ("MODAL_APPLY_FILES_ENDPOINT", "modal.apply_files_endpoint", Kind::Str),
-    ("MODAL_PREWARM_ENDPOINT", "modal.prewarm_endpoint", Kind::Str),
+    (
+        "MODAL_CONNECT_TIMEOUT_SECS",
+        "modal.connect_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "MODAL_IDLE_TIMEOUT_SECS",
+        "modal.idle_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "MODAL_GET_FILE_ENDPOINT",
+        "modal.get_file_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_LIST_FILES_ENDPOINT",
+        "modal.list_files_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_APPLY_FILES_ENDPOINT",
+        "modal.apply_files_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_PREWARM_ENDPOINT",
+        "modal.prewarm_endpoint",
+        Kind::Str,
+    ),
     ("SUPABASE_URL", "auth.supabase_url", Kind::Str),
     ("SUPABASE_JWT_SECRET", "auth.jwt_secret", Kind::Str),
-    ("SUPABASE_JWT_SECRET_ENCODING", "auth.jwt_secret_encoding", Kind::Str),
+    (
+        "SUPABASE_JWT_SECRET_ENCODING",
+        "auth.jwt_secret_encoding",
+        Kind::Str,
+    ),
     ("SUPABASE_JWT_ISSUERS", "auth.issuers", Kind::List),
     ("SUPABASE_JWKS_URL", "auth.jwks_url", Kind::Str),
     ("JWT_LEEWAY_SECS", "auth.leeway_secs", Kind::Int),
     ("JWKS_TTL_SECS", "auth.jwks_ttl_secs", Kind::Int),
-    ("JWKS_REFETCH_COOLDOWN_SECS", "auth.jwks_refetch_cooldown_secs", Kind::Int),
-    ("JWKS_FETCH_TIMEOUT_SECS", "auth.jwks_fetch_timeout_secs", Kind::Int),
+    (
+        "JWKS_REFETCH_COOLDOWN_SECS",
+        "auth.jwks_refetch_cooldown_secs",
+        Kind::Int,
+    ),
+    (
+        "JWKS_FETCH_TIMEOUT_SECS",
+        "auth.jwks_fetch_timeout_secs",
+        Kind::Int,
+    ),
     ("JWKS_MAX_STALE_SECS", "auth.jwks_max_stale_secs", Kind::Int),
     ("AUTH_TIMEOUT_SECS", "auth.init_timeout_secs", Kind::Int),
     ("MAX_JOBS_PER_USER", "limits.max_jobs_per_user", Kind::Int),
     ("MAX_JOBS_TOTAL", "limits.max_jobs_total", Kind::Int),
     ("JOB_TIMEOUT_SECS", "limits.job_timeout_secs", Kind::Int),
-    ("WS_MAX_MESSAGE_BYTES", "limits.max_message_bytes", Kind::Int),
+    (
+        "WS_MAX_MESSAGE_BYTES",
+        "limits.max_message_bytes",
+        Kind::Int,
+    ),
     ("WS_OUTBOUND_QUEUE", "limits.outbound_queue", Kind::Int),
-    ("WS_PING_INTERVAL_SECS", "limits.ws_ping_interval_secs", Kind::Int),
-    ("RATE_LIMIT_MESSAGES_PER_MIN", "limits.messages_per_minute", Kind::Int),
-    ("RATE_LIMIT_GENERATIONS_PER_MIN", "limits.generations_per_minute", Kind::Int),
+    (
+        "WS_PING_INTERVAL_SECS",
+        "limits.ws_ping_interval_secs",
+        Kind::Int,
+    ),
+    (
+        "RATE_LIMIT_MESSAGES_PER_MIN",
+        "limits.messages_per_minute",
+        Kind::Int,
+    ),
+    (
+        "RATE_LIMIT_GENERATIONS_PER_MIN",
+        "limits.generations_per_minute",
+        Kind::Int,
+    ),
     ("WS_ALLOWED_ORIGINS", "limits.allowed_origins", Kind::List),
     ("CLAUDE_BIN", "cli.claude_bin", Kind::Str),
     ("LOCAL_CLI_USER", "cli.user", Kind::Str),
@@ -337,6 +404,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLI_KILL_GRACE_SECS", "cli.kill_grace_secs", Kind::Int),
     ("SKILLS_DIR", "cli.skills_dir", Kind::Str),
     ("CLI_OUTPUT_LINE_CAP", "cli.output_line_cap", Kind::Int),
+    ("CLI_ENV_PASSTHROUGH", "cli.env_passthrough", Kind::List),
     ("PROMPT_TEMPLATE", "prompt.template", Kind::Str),
     ("DATABASE_URL", "database.url", Kind::Str),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
@@ -359,25 +427,30 @@ impl Config {
         file: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = EMBEDDED_DEFAULTS
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::File {
-                path: "<embedded>".into(),
-                reason: e.to_string(),
-            })?;
+        let mut table: toml::Table =
+            EMBEDDED_DEFAULTS
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: "<embedded>".into(),
+                    reason: e.to_string(),
+                })?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
                 path: path.into(),
                 reason: e.to_string(),
             })?;
-            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-                path: path.into(),
-                reason: e.message().to_string(),
-            })?;
+            let overlay: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.into(),
+                        reason: e.message().to_string(),
+                    })?;
             merge(&mut table, overlay);
         }
         for (env_key, path, kind) in ENV_KEYS {
-            if let Some(raw) = env(env_key) {
+            // An empty list means "not set": copying .env.example must not wipe a default list.
+            let raw = env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
+            if let Some(raw) = raw {
                 let value = match kind {
                     Kind::Str => toml::Value::String(raw.trim().to_string()),
                     Kind::Int => toml::Value::Integer(
@@ -385,7 +458,9 @@ impl Config {
                             .parse::<i64>()
                             .ok()
                             .filter(|n| *n >= 0)
-                            .ok_or_else(|| invalid(env_key, format!("expected a whole number, got {raw:?}")))?,
+                            .ok_or_else(|| {
+                                invalid(env_key, format!("expected a whole number, got {raw:?}"))
+                            })?,
                     ),
                     Kind::List => toml::Value::Array(
                         raw.split(',')
@@ -396,10 +471,16 @@ impl Config {
                     ),
                 };
                 if *env_key == "PORT" && raw.trim().parse::<u16>().is_err() {
-                    return Err(invalid(env_key, format!("expected a port number, got {raw:?}")));
+                    return Err(invalid(
+                        env_key,
+                        format!("expected a port number, got {raw:?}"),
+                    ));
                 }
                 if *env_key == "USE_MODAL" && BackendMode::parse_use_modal(&raw).is_none() {
-                    return Err(invalid(env_key, format!("expected true, false or auto, got {raw:?}")));
+                    return Err(invalid(
+                        env_key,
+                        format!("expected true, false or auto, got {raw:?}"),
+                    ));
                 }
                 set_path(&mut table, path, value);
             }
@@ -434,10 +515,14 @@ impl Config {
                 ));
             }
         }
-        if !self.auth.supabase_url.is_empty() && reqwest::Url::parse(&self.auth.supabase_url).is_err() {
+        if !self.auth.supabase_url.is_empty()
+            && reqwest::Url::parse(&self.auth.supabase_url).is_err()
+        {
             return Err(invalid("SUPABASE_URL", "not a valid URL"));
         }
-        if self.auth.jwt_secret_encoding == SecretEncoding::Base64 && !self.auth.jwt_secret.is_empty() {
+        if self.auth.jwt_secret_encoding == SecretEncoding::Base64
+            && !self.auth.jwt_secret.is_empty()
+        {
             use base64::Engine;
             if base64::engine::general_purpose::STANDARD
                 .decode(self.auth.jwt_secret.expose())
@@ -523,7 +608,10 @@ mod tests {
         assert_eq!(config.server.port, 3000);
         assert_eq!(config.backend.use_modal, BackendMode::Local);
         assert_eq!(config.limits.max_jobs_total, 50);
-        assert_eq!(config.auth.effective_issuers(), vec![DEV_ISSUER.to_string()]);
+        assert_eq!(
+            config.auth.effective_issuers(),
+            vec![DEV_ISSUER.to_string()]
+        );
         assert!(config.auth.effective_jwks_url().is_none());
     }
 
@@ -532,7 +620,10 @@ mod tests {
         let config = load(&[
             ("PORT", "8080"),
             ("USE_MODAL", "true"),
-            ("MODAL_ENDPOINT", "https://ws--dreamcore-generate-game.modal.run"),
+            (
+                "MODAL_ENDPOINT",
+                "https://ws--dreamcore-generate-game.modal.run",
+            ),
             ("MODAL_INTERNAL_SECRET", "s3cret"),
             ("SUPABASE_URL", "https://abc.supabase.co/"),
         ])
@@ -558,12 +649,18 @@ mod tests {
     fn per_endpoint_override_wins() {
         let config = load(&[
             ("USE_MODAL", "true"),
-            ("MODAL_ENDPOINT", "https://x--dreamcore-generate-game.modal.run"),
+            (
+                "MODAL_ENDPOINT",
+                "https://x--dreamcore-generate-game.modal.run",
+            ),
             ("MODAL_INTERNAL_SECRET", "s"),
             ("MODAL_LIST_FILES_ENDPOINT", "http://127.0.0.1:9/list"),
         ])
         .unwrap();
-        assert_eq!(config.modal.endpoint_for("list_files"), "http://127.0.0.1:9/list");
+        assert_eq!(
+            config.modal.endpoint_for("list_files"),
+            "http://127.0.0.1:9/list"
+        );
         assert_eq!(
             config.modal.endpoint_for("get_file"),
             "https://x--dreamcore-get-file.modal.run"
@@ -604,5 +701,17 @@ mod env_example {
                 "{key} is missing from .env.example"
             );
         }
+    }
+
+    /// `.env.example` copied to `.env` as it is must give exactly the embedded defaults.
+    #[test]
+    fn env_example_as_is_equals_the_defaults() {
+        let vars: std::collections::HashMap<String, String> =
+            dotenvy::from_read_iter(include_str!("../.env.example").as_bytes())
+                .map(|item| item.expect("valid .env syntax"))
+                .collect();
+        let from_example = super::Config::load_from(None, |k| vars.get(k).cloned()).expect("loads");
+        let defaults = super::Config::load_from(None, |_| None).expect("loads");
+        assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
     }
 }

@@ -48,7 +48,11 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -91,7 +95,10 @@ fn serve(config: Config) -> ExitCode {
 }
 
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -115,11 +122,17 @@ fn spawn_reload_on_hangup(app: dreamcore_relay::state::AppState) {
                 .unwrap_or_default();
             let file = std::env::var("RELAY_CONFIG").ok().filter(|p| !p.is_empty());
             let reloaded = Config::load_from(file.as_deref(), |key| {
-                file_env.get(key).cloned().or_else(|| std::env::var(key).ok())
+                file_env
+                    .get(key)
+                    .cloned()
+                    .or_else(|| std::env::var(key).ok())
             });
             match reloaded {
                 Ok(config) => match app.selector.set_mode(config.backend.use_modal) {
-                    Ok(()) => tracing::info!(use_modal = config.backend.use_modal.as_use_modal(), "SIGHUP: configuration reloaded"),
+                    Ok(()) => tracing::info!(
+                        use_modal = config.backend.use_modal.as_use_modal(),
+                        "SIGHUP: configuration reloaded"
+                    ),
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the current backend"),
                 },
                 Err(e) => tracing::error!("SIGHUP: configuration error, nothing changed: {e}"),
@@ -157,11 +170,19 @@ fn dev_token(config: &Config, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("cannot read the development secret under {}: {e}", config.server.data_dir.display());
+            eprintln!(
+                "cannot read the development secret under {}: {e}",
+                config.server.data_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
-    let issuer = config.auth.effective_issuers().into_iter().next().unwrap_or_else(|| config::DEV_ISSUER.to_string());
+    let issuer = config
+        .auth
+        .effective_issuers()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| config::DEV_ISSUER.to_string());
     println!("{}", auth::mint_hs256(&secret, &issuer, user, &email, ttl));
     ExitCode::SUCCESS
 }

@@ -46,7 +46,11 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(
             out,
             "{name}_sum{braces} {}",
@@ -65,7 +69,8 @@ pub struct LabeledCounter {
 impl LabeledCounter {
     pub fn inc(&self, labels: &[&str]) {
         if let Ok(mut map) = self.values.lock() {
-            *map.entry(labels.iter().map(|s| s.to_string()).collect()).or_insert(0) += 1;
+            *map.entry(labels.iter().map(|s| s.to_string()).collect())
+                .or_insert(0) += 1;
         }
     }
 
@@ -90,7 +95,9 @@ impl LabeledCounter {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub struct Metrics {
@@ -138,7 +145,8 @@ pub fn gauge_add(gauge: &AtomicI64, delta: i64) {
 impl Metrics {
     pub fn job_state(&self, state: &str, backend: &str, delta: i64) {
         if let Ok(mut map) = self.jobs_running.lock() {
-            *map.entry((state.to_string(), backend.to_string())).or_insert(0) += delta;
+            *map.entry((state.to_string(), backend.to_string()))
+                .or_insert(0) += delta;
         }
     }
 
@@ -148,9 +156,17 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        gauge(&mut out, "relay_websockets_open", "Open WebSocket connections.", self.sockets_open.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "relay_websockets_open",
+            "Open WebSocket connections.",
+            self.sockets_open.load(Ordering::Relaxed),
+        );
         gauge(
             &mut out,
             "relay_sessions_authenticated",
@@ -172,7 +188,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP relay_jobs Jobs currently unfinished, by state and backend.\n# TYPE relay_jobs gauge");
         if let Ok(map) = self.jobs_running.lock() {
             for ((state, backend), v) in map.iter() {
-                let _ = writeln!(out, "relay_jobs{{state=\"{state}\",backend=\"{backend}\"}} {v}");
+                let _ = writeln!(
+                    out,
+                    "relay_jobs{{state=\"{state}\",backend=\"{backend}\"}} {v}"
+                );
             }
         }
         self.jobs_finished.render(
@@ -199,8 +218,12 @@ impl Metrics {
             "Messages refused by a rate limit.",
             &["limit"],
         );
-        self.job_duration
-            .render(&mut out, "relay_job_duration_seconds", "Job wall time from start to terminal event.", "");
+        self.job_duration.render(
+            &mut out,
+            "relay_job_duration_seconds",
+            "Job wall time from start to terminal event.",
+            "",
+        );
         self.relay_latency.render(
             &mut out,
             "relay_event_latency_seconds",

@@ -24,7 +24,10 @@ use crate::store::Store;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("DATA_DIR {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -58,9 +61,11 @@ impl Relay {
         config.server.data_dir = data_dir.clone();
 
         let (hs256, is_dev_secret) =
-            auth::resolve_hs256_secret(&config.auth, &data_dir).map_err(|source| StartupError::DataDir {
-                path: data_dir.display().to_string(),
-                source,
+            auth::resolve_hs256_secret(&config.auth, &data_dir).map_err(|source| {
+                StartupError::DataDir {
+                    path: data_dir.display().to_string(),
+                    source,
+                }
             })?;
         if is_dev_secret {
             tracing::warn!(
@@ -120,7 +125,10 @@ impl Relay {
         let jobs = Jobs::new(
             Arc::clone(&store),
             Arc::clone(&selector),
-            SlotLimiter::new(config.limits.max_jobs_per_user, config.limits.max_jobs_total),
+            SlotLimiter::new(
+                config.limits.max_jobs_per_user,
+                config.limits.max_jobs_total,
+            ),
             quota.clone(),
             PromptTemplate::load(&config.prompt.template)?,
             JobsConfig {
@@ -131,7 +139,10 @@ impl Relay {
         );
         let orphaned = jobs.fail_orphans().await?;
         if orphaned > 0 {
-            tracing::warn!(count = orphaned, "jobs left unfinished by a previous process marked failed");
+            tracing::warn!(
+                count = orphaned,
+                "jobs left unfinished by a previous process marked failed"
+            );
         }
         tracing::info!(
             use_modal = mode.as_use_modal(),
@@ -145,14 +156,20 @@ impl Relay {
 
     /// Serve until `shutdown` resolves, then drain: refuse new jobs (`/ready` turns 503), let
     /// running jobs finish within `DRAIN_TIMEOUT_SECS`, close every socket with 1012, stop.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let app = self.app.clone();
         let router = crate::http::router(self.app);
         let drained = async move {
             shutdown.await;
             drain(&app).await;
         };
-        axum::serve(listener, router).with_graceful_shutdown(drained).await
+        axum::serve(listener, router)
+            .with_graceful_shutdown(drained)
+            .await
     }
 }
 
@@ -162,13 +179,18 @@ async fn drain(app: &AppState) {
     app.jobs.stop_accepting();
     let timeout = Duration::from_secs(app.config.server.drain_timeout_secs);
     if !app.jobs.wait_idle(timeout).await {
-        tracing::warn!("drain timeout reached; cancelling the remaining jobs");
-        app.jobs.cancel_all();
-        app.jobs.wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5)).await;
+        tracing::warn!("drain timeout reached; failing the remaining jobs as recoverable");
+        app.jobs.abort_all();
+        app.jobs
+            .wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5))
+            .await;
     }
     app.close_sockets.cancel();
     app.connections.close();
-    if tokio::time::timeout(Duration::from_secs(5), app.connections.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), app.connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some sockets did not close within 5 s");
     }
     tracing::info!("drain complete");

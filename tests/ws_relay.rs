@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
-use relay::{token, Client, Received, TestRelay};
+use relay::{token, Received, TestRelay};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -29,7 +29,9 @@ fn assistant(text: &str) -> Value {
 
 /// A stream of `n` assistant texts `e0..e{n-1}`, `gap` apart.
 fn numbered(n: usize, gap: Duration) -> Script {
-    let mut steps = vec![Step::Modal(json!({"type":"status","message":"Sandbox connected (warm)"}))];
+    let mut steps = vec![Step::Modal(
+        json!({"type":"status","message":"Sandbox connected (warm)"}),
+    )];
     for i in 0..n {
         steps.push(Step::Cli(assistant(&format!("e{i};"))));
         steps.push(Step::Sleep(gap));
@@ -73,12 +75,24 @@ async fn auth_failures_send_the_reason_then_close_4001() {
 
     let mut c = relay.client().await;
     c.send(json!({"type":"init"})).await;
-    assert_eq!(c.recv().await, json!({"type":"error","message":"access_token required"}));
-    assert_eq!(c.expect_close().await, Some((4001, "Authentication required".into())));
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"access_token required"})
+    );
+    assert_eq!(
+        c.expect_close().await,
+        Some((4001, "Authentication required".into()))
+    );
 
     let mut c = relay.client().await;
-    assert_eq!(c.init(&token(user, -120)).await, json!({"type":"error","message":"Token expired"}));
-    assert_eq!(c.expect_close().await, Some((4001, "Authentication failed".into())));
+    assert_eq!(
+        c.init(&token(user, -120)).await,
+        json!({"type":"error","message":"Token expired"})
+    );
+    assert_eq!(
+        c.expect_close().await,
+        Some((4001, "Authentication failed".into()))
+    );
 
     let forged = {
         let t = token(user, 3600);
@@ -86,8 +100,14 @@ async fn auth_failures_send_the_reason_then_close_4001() {
         format!("{head}.c2lnbmF0dXJl")
     };
     let mut c = relay.client().await;
-    assert_eq!(c.init(&forged).await, json!({"type":"error","message":"Invalid token signature"}));
-    assert_eq!(c.expect_close().await, Some((4001, "Authentication failed".into())));
+    assert_eq!(
+        c.init(&forged).await,
+        json!({"type":"error","message":"Invalid token signature"})
+    );
+    assert_eq!(
+        c.expect_close().await,
+        Some((4001, "Authentication failed".into()))
+    );
 
     let mut c = relay.client().await;
     assert_eq!(c.init("not-a-jwt").await["type"], "error");
@@ -101,7 +121,10 @@ async fn no_init_closes_4008_without_an_error() {
     // Unauthenticated pings are answered, but do not count as authentication.
     c.send(json!({"type":"ping"})).await;
     assert_eq!(c.recv().await, json!({"type":"pong"}));
-    assert_eq!(c.next().await, Received::Closed(Some((4008, "Authentication timeout".into()))));
+    assert_eq!(
+        c.next().await,
+        Received::Closed(Some((4008, "Authentication timeout".into())))
+    );
 }
 
 #[tokio::test]
@@ -109,12 +132,27 @@ async fn unauthenticated_requests_get_upstream_replies() {
     let relay = TestRelay::start(&[]).await;
     let mut c = relay.client().await;
     for (msg, reply) in [
-        (json!({"type":"selectProject","projectId":Uuid::new_v4()}), "Not initialized"),
+        (
+            json!({"type":"selectProject","projectId":Uuid::new_v4()}),
+            "Not initialized",
+        ),
         (json!({"type":"createProject"}), "Not initialized"),
-        (json!({"type":"message","content":"x"}), "No project selected"),
-        (json!({"type":"renameProject","projectId":Uuid::new_v4(),"name":"x"}), "Invalid request"),
-        (json!({"type":"getJobStatus","jobId":Uuid::new_v4()}), "Not authenticated"),
-        (json!({"type":"cancel","jobId":Uuid::new_v4()}), "Access denied"),
+        (
+            json!({"type":"message","content":"x"}),
+            "No project selected",
+        ),
+        (
+            json!({"type":"renameProject","projectId":Uuid::new_v4(),"name":"x"}),
+            "Invalid request",
+        ),
+        (
+            json!({"type":"getJobStatus","jobId":Uuid::new_v4()}),
+            "Not authenticated",
+        ),
+        (
+            json!({"type":"cancel","jobId":Uuid::new_v4()}),
+            "Access denied",
+        ),
     ] {
         c.send(msg).await;
         assert_eq!(c.recv().await, json!({"type":"error","message":reply}));
@@ -126,12 +164,21 @@ async fn bad_frames_get_errors_and_the_socket_survives() {
     let relay = TestRelay::start(&[]).await;
     let mut c = relay.user(Uuid::new_v4()).await;
     c.send_text("{not json").await;
-    assert_eq!(c.recv().await, json!({"type":"error","message":"Invalid message format"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"Invalid message format"})
+    );
     c.send(json!({"type":"teleport"})).await;
-    assert_eq!(c.recv().await, json!({"type":"error","message":"Unknown message type"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"Unknown message type"})
+    );
     let huge = json!({"type":"message","content":"x".repeat(1_200_000)});
     c.send(huge).await;
-    assert_eq!(c.recv().await, json!({"type":"error","message":"Message too large"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"Message too large"})
+    );
     c.send(json!({"type":"ping"})).await;
     assert_eq!(c.recv().await, json!({"type":"pong"}));
 }
@@ -150,7 +197,8 @@ async fn full_generation_sequence_with_exact_fields() {
     );
     c.recv_until("versionsList").await;
 
-    c.send(json!({"type":"message","content":"2Dのネコゲームを作って"})).await;
+    c.send(json!({"type":"message","content":"2Dのネコゲームを作って"}))
+        .await;
     let frames = c.recv_until("gameUpdated").await;
     let kinds = relay::types(&frames);
     assert_eq!(kinds[0], "jobStarted");
@@ -170,7 +218,12 @@ async fn full_generation_sequence_with_exact_fields() {
     let progress: Vec<(i64, String)> = frames
         .iter()
         .filter(|f| f["type"] == "progress")
-        .map(|f| (f["progress"].as_i64().unwrap(), f["message"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (
+                f["progress"].as_i64().unwrap(),
+                f["message"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         progress,
@@ -183,13 +236,19 @@ async fn full_generation_sequence_with_exact_fields() {
             (75, "Saving version history...".to_string()),
         ]
     );
-    assert_eq!(stream_text(&frames), "ネコのゲームを作りました。\n[Write]\n");
+    assert_eq!(
+        stream_text(&frames),
+        "ネコのゲームを作りました。\n[Write]\n"
+    );
 
     let completed = &frames[frames.len() - 2];
     assert_eq!(completed["job"]["id"], job_id);
     assert_eq!(completed["job"]["status"], "completed");
     assert_eq!(completed["job"]["progress"], 100);
-    assert_eq!(completed["result"], json!({"message":"ネコのゲームを作りました。"}));
+    assert_eq!(
+        completed["result"],
+        json!({"message":"ネコのゲームを作りました。"})
+    );
     assert_eq!(
         frames.last().unwrap(),
         &json!({"type":"gameUpdated","userId":user,"projectId":project})
@@ -200,8 +259,12 @@ async fn full_generation_sequence_with_exact_fields() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].user_id, user.to_string());
     assert_eq!(requests[0].project_id, project.to_string());
-    assert!(requests[0].prompt.contains("<user>\n2Dのネコゲームを作って\n</user>"));
-    assert!(requests[0].prompt.contains(&format!("/data/users/{user}/projects/{project}")));
+    assert!(requests[0]
+        .prompt
+        .contains("<user>\n2Dのネコゲームを作って\n</user>"));
+    assert!(requests[0]
+        .prompt
+        .contains(&format!("/data/users/{user}/projects/{project}")));
 
     // History survives for the next visit.
     let selected = c.select(project).await;
@@ -226,7 +289,10 @@ async fn upstream_failure_becomes_failed_with_code() {
     assert_eq!(failed["code"], "CLI_TIMEOUT");
     assert_eq!(failed["exitCode"], 124);
     assert_eq!(failed["recoverable"], true);
-    assert_eq!(failed["userMessage"], "生成に時間がかかりすぎました（5分制限）");
+    assert_eq!(
+        failed["userMessage"],
+        "生成に時間がかかりすぎました（5分制限）"
+    );
     assert_eq!(failed["error"], failed["userMessage"]);
     assert_eq!(failed["job"]["status"], "failed");
     // No gameUpdated after a failure, and the project is free again.
@@ -249,27 +315,37 @@ async fn second_message_attaches_and_other_project_hits_the_limit() {
     let mut b = relay.user(user).await;
     b.select(project).await;
     b.send(json!({"type":"message","content":"second"})).await;
-    let attached = b.recv_until("jobStarted").await.pop().unwrap();
+    // Selecting the project already replayed the job's events to b.
+    let mut b_frames = b.recv_until("jobStarted").await;
+    let attached = b_frames.last().unwrap().clone();
     assert_eq!(attached["isExisting"], true);
     assert_eq!(attached["job"]["id"], first["job"]["id"]);
 
     let mut c = relay.user(user).await;
     c.select(other).await;
-    c.send(json!({"type":"message","content":"elsewhere","rawContent":"elsewhere"})).await;
+    c.send(json!({"type":"message","content":"elsewhere","rawContent":"elsewhere"}))
+        .await;
     let limit = c.recv_until("limitExceeded").await.pop().unwrap();
     assert_eq!(limit["limit"], 1);
     assert_eq!(limit["inProgress"], 1);
     assert_eq!(limit["jobs"][0]["projectName"], "Space Cat Runner");
     assert_eq!(limit["jobs"][0]["jobId"], first["job"]["id"]);
-    assert_eq!(limit["pendingPrompt"], json!({"content":"elsewhere","attachedAssets":[]}));
+    assert_eq!(
+        limit["pendingPrompt"],
+        json!({"content":"elsewhere","attachedAssets":[]})
+    );
 
     // Both sockets on the job see every event, in order, once.
     let a_frames = a.recv_until("gameUpdated").await;
-    let b_frames = b.recv_until("gameUpdated").await;
+    b_frames.extend(b.recv_until("gameUpdated").await);
     let expected: String = (0..30).map(|i| format!("e{i};")).collect();
     assert_eq!(stream_text(&a_frames), expected);
     assert_eq!(stream_text(&b_frames), expected);
-    assert_eq!(fake.requests().len(), 1, "the attach must not start a second generation");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the attach must not start a second generation"
+    );
 }
 
 #[tokio::test]
@@ -305,10 +381,16 @@ async fn cancel_stops_the_upstream_and_reports_once() {
     assert_eq!(event["job"]["status"], "cancelled");
     assert_eq!(event["job"]["id"], job_id);
     let reply = c.recv_until("cancelled").await.pop().unwrap();
-    assert_eq!(reply, json!({"type":"cancelled","message":"Job cancelled","jobId":job_id}));
+    assert_eq!(
+        reply,
+        json!({"type":"cancelled","message":"Job cancelled","jobId":job_id})
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while fake.open_streams() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "upstream stream still open after cancel");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upstream stream still open after cancel"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let selected = c.select(project).await;
@@ -353,7 +435,10 @@ async fn reselect_after_disconnect_replays_without_loss_or_duplicates() {
         }
         after.push(v);
     }
-    assert!(after.iter().all(|f| f["type"] != "gameUpdated"), "{after:?}");
+    assert!(
+        after.iter().all(|f| f["type"] != "gameUpdated"),
+        "{after:?}"
+    );
 }
 
 #[tokio::test]
@@ -361,7 +446,11 @@ async fn pong_is_not_held_behind_a_slow_handler() {
     // A JWKS endpoint that answers after 3 s makes `init` with an unknown key slow.
     let hits = Arc::new(Mutex::new(0));
     let jwks = slow_jwks(Arc::clone(&hits)).await;
-    let relay = TestRelay::start(&[("SUPABASE_URL", jwks.as_str()), ("SUPABASE_JWT_ISSUERS", "x")]).await;
+    let relay = TestRelay::start(&[
+        ("SUPABASE_URL", jwks.as_str()),
+        ("SUPABASE_JWT_ISSUERS", "x"),
+    ])
+    .await;
     let mut c = relay.client().await;
     let rs256 = "eyJhbGciOiJSUzI1NiIsImtpZCI6InVua25vd24ifQ.e30.c2ln";
     c.send(json!({"type":"init","access_token":rs256})).await;
@@ -401,27 +490,56 @@ async fn another_users_ids_are_refused_without_revealing_them() {
     let job_id = alice.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
 
     let mut bob = relay.user(Uuid::new_v4()).await;
-    bob.send(json!({"type":"selectProject","projectId":project})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Access denied"}));
-    bob.send(json!({"type":"selectProject","projectId":"not-a-uuid"})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Access denied"}));
+    bob.send(json!({"type":"selectProject","projectId":project}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Access denied"})
+    );
+    bob.send(json!({"type":"selectProject","projectId":"not-a-uuid"}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Access denied"})
+    );
     bob.send(json!({"type":"cancel","jobId":job_id})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Access denied"}));
-    bob.send(json!({"type":"getJobStatus","jobId":job_id})).await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Access denied"})
+    );
+    bob.send(json!({"type":"getJobStatus","jobId":job_id}))
+        .await;
     assert_eq!(bob.recv().await, json!({"type":"jobStatus","job":null}));
-    bob.send(json!({"type":"subscribeJob","jobId":job_id})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Job not found"}));
+    bob.send(json!({"type":"subscribeJob","jobId":job_id}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Job not found"})
+    );
     bob.send(json!({"type":"cancelJob","jobId":job_id})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Job not found"}));
-    bob.send(json!({"type":"renameProject","projectId":project,"name":"mine"})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Access denied"}));
-    bob.send(json!({"type":"deleteProject","projectId":project})).await;
-    assert_eq!(bob.recv().await, json!({"type":"error","message":"Access denied"}));
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Job not found"})
+    );
+    bob.send(json!({"type":"renameProject","projectId":project,"name":"mine"}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Access denied"})
+    );
+    bob.send(json!({"type":"deleteProject","projectId":project}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type":"error","message":"Access denied"})
+    );
 
     // Alice's job is untouched.
     let frames = alice.recv_until("gameUpdated").await;
     assert!(frames.iter().any(|f| f["type"] == "completed"));
-    alice.send(json!({"type":"getJobStatus","jobId":job_id})).await;
+    alice
+        .send(json!({"type":"getJobStatus","jobId":job_id}))
+        .await;
     let status = alice.recv().await;
     assert_eq!(status["job"]["status"], "completed");
 }
@@ -433,7 +551,10 @@ async fn token_expiry_is_rechecked_on_every_message() {
     assert_eq!(c.init(&token(Uuid::new_v4(), 2)).await["type"], "init");
     tokio::time::sleep(Duration::from_millis(3100)).await;
     c.send(json!({"type":"createProject","name":"late"})).await;
-    assert_eq!(c.recv().await, json!({"type":"error","message":"Token expired"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"Token expired"})
+    );
     assert_eq!(c.expect_close().await.map(|c| c.0), Some(4001));
 }
 
@@ -456,7 +577,10 @@ async fn jobs_outlive_their_socket() {
             assert_eq!(selected["history"][1]["content"], expected);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "job did not finish without its socket");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not finish without its socket"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

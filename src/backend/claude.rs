@@ -11,7 +11,10 @@ pub enum CliEvent {
     /// The model called a tool (`Write`, `Edit`, ...).
     ToolUse(String),
     /// The CLI's final `result` line.
-    Result { is_error: bool, text: Option<String> },
+    Result {
+        is_error: bool,
+        text: Option<String>,
+    },
 }
 
 /// Interpret one parsed CLI line. Unknown types and `system` / `user` lines yield nothing.
@@ -48,8 +51,14 @@ pub fn interpret(line: &Value) -> Vec<CliEvent> {
             }
         }
         "result" => vec![CliEvent::Result {
-            is_error: line.get("is_error").and_then(Value::as_bool).unwrap_or(false),
-            text: line.get("result").and_then(Value::as_str).map(str::to_string),
+            is_error: line
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            text: line
+                .get("result")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }],
         _ => Vec::new(),
     }
@@ -88,7 +97,10 @@ mod tests {
         ]}});
         assert_eq!(
             interpret(&line),
-            vec![CliEvent::Text("ジャンプ力を上げます。".into()), CliEvent::ToolUse("Edit".into())]
+            vec![
+                CliEvent::Text("ジャンプ力を上げます。".into()),
+                CliEvent::ToolUse("Edit".into())
+            ]
         );
     }
 
@@ -103,10 +115,19 @@ mod tests {
     #[test]
     fn result_and_ignored_lines() {
         let line = json!({"type":"result","subtype":"success","is_error":false,"result":"done"});
-        assert_eq!(interpret(&line), vec![CliEvent::Result { is_error: false, text: Some("done".into()) }]);
+        assert_eq!(
+            interpret(&line),
+            vec![CliEvent::Result {
+                is_error: false,
+                text: Some("done".into())
+            }]
+        );
         assert!(interpret(&json!({"type":"system","subtype":"init"})).is_empty());
         assert!(interpret(&json!({"type":"user","message":{"content":[]}})).is_empty());
         assert!(interpret(&json!(42)).is_empty());
-        assert!(interpret(&json!({"type":"assistant","message":{"content":[{"type":"text","text":""}]}})).is_empty());
+        assert!(interpret(
+            &json!({"type":"assistant","message":{"content":[{"type":"text","text":""}]}})
+        )
+        .is_empty());
     }
 }

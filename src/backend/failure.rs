@@ -27,7 +27,12 @@ const MSG_INTERRUPTED: &str = "生成が途中で途切れました。もう一�
 const MSG_NO_RESPONSE: &str = "実行環境からの応答が途絶えました。もう一度お試しください";
 
 impl Failure {
-    fn new(code: &str, user_message: impl Into<String>, recoverable: bool, exit_code: Option<i32>) -> Self {
+    fn new(
+        code: &str,
+        user_message: impl Into<String>,
+        recoverable: bool,
+        exit_code: Option<i32>,
+    ) -> Self {
         Self {
             code: code.to_string(),
             user_message: user_message.into(),
@@ -90,12 +95,15 @@ impl Failure {
         let snippet: String = body.chars().take(200).collect();
         let detail = format!("upstream answered HTTP {status}: {snippet}");
         match status {
-            401 | 403 => Self::new("UPSTREAM_AUTH_ERROR", MSG_CONNECTION, false, None).with_detail(detail),
+            401 | 403 => {
+                Self::new("UPSTREAM_AUTH_ERROR", MSG_CONNECTION, false, None).with_detail(detail)
+            }
             400 | 404 | 405 | 413 | 422 => {
                 Self::new("UPSTREAM_BAD_REQUEST", MSG_CONNECTION, false, None).with_detail(detail)
             }
             _ => {
-                let mut f = Self::new("SANDBOX_ERROR", MSG_CONNECTION, true, None).with_detail(detail);
+                let mut f =
+                    Self::new("SANDBOX_ERROR", MSG_CONNECTION, true, None).with_detail(detail);
                 f.upstream_unavailable = status >= 500;
                 f
             }
@@ -117,6 +125,18 @@ impl Failure {
     pub fn stream_idle(idle_secs: u64) -> Self {
         Self::new("STREAM_IDLE_TIMEOUT", MSG_NO_RESPONSE, true, None)
             .with_detail(format!("no upstream data for {idle_secs} s"))
+    }
+
+    /// The instance shut down before the job finished (drain timeout); retrying reaches
+    /// another instance.
+    pub fn server_shutdown() -> Self {
+        Self::new(
+            "SERVER_RESTARTING",
+            "サーバーの再起動により生成が中断されました。もう一度お試しください",
+            true,
+            None,
+        )
+        .with_detail("drain timeout reached")
     }
 
     /// The relay itself could not run the job (store failure, bad workspace...).
@@ -162,21 +182,33 @@ mod tests {
     fn exit_code_table() {
         assert_eq!(Failure::from_exit_code(124).code, "CLI_TIMEOUT");
         assert!(Failure::from_exit_code(124).recoverable);
-        assert_eq!(Failure::from_exit_code(137).user_message, "生成がキャンセルされました");
+        assert_eq!(
+            Failure::from_exit_code(137).user_message,
+            "生成がキャンセルされました"
+        );
         assert_eq!(Failure::from_exit_code(143).code, "CLI_TERMINATED");
         let f = Failure::from_exit_code(2);
-        assert_eq!((f.code.as_str(), f.recoverable, f.exit_code), ("CLI_GENERAL_ERROR", false, Some(2)));
+        assert_eq!(
+            (f.code.as_str(), f.recoverable, f.exit_code),
+            ("CLI_GENERAL_ERROR", false, Some(2))
+        );
     }
 
     #[test]
     fn job_timeout_names_the_real_limit() {
-        assert_eq!(Failure::job_timeout(600).user_message, "生成に時間がかかりすぎました（10分制限）");
+        assert_eq!(
+            Failure::job_timeout(600).user_message,
+            "生成に時間がかかりすぎました（10分制限）"
+        );
     }
 
     #[test]
     fn upstream_error_event_defaults() {
         let e: UpstreamError = serde_json::from_str(r#"{"type":"error"}"#).unwrap();
         let f = Failure::from(e);
-        assert_eq!((f.code.as_str(), f.user_message.as_str(), f.recoverable), ("UNKNOWN_ERROR", "Modal execution failed", false));
+        assert_eq!(
+            (f.code.as_str(), f.user_message.as_str(), f.recoverable),
+            ("UNKNOWN_ERROR", "Modal execution failed", false)
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod claude;
 pub mod failure;
+pub mod local_cli;
 pub mod modal;
 pub mod selector;
 
@@ -37,7 +38,9 @@ pub enum BackendEvent {
     /// The agent used a tool.
     ToolUse(String),
     /// The run succeeded; `commit` is the short git hash of the saved version, if any.
-    Completed { commit: Option<String> },
+    Completed {
+        commit: Option<String>,
+    },
     Failed(Failure),
 }
 

@@ -81,7 +81,11 @@ impl BackendSelector {
         }
         if let Ok(mut current) = self.mode.write() {
             if *current != mode {
-                tracing::info!(from = current.as_use_modal(), to = mode.as_use_modal(), "backend mode changed");
+                tracing::info!(
+                    from = current.as_use_modal(),
+                    to = mode.as_use_modal(),
+                    "backend mode changed"
+                );
             }
             *current = mode;
         }
@@ -93,12 +97,16 @@ impl BackendSelector {
     }
 
     fn modal_tripped(&self) -> bool {
-        self.breaker.lock().map(|b| b.tripped_at.is_some()).unwrap_or(false)
+        self.breaker
+            .lock()
+            .map(|b| b.tripped_at.is_some())
+            .unwrap_or(false)
     }
 
     /// The backend for a job starting now.
     pub fn pick(&self) -> Result<Arc<dyn Backend>, SelectError> {
-        let choose = |b: &Option<Arc<dyn Backend>>, name| b.clone().ok_or(SelectError::NotConfigured(name));
+        let choose =
+            |b: &Option<Arc<dyn Backend>>, name| b.clone().ok_or(SelectError::NotConfigured(name));
         match self.mode() {
             BackendMode::Modal => choose(&self.modal, "true"),
             BackendMode::Local => choose(&self.local, "false"),
@@ -126,7 +134,11 @@ impl BackendSelector {
         let now = Instant::now();
         let window = breaker.window;
         breaker.recent.push_back(now);
-        while breaker.recent.front().is_some_and(|t| now.duration_since(*t) > window) {
+        while breaker
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
             breaker.recent.pop_front();
         }
         if breaker.tripped_at.is_none() && breaker.recent.len() as u32 >= breaker.threshold {
@@ -182,7 +194,9 @@ mod tests {
             self.0
         }
         fn run(&self, _: RunRequest, _: CancellationToken) -> EventStream {
-            Box::pin(futures::stream::iter(vec![BackendEvent::Completed { commit: None }]))
+            Box::pin(futures::stream::iter(vec![BackendEvent::Completed {
+                commit: None,
+            }]))
         }
     }
 
@@ -222,7 +236,13 @@ mod tests {
 
     #[test]
     fn refuses_unconfigured_backend() {
-        let s = BackendSelector::new(BackendMode::Local, None, Some(Arc::new(Named(BackendKind::Local))), 3, Duration::from_secs(1));
+        let s = BackendSelector::new(
+            BackendMode::Local,
+            None,
+            Some(Arc::new(Named(BackendKind::Local))),
+            3,
+            Duration::from_secs(1),
+        );
         assert!(s.set_mode(BackendMode::Modal).is_err());
         assert_eq!(s.mode(), BackendMode::Local);
     }

@@ -20,6 +20,8 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/ops", get(ops_page))
+        .route("/admin/status", get(ops_status))
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .fallback(root)
@@ -70,7 +72,11 @@ fn admin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
 }
 
 fn forbidden() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({ "error": "Unauthorized" }))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "Unauthorized" })),
+    )
+        .into_response()
 }
 
 async fn backend_status(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -86,7 +92,11 @@ struct SetBackend {
     use_modal: String,
 }
 
-async fn set_backend(State(app): State<AppState>, headers: HeaderMap, body: Option<Json<SetBackend>>) -> Response {
+async fn set_backend(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<SetBackend>>,
+) -> Response {
     if !admin_allowed(&app, &headers) {
         return forbidden();
     }
@@ -99,8 +109,62 @@ async fn set_backend(State(app): State<AppState>, headers: HeaderMap, body: Opti
     };
     match app.selector.set_mode(mode) {
         Ok(()) => Json(app.selector.status()).into_response(),
-        Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
+}
+
+/// The ops console; its data comes from `/admin/status` with the admin token.
+async fn ops_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("ops.html"),
+    )
+}
+
+async fn ops_status(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if !admin_allowed(&app, &headers) {
+        return forbidden();
+    }
+    let jobs: Vec<_> = app
+        .jobs
+        .running()
+        .iter()
+        .map(|job| {
+            let row = job.row();
+            json!({
+                "id": job.id,
+                "userId": job.user_id,
+                "projectId": job.project_id,
+                "backend": job.backend,
+                "status": row.as_ref().map(|r| r.status),
+                "progress": row.as_ref().map_or(0, |r| r.progress),
+                "elapsedSecs": job.started_at.elapsed().as_secs(),
+            })
+        })
+        .collect();
+    let by_code: serde_json::Map<String, serde_json::Value> = METRICS
+        .upstream_failures
+        .snapshot()
+        .into_iter()
+        .map(|(labels, n)| (labels.join(","), json!(n)))
+        .collect();
+    Json(json!({
+        "backend": app.selector.status(),
+        "accepting": app.jobs.is_accepting(),
+        "sockets": METRICS.sockets_open.load(std::sync::atomic::Ordering::Relaxed),
+        "sessions": METRICS.sessions_authenticated.load(std::sync::atomic::Ordering::Relaxed),
+        "jobs": jobs,
+        "failuresByCode": by_code,
+        "recentFailures": app.jobs.recent_failures(),
+    }))
+    .into_response()
 }
 
 async fn purge_keys(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -120,13 +184,21 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 async fn root(State(app): State<AppState>, request: Request) -> Response {
     if is_websocket_upgrade(request.headers()) {
-        let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
         if !crate::ws::origin_allowed(&app, origin) {
             METRICS.rate_limited.inc(&["origin"]);
-            return (StatusCode::FORBIDDEN, Json(json!({ "error": "Origin not allowed" }))).into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({ "error": "Origin not allowed" })),
+            )
+                .into_response();
         }
         let (mut parts, _body) = request.into_parts();
-        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &app).await {
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &app).await
+        {
             Ok(ws) => crate::ws::upgrade(ws, app),
             Err(rejection) => rejection.into_response(),
         };

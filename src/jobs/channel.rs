@@ -82,9 +82,9 @@ impl JobChannel {
         });
         inner.subscribers.retain(|sub| {
             let delivered = match (&game_updated, sub.kind) {
-                (Some(extra), SubscriptionKind::Message) => {
-                    sub.sink.send(Outbound::Batch(vec![frame.clone(), extra.clone()]))
-                }
+                (Some(extra), SubscriptionKind::Message) => sub
+                    .sink
+                    .send(Outbound::Batch(vec![frame.clone(), extra.clone()])),
                 _ => sub.sink.frame(frame.clone()),
             };
             if delivered {
@@ -153,9 +153,9 @@ mod tests {
     use super::*;
     use crate::ws::outbound::OutboundSender;
 
-    fn texts(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
+    fn texts(rx: &mut crate::ws::outbound::OutboundReceiver) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             match item {
                 Outbound::Frame(f) => out.push(f.to_string()),
                 Outbound::Batch(fs) => out.extend(fs.into_iter().map(|f| f.to_string())),
@@ -166,7 +166,9 @@ mod tests {
     }
 
     fn stream(n: usize) -> ServerMessage {
-        ServerMessage::Stream { content: format!("e{n}") }
+        ServerMessage::Stream {
+            content: format!("e{n}"),
+        }
     }
 
     #[test]

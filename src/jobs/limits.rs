@@ -89,7 +89,10 @@ mod tests {
         let limiter = SlotLimiter::new(1, 2);
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let slot_a = limiter.try_acquire(a).unwrap();
-        assert_eq!(limiter.try_acquire(a).err(), Some(SlotError::User { in_progress: 1 }));
+        assert_eq!(
+            limiter.try_acquire(a).err(),
+            Some(SlotError::User { in_progress: 1 })
+        );
         let _slot_b = limiter.try_acquire(b).unwrap();
         assert_eq!(limiter.try_acquire(c).err(), Some(SlotError::System));
         drop(slot_a);

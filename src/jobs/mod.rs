@@ -10,4 +10,6 @@ pub mod registry;
 mod runner;
 
 pub use channel::SubscriptionKind;
-pub use registry::{CancelError, CancelOutcome, Jobs, JobsConfig, LiveJob, RecentFailure, StartError, StartOutcome};
+pub use registry::{
+    CancelError, CancelOutcome, Jobs, JobsConfig, LiveJob, RecentFailure, StartError, StartOutcome,
+};

@@ -23,7 +23,10 @@ impl PromptTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("config/prompt.txt") => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new("config/prompt.txt") =>
+            {
                 EMBEDDED.to_string()
             }
             Err(e) => {
@@ -75,7 +78,10 @@ mod tests {
 
     #[test]
     fn renders_once_without_reinterpreting_the_message() {
-        let t = PromptTemplate::from_text("dir={{workspace}} {{other}}\n<user>{{message}}</user>".into()).unwrap();
+        let t = PromptTemplate::from_text(
+            "dir={{workspace}} {{other}}\n<user>{{message}}</user>".into(),
+        )
+        .unwrap();
         assert_eq!(
             t.render("/w", "hi {{workspace}} $(rm -rf) `x`"),
             "dir=/w {{other}}\n<user>hi {{workspace}} $(rm -rf) `x`</user>"

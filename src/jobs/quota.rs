@@ -72,7 +72,12 @@ impl QuotaPolicy {
         })
     }
 
-    pub async fn consume(&self, store: &dyn Store, user_id: Uuid, kind: QuotaKind) -> Result<(), QuotaRefusal> {
+    pub async fn consume(
+        &self,
+        store: &dyn Store,
+        user_id: Uuid,
+        kind: QuotaKind,
+    ) -> Result<(), QuotaRefusal> {
         if !self.enabled {
             return Ok(());
         }

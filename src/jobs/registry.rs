@@ -75,7 +75,10 @@ pub enum StartOutcome {
 
 impl std::fmt::Debug for LiveJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveJob").field("id", &self.id).field("backend", &self.backend).finish()
+        f.debug_struct("LiveJob")
+            .field("id", &self.id)
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -154,6 +157,8 @@ pub struct Jobs {
     tracker: TaskTracker,
     accepting: AtomicBool,
     recent_failures: Mutex<std::collections::VecDeque<RecentFailure>>,
+    /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
+    aborted: std::sync::OnceLock<crate::backend::Failure>,
 }
 
 impl Jobs {
@@ -177,6 +182,7 @@ impl Jobs {
             tracker: TaskTracker::new(),
             accepting: AtomicBool::new(true),
             recent_failures: Mutex::new(std::collections::VecDeque::new()),
+            aborted: std::sync::OnceLock::new(),
         })
     }
 
@@ -209,14 +215,22 @@ impl Jobs {
     /// Wait until every job task has finished, or `timeout` passes. True when all finished.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
-    /// Cancel every running job (end of a drain that ran out of time).
-    pub fn cancel_all(&self) {
+    /// End every running job as failed-recoverable (a drain that ran out of time).
+    pub fn abort_all(&self) {
+        let _ = self.aborted.set(crate::backend::Failure::server_shutdown());
         for job in self.running() {
             job.cancel.cancel();
         }
+    }
+
+    /// Why cancelled jobs end as failures, when the instance is shutting down.
+    pub(super) fn abort_reason(&self) -> Option<crate::backend::Failure> {
+        self.aborted.get().cloned()
     }
 
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
@@ -234,7 +248,12 @@ impl Jobs {
 
     /// Start the project's job, or return the one already unfinished. Quota and history are
     /// spent only when a new job really starts.
-    pub async fn start(self: &Arc<Self>, who: &Identity, project_id: Uuid, content: &str) -> Result<StartOutcome, StartError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        who: &Identity,
+        project_id: Uuid,
+        content: &str,
+    ) -> Result<StartOutcome, StartError> {
         if !self.is_accepting() {
             return Err(StartError::Draining);
         }
@@ -251,7 +270,11 @@ impl Jobs {
         let slot = match self.limiter.try_acquire(who.user_id) {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
-                let jobs = self.store.active_jobs_for_user(who.user_id).await.unwrap_or_default();
+                let jobs = self
+                    .store
+                    .active_jobs_for_user(who.user_id)
+                    .await
+                    .unwrap_or_default();
                 return Err(StartError::UserLimit {
                     limit: self.limiter.per_user_limit(),
                     in_progress,
@@ -264,9 +287,15 @@ impl Jobs {
             .consume(self.store.as_ref(), who.user_id, QuotaKind::MessagesSent)
             .await
             .map_err(StartError::Quota)?;
-        self.store.add_user_message(who, project_id, content).await?;
+        self.store
+            .add_user_message(who, project_id, content)
+            .await?;
         let job_id = Uuid::now_v7();
-        let row = match self.store.start_job(who.user_id, project_id, job_id, Utc::now()).await? {
+        let row = match self
+            .store
+            .start_job(who.user_id, project_id, job_id, Utc::now())
+            .await?
+        {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
             JobStart::Created(row) => row,
         };
@@ -304,7 +333,8 @@ impl Jobs {
             prompt: self.prompt.render(&workspace, content),
         };
         let jobs = Arc::clone(self);
-        self.tracker.spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
+        self.tracker
+            .spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
         Ok(StartOutcome::Started(job, row))
     }
 
@@ -360,15 +390,25 @@ impl Jobs {
             status: Some(JobStatus::Cancelled),
             ..JobUpdate::default()
         };
-        Ok(CancelOutcome::Cancelled(self.store.update_job(job_id, &update).await?))
+        Ok(CancelOutcome::Cancelled(
+            self.store.update_job(job_id, &update).await?,
+        ))
     }
 
     /// A job row the user owns (live copy first).
-    pub async fn job_for_user(&self, user_id: Uuid, job_id: Uuid) -> Result<Option<JobRow>, StoreError> {
+    pub async fn job_for_user(
+        &self,
+        user_id: Uuid,
+        job_id: Uuid,
+    ) -> Result<Option<JobRow>, StoreError> {
         if let Some(job) = self.live(job_id) {
             return Ok(job.row().filter(|r| r.user_id == user_id));
         }
-        Ok(self.store.get_job(job_id).await?.filter(|r| r.user_id == user_id))
+        Ok(self
+            .store
+            .get_job(job_id)
+            .await?
+            .filter(|r| r.user_id == user_id))
     }
 
     /// The project's unfinished job as `activeJob` shows it: live row first, else the store's.
@@ -382,7 +422,9 @@ impl Jobs {
     /// At start-up: jobs a previous process left unfinished can never finish now.
     pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
         self.store
-            .fail_unfinished_jobs("サーバーの再起動により生成が中断されました。もう一度お試しください")
+            .fail_unfinished_jobs(
+                "サーバーの再起動により生成が中断されました。もう一度お試しください",
+            )
             .await
     }
 }

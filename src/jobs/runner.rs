@@ -47,7 +47,13 @@ impl ProgressMeter {
     }
 }
 
-pub(super) async fn run(jobs: Arc<Jobs>, job: Arc<LiveJob>, backend: Arc<dyn Backend>, request: RunRequest, slot: Slot) {
+pub(super) async fn run(
+    jobs: Arc<Jobs>,
+    job: Arc<LiveJob>,
+    backend: Arc<dyn Backend>,
+    request: RunRequest,
+    slot: Slot,
+) {
     let span = tracing::info_span!(
         "job",
         job_id = %job.id,
@@ -69,7 +75,9 @@ pub(super) async fn run(jobs: Arc<Jobs>, job: Arc<LiveJob>, backend: Arc<dyn Bac
 
         finish(&jobs, &job, outcome, slot).await;
         METRICS.job_state("processing", backend_name, -1);
-        METRICS.job_duration.observe_secs(job.started_at.elapsed().as_secs_f64());
+        METRICS
+            .job_duration
+            .observe_secs(job.started_at.elapsed().as_secs_f64());
     }
     .instrument(span)
     .await
@@ -118,7 +126,10 @@ async fn drive(
     let outcome = loop {
         tokio::select! {
             biased;
-            _ = job.cancel_token().cancelled() => break Outcome::Cancelled,
+            _ = job.cancel_token().cancelled() => break match jobs.abort_reason() {
+                Some(failure) => Outcome::Failed(failure),
+                None => Outcome::Cancelled,
+            },
             _ = &mut timeout => {
                 backend_cancel.cancel();
                 break Outcome::Failed(Failure::job_timeout(jobs.config.job_timeout.as_secs()));
@@ -152,7 +163,10 @@ async fn drive(
         // job is reported over, bounded so a stuck backend cannot hold the job forever.
         backend_cancel.cancel();
         let wind_down = async { while events.next().await.is_some() {} };
-        if tokio::time::timeout(jobs.config.cancel_wait, wind_down).await.is_err() {
+        if tokio::time::timeout(jobs.config.cancel_wait, wind_down)
+            .await
+            .is_err()
+        {
             tracing::warn!("backend did not stop within the cancel wait");
         }
     }
@@ -169,7 +183,11 @@ async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
         "" => DEFAULT_COMPLETION.to_string(),
         text => text.to_string(),
     };
-    if let Err(e) = jobs.store.add_history(job.project_id, ChatRole::Assistant, &message).await {
+    if let Err(e) = jobs
+        .store
+        .add_history(job.project_id, ChatRole::Assistant, &message)
+        .await
+    {
         tracing::warn!(error = %e, "could not store the assistant message");
     }
     if let Err(e) = jobs.store.mark_initialized(job.project_id).await {
@@ -239,7 +257,8 @@ async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
                     html: None,
                 });
             tracing::info!("job completed");
-            job.channel.publish(&ServerMessage::Completed { job: row, result });
+            job.channel
+                .publish(&ServerMessage::Completed { job: row, result });
         }
         Outcome::Failed(failure) => {
             tracing::warn!(code = %failure.code, detail = %failure.detail, exit_code = ?failure.exit_code, "job failed");

@@ -82,7 +82,11 @@ pub trait Store: Send + Sync + 'static {
     /// The user's projects, newest `updated_at` first, with draft descriptions.
     async fn list_projects(&self, who: &Identity) -> Result<Vec<Project>, StoreError>;
     /// The project if it exists and belongs to the user.
-    async fn get_project(&self, who: &Identity, project_id: Uuid) -> Result<Option<Project>, StoreError>;
+    async fn get_project(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+    ) -> Result<Option<Project>, StoreError>;
     async fn create_project(&self, who: &Identity, name: &str) -> Result<Project, StoreError>;
     async fn rename_project(
         &self,
@@ -93,18 +97,43 @@ pub trait Store: Send + Sync + 'static {
     /// True when a row was deleted. History and jobs go with it.
     async fn delete_project(&self, who: &Identity, project_id: Uuid) -> Result<bool, StoreError>;
     /// The last `limit` entries, oldest first.
-    async fn history(&self, who: &Identity, project_id: Uuid, limit: usize) -> Result<Vec<HistoryItem>, StoreError>;
+    async fn history(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, StoreError>;
     /// Store the user's message and touch the project's `updated_at`.
-    async fn add_user_message(&self, who: &Identity, project_id: Uuid, content: &str) -> Result<(), StoreError>;
+    async fn add_user_message(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        content: &str,
+    ) -> Result<(), StoreError>;
 
     // --- relay bookkeeping ----------------------------------------------------------------
-    async fn add_history(&self, project_id: Uuid, role: ChatRole, content: &str) -> Result<(), StoreError>;
+    async fn add_history(
+        &self,
+        project_id: Uuid,
+        role: ChatRole,
+        content: &str,
+    ) -> Result<(), StoreError>;
     async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError>;
     /// Atomically: the project's unfinished job if there is one, else a new `pending` job.
-    async fn start_job(&self, user_id: Uuid, project_id: Uuid, job_id: Uuid, now: DateTime<Utc>) -> Result<JobStart, StoreError>;
+    async fn start_job(
+        &self,
+        user_id: Uuid,
+        project_id: Uuid,
+        job_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<JobStart, StoreError>;
     /// Apply `update` if the job is unfinished; the row after the update, `None` if it was
     /// missing or already terminal.
-    async fn update_job(&self, job_id: Uuid, update: &JobUpdate) -> Result<Option<JobRow>, StoreError>;
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        update: &JobUpdate,
+    ) -> Result<Option<JobRow>, StoreError>;
     async fn get_job(&self, job_id: Uuid) -> Result<Option<JobRow>, StoreError>;
     /// Newest unfinished job of the project.
     async fn active_job(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError>;
@@ -116,6 +145,11 @@ pub trait Store: Send + Sync + 'static {
     /// The user's plan (`free` unless an active subscription says otherwise).
     async fn plan(&self, user_id: Uuid) -> Result<String, StoreError>;
     /// Check-and-increment today's (UTC) counter; `limit` -1 is unlimited.
-    async fn consume_quota(&self, user_id: Uuid, kind: QuotaKind, limit: i64) -> Result<QuotaDecision, StoreError>;
+    async fn consume_quota(
+        &self,
+        user_id: Uuid,
+        kind: QuotaKind,
+        limit: i64,
+    ) -> Result<QuotaDecision, StoreError>;
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError>;
 }

@@ -85,12 +85,15 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 fn parse_ts(raw: String) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn parse_uuid(raw: String) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(&raw)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(&raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 const PROJECT_COLUMNS: &str =
@@ -150,9 +153,11 @@ impl SqliteStore {
     /// Open (creating if needed) `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         Self::init(conn)
     }
 
@@ -162,11 +167,15 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
         // WAL + NORMAL: a crash loses at most the last transactions, never corrupts.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
         let version: usize = conn
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
             .map_err(db_err)? as usize;
@@ -179,7 +188,8 @@ impl SqliteStore {
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction().map_err(db_err)?;
             tx.execute_batch(sql).map_err(db_err)?;
-            tx.pragma_update(None, "user_version", (index + 1) as i64).map_err(db_err)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)
+                .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
         Ok(Self {
@@ -262,7 +272,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_project(&self, who: &Identity, project_id: Uuid) -> Result<Option<Project>, StoreError> {
+    async fn get_project(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+    ) -> Result<Option<Project>, StoreError> {
         let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
         self.call(move |c| {
             c.query_row(
@@ -292,8 +306,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rename_project(&self, who: &Identity, project_id: Uuid, name: &str) -> Result<Option<Project>, StoreError> {
-        let (uid, pid, name) = (who.user_id.to_string(), project_id.to_string(), name.to_string());
+    async fn rename_project(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError> {
+        let (uid, pid, name) = (
+            who.user_id.to_string(),
+            project_id.to_string(),
+            name.to_string(),
+        );
         self.call(move |c| {
             c.query_row(
                 &format!(
@@ -311,13 +334,21 @@ impl Store for SqliteStore {
     async fn delete_project(&self, who: &Identity, project_id: Uuid) -> Result<bool, StoreError> {
         let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
         self.call(move |c| {
-            c.execute("DELETE FROM projects WHERE id = ?1 AND user_id = ?2", params![pid, uid])
-                .map(|n| n > 0)
+            c.execute(
+                "DELETE FROM projects WHERE id = ?1 AND user_id = ?2",
+                params![pid, uid],
+            )
+            .map(|n| n > 0)
         })
         .await
     }
 
-    async fn history(&self, who: &Identity, project_id: Uuid, limit: usize) -> Result<Vec<HistoryItem>, StoreError> {
+    async fn history(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, StoreError> {
         let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
@@ -330,7 +361,11 @@ impl Store for SqliteStore {
                 .query_map(params![pid, uid, limit as i64], |row| {
                     let role: String = row.get(0)?;
                     Ok(HistoryItem {
-                        role: if role == "user" { ChatRole::User } else { ChatRole::Assistant },
+                        role: if role == "user" {
+                            ChatRole::User
+                        } else {
+                            ChatRole::Assistant
+                        },
                         content: row.get(1)?,
                         timestamp: parse_ts(row.get(2)?)?,
                     })
@@ -342,8 +377,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_user_message(&self, who: &Identity, project_id: Uuid, content: &str) -> Result<(), StoreError> {
-        let (uid, pid, content) = (who.user_id.to_string(), project_id.to_string(), content.to_string());
+    async fn add_user_message(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        content: &str,
+    ) -> Result<(), StoreError> {
+        let (uid, pid, content) = (
+            who.user_id.to_string(),
+            project_id.to_string(),
+            content.to_string(),
+        );
         self.call(move |c| {
             let tx = c.transaction()?;
             let now = now_text();
@@ -363,7 +407,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_history(&self, project_id: Uuid, role: ChatRole, content: &str) -> Result<(), StoreError> {
+    async fn add_history(
+        &self,
+        project_id: Uuid,
+        role: ChatRole,
+        content: &str,
+    ) -> Result<(), StoreError> {
         let (pid, content) = (project_id.to_string(), content.to_string());
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -373,7 +422,10 @@ impl Store for SqliteStore {
                  SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
                 params![pid, role.as_str(), content, now],
             )?;
-            tx.execute("UPDATE projects SET updated_at = ?2 WHERE id = ?1", params![pid, now])?;
+            tx.execute(
+                "UPDATE projects SET updated_at = ?2 WHERE id = ?1",
+                params![pid, now],
+            )?;
             tx.commit()
         })
         .await
@@ -382,8 +434,11 @@ impl Store for SqliteStore {
     async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError> {
         let pid = project_id.to_string();
         self.call(move |c| {
-            c.execute("UPDATE projects SET is_initialized = 1 WHERE id = ?1", params![pid])
-                .map(|_| ())
+            c.execute(
+                "UPDATE projects SET is_initialized = 1 WHERE id = ?1",
+                params![pid],
+            )
+            .map(|_| ())
         })
         .await
     }
@@ -395,7 +450,11 @@ impl Store for SqliteStore {
         job_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<JobStart, StoreError> {
-        let (uid, pid, jid) = (user_id.to_string(), project_id.to_string(), job_id.to_string());
+        let (uid, pid, jid) = (
+            user_id.to_string(),
+            project_id.to_string(),
+            job_id.to_string(),
+        );
         self.call(move |c| {
             // IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -415,7 +474,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_job(&self, job_id: Uuid, update: &JobUpdate) -> Result<Option<JobRow>, StoreError> {
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        update: &JobUpdate,
+    ) -> Result<Option<JobRow>, StoreError> {
         let jid = job_id.to_string();
         let update = update.clone();
         self.call(move |c| {
@@ -508,7 +571,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn consume_quota(&self, user_id: Uuid, kind: QuotaKind, limit: i64) -> Result<QuotaDecision, StoreError> {
+    async fn consume_quota(
+        &self,
+        user_id: Uuid,
+        kind: QuotaKind,
+        limit: i64,
+    ) -> Result<QuotaDecision, StoreError> {
         let uid = user_id.to_string();
         let column = kind.column();
         self.call(move |c| {

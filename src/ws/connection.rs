@@ -11,7 +11,7 @@ use tokio::time::{sleep_until, Instant};
 use uuid::Uuid;
 
 use super::handlers;
-use super::outbound::{Outbound, OutboundSender};
+use super::outbound::{Outbound, OutboundReceiver, OutboundSender};
 use super::protocol::{close, texts, ClientMessage, ServerMessage};
 use super::rate_limit::TokenBucket;
 use crate::auth::Identity;
@@ -60,7 +60,11 @@ impl Connection {
     pub fn authenticate(&self, identity: Identity) {
         let mut session = self.session();
         let first = session.identity.is_none();
-        if session.identity.as_ref().is_some_and(|old| old.user_id != identity.user_id) {
+        if session
+            .identity
+            .as_ref()
+            .is_some_and(|old| old.user_id != identity.user_id)
+        {
             session.current_project = None;
             if let Some(job) = session.following.take() {
                 job.channel.unsubscribe(self.id);
@@ -115,7 +119,8 @@ enum Step {
 pub async fn run(mut socket: WebSocket, app: AppState) {
     let conn_id = app.next_conn_id();
     gauge_add(&METRICS.sockets_open, 1);
-    let (sink, mut outbound, overflowed) = OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
+    let (sink, mut outbound, overflowed) =
+        OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
     let conn = Arc::new(Connection {
         id: conn_id,
         app: app.clone(),
@@ -124,7 +129,8 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
     });
     let leeway = app.verifier.leeway_secs();
     // Before init: the authentication deadline; after: the token's expiry.
-    let deadline = sleep_until(Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs));
+    let deadline =
+        sleep_until(Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs));
     tokio::pin!(deadline);
     let ping_every = Duration::from_secs(app.config.limits.ws_ping_interval_secs.max(1));
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -142,10 +148,7 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
                 close_with(&mut socket, close::POLICY, "Client too slow").await;
                 Step::Stop
             }
-            item = outbound.recv() => match item {
-                Some(item) => write(&mut socket, item, &mut outbound).await,
-                None => Step::Stop,
-            },
+            item = outbound.recv() => write(&mut socket, item, &mut outbound).await,
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket).await,
                 Some(Ok(Message::Binary(_))) => {
@@ -207,7 +210,10 @@ async fn on_text(
     }
     match ClientMessage::parse(text.as_str()) {
         // Answered right here, ahead of anything queued, so pong is never late.
-        Ok(ClientMessage::Ping) => match socket.send(Message::Text(ServerMessage::Pong.to_frame())).await {
+        Ok(ClientMessage::Ping) => match socket
+            .send(Message::Text(ServerMessage::Pong.to_frame()))
+            .await
+        {
             Ok(()) => Step::Continue,
             Err(_) => Step::Stop,
         },
@@ -237,7 +243,7 @@ async fn expire(socket: &mut WebSocket) -> Step {
 }
 
 /// Write `first` and whatever else is already queued, then flush once.
-async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Step {
+async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut OutboundReceiver) -> Step {
     const MAX_COALESCED: usize = 64;
     let mut next = Some(first);
     let mut written = 0;
@@ -265,7 +271,7 @@ async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut tokio::sync:
         }
         written += 1;
         if written < MAX_COALESCED {
-            next = queue.try_recv().ok();
+            next = queue.try_recv();
         }
     }
     match socket.flush().await {

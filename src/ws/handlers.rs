@@ -8,7 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::connection::Connection;
-use super::protocol::{close, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage};
+use super::protocol::{
+    close, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
+};
 use crate::auth::Identity;
 use crate::jobs::{CancelError, StartError, StartOutcome, SubscriptionKind};
 use crate::metrics::METRICS;
@@ -30,7 +32,9 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
         ClientMessage::SelectProject { project_id } => select_project(&conn, project_id).await,
         ClientMessage::CreateProject { name } => create_project(&conn, name).await,
         ClientMessage::DeleteProject { project_id } => delete_project(&conn, project_id).await,
-        ClientMessage::RenameProject { project_id, name } => rename_project(&conn, project_id, name).await,
+        ClientMessage::RenameProject { project_id, name } => {
+            rename_project(&conn, project_id, name).await
+        }
         ClientMessage::GetProjectInfo { project_id } => project_info(&conn, project_id).await,
         ClientMessage::Message(request) => generate(&conn, request).await,
         ClientMessage::Cancel { job_id } => cancel(&conn, job_id).await,
@@ -38,13 +42,17 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
         ClientMessage::SubscribeJob { job_id } => subscribe_job(&conn, job_id).await,
         ClientMessage::CancelJob { job_id } => cancel_job(&conn, job_id).await,
         ClientMessage::GetVersions { project_id } => super::versions::list(&conn, project_id).await,
-        ClientMessage::GetVersionEdits { project_id, version_hash } => {
-            super::versions::edits(&conn, project_id, version_hash).await
-        }
-        ClientMessage::RestoreVersion { project_id, version_id } => {
-            super::versions::restore(&conn, project_id, version_id).await
-        }
-        ClientMessage::TestError { .. } => conn.reply(ServerMessage::error("Test errors only available in Modal mode")),
+        ClientMessage::GetVersionEdits {
+            project_id,
+            version_hash,
+        } => super::versions::edits(&conn, project_id, version_hash).await,
+        ClientMessage::RestoreVersion {
+            project_id,
+            version_id,
+        } => super::versions::restore(&conn, project_id, version_id).await,
+        ClientMessage::TestError { .. } => conn.reply(ServerMessage::error(
+            "Test errors only available in Modal mode",
+        )),
         ClientMessage::Unknown => conn.reply(ServerMessage::error("Unknown message type")),
     }
 }
@@ -52,13 +60,19 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
 pub fn parse_id(raw: Option<&str>) -> Option<Uuid> {
     // Only the hyphenated 8-4-4-4-12 form, as upstream's regex accepts.
     let raw = raw?;
-    (raw.len() == 36).then(|| Uuid::parse_str(raw).ok()).flatten()
+    (raw.len() == 36)
+        .then(|| Uuid::parse_str(raw).ok())
+        .flatten()
 }
 
 async fn init(conn: &Connection, token: Option<String>) {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         METRICS.auth_failures.inc(&["missing"]);
-        conn.reject(texts::ACCESS_TOKEN_REQUIRED, close::AUTH_FAILED, close::REASON_AUTH_REQUIRED);
+        conn.reject(
+            texts::ACCESS_TOKEN_REQUIRED,
+            close::AUTH_FAILED,
+            close::REASON_AUTH_REQUIRED,
+        );
         return;
     };
     let identity = match conn.app.verifier.verify(&token).await {
@@ -66,7 +80,11 @@ async fn init(conn: &Connection, token: Option<String>) {
         Err(e) => {
             METRICS.auth_failures.inc(&[e.metric_reason()]);
             tracing::info!(conn_id = conn.id, reason = %e, "access token refused");
-            conn.reject(e.client_message(), close::AUTH_FAILED, close::REASON_AUTH_FAILED);
+            conn.reject(
+                e.client_message(),
+                close::AUTH_FAILED,
+                close::REASON_AUTH_FAILED,
+            );
             return;
         }
     };
@@ -137,7 +155,12 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
     let live = conn.app.jobs.live_for_project(project.id);
     let active_job = match &live {
         Some(job) => job.row(),
-        None => conn.app.jobs.active_row(project.id).await.unwrap_or_default(),
+        None => conn
+            .app
+            .jobs
+            .active_row(project.id)
+            .await
+            .unwrap_or_default(),
     };
     conn.reply(ServerMessage::ProjectSelected {
         project_id: project.id,
@@ -165,7 +188,11 @@ async fn create_project(conn: &Connection, name: Option<String>) {
     if let Err(refusal) = conn
         .app
         .quota
-        .consume(conn.app.store.as_ref(), who.user_id, QuotaKind::ProjectsCreated)
+        .consume(
+            conn.app.store.as_ref(),
+            who.user_id,
+            QuotaKind::ProjectsCreated,
+        )
         .await
     {
         conn.reply(refusal.to_message());
@@ -258,18 +285,31 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
     }
     match conn.app.jobs.start(&who, project_id, &content).await {
         Ok(StartOutcome::Started(job, row)) => {
-            conn.reply(ServerMessage::JobStarted { job: row, is_existing: false });
+            conn.reply(ServerMessage::JobStarted {
+                job: row,
+                is_existing: false,
+            });
             conn.follow(&job, SubscriptionKind::Message, true);
         }
         Ok(StartOutcome::Attached(job, row)) => {
-            conn.reply(ServerMessage::JobStarted { job: row, is_existing: true });
+            conn.reply(ServerMessage::JobStarted {
+                job: row,
+                is_existing: true,
+            });
             let already = job.channel.is_subscribed(conn.id);
             conn.follow(&job, SubscriptionKind::Message, !already);
         }
         Ok(StartOutcome::ExistingElsewhere(row)) => {
-            conn.reply(ServerMessage::JobStarted { job: row, is_existing: true });
+            conn.reply(ServerMessage::JobStarted {
+                job: row,
+                is_existing: true,
+            });
         }
-        Err(StartError::UserLimit { limit, in_progress, jobs }) => conn.reply(ServerMessage::LimitExceeded {
+        Err(StartError::UserLimit {
+            limit,
+            in_progress,
+            jobs,
+        }) => conn.reply(ServerMessage::LimitExceeded {
             limit,
             in_progress,
             jobs,
@@ -279,7 +319,10 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
                 selected_style: request.selected_style,
             },
         }),
-        Err(StartError::SystemBusy) => conn.reply(ServerMessage::coded_error("SYSTEM_LIMIT_EXCEEDED", texts::SYSTEM_BUSY)),
+        Err(StartError::SystemBusy) => conn.reply(ServerMessage::coded_error(
+            "SYSTEM_LIMIT_EXCEEDED",
+            texts::SYSTEM_BUSY,
+        )),
         Err(StartError::Quota(refusal)) => conn.reply(refusal.to_message()),
         Err(StartError::Draining) => conn.reply(ServerMessage::retryable_error(
             "SERVER_DRAINING",
@@ -287,7 +330,10 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
         )),
         Err(e @ (StartError::NoBackend(_) | StartError::Store(_))) => {
             tracing::error!(user_id = %who.user_id, %project_id, error = %e, "job could not start");
-            conn.reply(ServerMessage::coded_error("OPERATION_FAILED", "Failed to create job"));
+            conn.reply(ServerMessage::coded_error(
+                "OPERATION_FAILED",
+                "Failed to create job",
+            ));
         }
     }
 }
@@ -321,9 +367,14 @@ async fn cancel(conn: &Connection, job_id: Option<String>) {
 }
 
 /// Shared guard of `getJobStatus` / `subscribeJob` / `cancelJob`.
-fn job_request(conn: &Connection, job_id: Option<String>) -> Result<(Identity, Option<Uuid>), &'static str> {
+fn job_request(
+    conn: &Connection,
+    job_id: Option<String>,
+) -> Result<(Identity, Option<Uuid>), &'static str> {
     let who = conn.identity().ok_or(texts::NOT_AUTHENTICATED)?;
-    let raw = job_id.filter(|j| !j.is_empty()).ok_or(texts::JOB_ID_REQUIRED)?;
+    let raw = job_id
+        .filter(|j| !j.is_empty())
+        .ok_or(texts::JOB_ID_REQUIRED)?;
     Ok((who, parse_id(Some(&raw))))
 }
 
@@ -333,7 +384,12 @@ async fn job_status(conn: &Connection, job_id: Option<String>) {
         Err(text) => return conn.reply(ServerMessage::error(text)),
     };
     let job = match job_id {
-        Some(id) => conn.app.jobs.job_for_user(who.user_id, id).await.unwrap_or_default(),
+        Some(id) => conn
+            .app
+            .jobs
+            .job_for_user(who.user_id, id)
+            .await
+            .unwrap_or_default(),
         None => None,
     };
     conn.reply(ServerMessage::JobStatus { job });

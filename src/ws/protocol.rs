@@ -6,14 +6,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::models::{
-    ActiveJobInfo, HistoryItem, JobRow, ProjectListItem, ProjectSummary,
-};
+use crate::store::models::{ActiveJobInfo, HistoryItem, JobRow, ProjectListItem, ProjectSummary};
 
 /// Client → server. Fields are optional because the server, not serde, decides which
 /// reply a missing field earns (`Invalid request`, `Access denied`, ...).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientMessage {
     Init {
         #[serde(rename = "access_token")]
@@ -121,7 +123,11 @@ impl ClientMessage {
 
 /// Server → client.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage {
     Init {
         user_id: Uuid,
@@ -311,7 +317,10 @@ impl ServerMessage {
     /// A coded error the user can simply retry later.
     pub fn retryable_error(code: impl Into<String>, message: impl Into<String>) -> Self {
         let mut error = Self::coded_error(code, message);
-        if let Self::Error(ErrorBody { error: Some(coded), .. }) = &mut error {
+        if let Self::Error(ErrorBody {
+            error: Some(coded), ..
+        }) = &mut error
+        {
             coded.recoverable = Some(true);
         }
         error
@@ -376,27 +385,48 @@ mod tests {
 
     #[test]
     fn parses_known_messages() {
-        let m = ClientMessage::parse(r#"{"type":"init","access_token":"t","sessionId":"s"}"#).unwrap();
-        assert!(matches!(m, ClientMessage::Init { access_token: Some(t), session_id: Some(s) } if t == "t" && s == "s"));
+        let m =
+            ClientMessage::parse(r#"{"type":"init","access_token":"t","sessionId":"s"}"#).unwrap();
+        assert!(
+            matches!(m, ClientMessage::Init { access_token: Some(t), session_id: Some(s) } if t == "t" && s == "s")
+        );
         let m = ClientMessage::parse(r#"{"type":"ping","extra":1}"#).unwrap();
         assert!(matches!(m, ClientMessage::Ping));
-        let m = ClientMessage::parse(r#"{"type":"message","content":"hi","autoFix":true}"#).unwrap();
-        assert!(matches!(m, ClientMessage::Message(GenerationRequest { content: Some(c), .. }) if c == "hi"));
+        let m =
+            ClientMessage::parse(r#"{"type":"message","content":"hi","autoFix":true}"#).unwrap();
+        assert!(
+            matches!(m, ClientMessage::Message(GenerationRequest { content: Some(c), .. }) if c == "hi")
+        );
         let m = ClientMessage::parse(r#"{"type":"cancel"}"#).unwrap();
         assert!(matches!(m, ClientMessage::Cancel { job_id: None }));
     }
 
     #[test]
     fn distinguishes_malformed_from_unknown() {
-        assert_eq!(ClientMessage::parse("{not json").unwrap_err(), ParseError::Malformed);
-        assert_eq!(ClientMessage::parse("[1,2]").unwrap_err(), ParseError::Malformed);
-        assert_eq!(ClientMessage::parse(r#"{"x":1}"#).unwrap_err(), ParseError::Malformed);
-        assert_eq!(ClientMessage::parse(r#"{"type":5}"#).unwrap_err(), ParseError::Malformed);
+        assert_eq!(
+            ClientMessage::parse("{not json").unwrap_err(),
+            ParseError::Malformed
+        );
+        assert_eq!(
+            ClientMessage::parse("[1,2]").unwrap_err(),
+            ParseError::Malformed
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"x":1}"#).unwrap_err(),
+            ParseError::Malformed
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":5}"#).unwrap_err(),
+            ParseError::Malformed
+        );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"selectProject","projectId":7}"#).unwrap_err(),
             ParseError::Malformed
         );
-        assert_eq!(ClientMessage::parse(r#"{"type":"fly"}"#).unwrap_err(), ParseError::UnknownType);
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"fly"}"#).unwrap_err(),
+            ParseError::UnknownType
+        );
     }
 
     #[test]
@@ -404,8 +434,12 @@ mod tests {
         let frame = ServerMessage::Pong.to_frame();
         assert_eq!(frame.as_str(), r#"{"type":"pong"}"#);
         let frame = ServerMessage::error("Access denied").to_frame();
-        assert_eq!(frame.as_str(), r#"{"type":"error","message":"Access denied"}"#);
-        let frame = ServerMessage::coded_error("SYSTEM_LIMIT_EXCEEDED", texts::SYSTEM_BUSY).to_frame();
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"error","message":"Access denied"}"#
+        );
+        let frame =
+            ServerMessage::coded_error("SYSTEM_LIMIT_EXCEEDED", texts::SYSTEM_BUSY).to_frame();
         assert_eq!(
             frame.as_str(),
             r#"{"type":"error","error":{"code":"SYSTEM_LIMIT_EXCEEDED","message":"System is busy. Please try again in a moment."}}"#
@@ -421,7 +455,13 @@ mod tests {
             frame.as_str(),
             r#"{"type":"cancelled","message":"Job cancelled","jobId":"00000000-0000-0000-0000-000000000000"}"#
         );
-        let frame = ServerMessage::GameUpdated { user_id: id, project_id: id }.to_frame();
-        assert!(frame.as_str().starts_with(r#"{"type":"gameUpdated","userId":"#));
+        let frame = ServerMessage::GameUpdated {
+            user_id: id,
+            project_id: id,
+        }
+        .to_frame();
+        assert!(frame
+            .as_str()
+            .starts_with(r#"{"type":"gameUpdated","userId":"#));
     }
 }

@@ -10,7 +10,12 @@ use super::handlers::parse_id;
 use super::protocol::{texts, ServerMessage, VersionItem};
 use crate::auth::Identity;
 
-const HIDDEN_MESSAGES: [&str; 4] = ["Before restore", "Restored to", "Initial project setup", "Migration from"];
+const HIDDEN_MESSAGES: [&str; 4] = [
+    "Before restore",
+    "Restored to",
+    "Initial project setup",
+    "Migration from",
+];
 const MAX_VERSIONS: usize = 20;
 const CURRENT_MARKER: &str = ".current-version";
 
@@ -53,7 +58,8 @@ async fn versions(dir: &Path) -> Option<(Vec<VersionItem>, Option<String>)> {
     let mut items = Vec::new();
     for line in log.lines() {
         let mut parts = line.split('\u{1f}');
-        let (Some(hash), Some(message), Some(date)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(hash), Some(message), Some(date)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         if HIDDEN_MESSAGES.iter().any(|h| message.contains(h)) {
@@ -95,7 +101,10 @@ pub async fn send_list(conn: &Connection, who: &Identity, project_id: Uuid, forc
     });
 }
 
-async fn owned(conn: &Connection, project_id: Option<String>) -> Result<(Identity, Uuid), &'static str> {
+async fn owned(
+    conn: &Connection,
+    project_id: Option<String>,
+) -> Result<(Identity, Uuid), &'static str> {
     let who = conn.identity().ok_or(texts::INVALID_REQUEST)?;
     if project_id.as_deref().is_none_or(str::is_empty) {
         return Err(texts::INVALID_REQUEST);
@@ -125,7 +134,12 @@ pub async fn edits(conn: &Connection, project_id: Option<String>, version_hash: 
     let mut edits = Vec::new();
     if is_commit_hash(&hash) {
         let dir = workspace(conn, who.user_id, id);
-        if let Some(diff) = git(&dir, &["show", "--format=", "--patch", &hash, "--", "index.html"]).await {
+        if let Some(diff) = git(
+            &dir,
+            &["show", "--format=", "--patch", &hash, "--", "index.html"],
+        )
+        .await
+        {
             if !diff.is_empty() {
                 edits.push(serde_json::json!({ "diff": diff }));
             }
@@ -158,11 +172,17 @@ pub async fn restore(conn: &Connection, project_id: Option<String>, version_id: 
         stage: "checkout".into(),
         message: "ファイルを復元中...".into(),
     });
-    if git(&dir, &["checkout", &version, "--", "."]).await.is_none() {
+    if git(&dir, &["checkout", &version, "--", "."])
+        .await
+        .is_none()
+    {
         return conn.reply(ServerMessage::error("Failed to restore version"));
     }
     // SPEC.md that did not exist in that version must not survive the restore.
-    if git(&dir, &["cat-file", "-e", &format!("{version}:SPEC.md")]).await.is_none() {
+    if git(&dir, &["cat-file", "-e", &format!("{version}:SPEC.md")])
+        .await
+        .is_none()
+    {
         let _ = tokio::fs::remove_file(dir.join("SPEC.md")).await;
     }
     if let Err(e) = tokio::fs::write(dir.join(CURRENT_MARKER), &version).await {

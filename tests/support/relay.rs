@@ -47,7 +47,9 @@ impl TestRelay {
         let config = Config::load_from(None, |k| vars.get(k).cloned()).expect("test config");
         let relay = Relay::build(config).await.expect("relay builds");
         let app = relay.app.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(relay.serve(listener, async move {
@@ -91,7 +93,13 @@ impl TestRelay {
 }
 
 pub fn token(user: Uuid, ttl_secs: i64) -> String {
-    dreamcore_relay::auth::mint_hs256(SECRET.as_bytes(), DEV_ISSUER, user, "player@example.com", ttl_secs)
+    dreamcore_relay::auth::mint_hs256(
+        SECRET.as_bytes(),
+        DEV_ISSUER,
+        user,
+        "player@example.com",
+        ttl_secs,
+    )
 }
 
 pub struct Client {
@@ -106,26 +114,40 @@ pub enum Received {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         Client { ws }
     }
 
     pub async fn send(&mut self, value: Value) {
-        self.ws.send(Message::Text(value.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("send");
     }
 
     /// Next text frame as JSON, or the close.
     pub async fn next(&mut self) -> Received {
         loop {
-            let item = tokio::time::timeout(WAIT, self.ws.next()).await.expect("frame within deadline");
+            let item = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("frame within deadline");
             match item {
-                Some(Ok(Message::Text(t))) => return Received::Json(serde_json::from_str(&t).expect("json frame")),
+                Some(Ok(Message::Text(t))) => {
+                    return Received::Json(serde_json::from_str(&t).expect("json frame"))
+                }
                 Some(Ok(Message::Close(frame))) => {
-                    return Received::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+                    return Received::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    )
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Received::Closed(None),
@@ -154,19 +176,28 @@ impl Client {
     }
 
     pub async fn init(&mut self, token: &str) -> Value {
-        self.send(json!({"type":"init","access_token":token,"sessionId":"test"})).await;
+        self.send(json!({"type":"init","access_token":token,"sessionId":"test"}))
+            .await;
         self.recv().await
     }
 
     pub async fn create_project(&mut self, name: &str) -> Uuid {
         self.send(json!({"type":"createProject","name":name})).await;
-        let reply = self.recv_until("projectCreated").await.pop().expect("reply");
+        let reply = self
+            .recv_until("projectCreated")
+            .await
+            .pop()
+            .expect("reply");
         Uuid::parse_str(reply["project"]["id"].as_str().expect("id")).expect("uuid")
     }
 
     pub async fn select(&mut self, project: Uuid) -> Value {
-        self.send(json!({"type":"selectProject","projectId":project})).await;
-        self.recv_until("projectSelected").await.pop().expect("reply")
+        self.send(json!({"type":"selectProject","projectId":project}))
+            .await;
+        self.recv_until("projectSelected")
+            .await
+            .pop()
+            .expect("reply")
     }
 
     pub async fn expect_close(&mut self) -> Option<(u16, String)> {
@@ -179,15 +210,21 @@ impl Client {
     }
 
     pub async fn close(mut self) {
-        let _ = self.ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })).await;
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
     }
 }
 
 /// Frames of one job, without `progress` (whose order relative to `stream` upstream never
 /// guaranteed) and without ids and times.
 pub fn types(frames: &[Value]) -> Vec<String> {
-    frames.iter().map(|f| f["type"].as_str().unwrap_or("?").to_string()).collect()
+    frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
