@@ -58,6 +58,9 @@ const DEV_ISSUER: &str = "dreamcore-relay-dev";
 const IDLE_BASELINE_SOCKETS: usize = 100;
 /// Let fire-and-forget work after `init` (prewarm calls) finish before sampling RSS.
 const SETTLE: Duration = Duration::from_secs(2);
+/// After the browsers leave: longer than tokio's 10 s keep-alive of idle blocking threads, so
+/// the figure shows what the relay retains rather than threads about to retire.
+const AFTER_CLOSE_SETTLE: Duration = Duration::from_secs(12);
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -1065,6 +1068,7 @@ async fn scenario_jobs(
     let after_setup = relay.stats()?;
 
     let started = Instant::now();
+    let loadgen_cpu_start = proc_stats(std::process::id())?.cpu_secs;
     let mut set = JoinSet::new();
     for mut ws in sockets {
         set.spawn(async move {
@@ -1092,12 +1096,16 @@ async fn scenario_jobs(
     }
     let wall = started.elapsed().as_secs_f64();
     let after = relay.stats()?;
+    let loadgen_cpu = proc_stats(std::process::id())?.cpu_secs - loadgen_cpu_start;
     let metrics = if common.metrics {
         Some(relay.scrape_metric("relay_events_relayed_total").await)
     } else {
         None
     };
+    // What the relay keeps once every browser is gone: finished jobs should not pin memory.
     drop(open);
+    tokio::time::sleep(AFTER_CLOSE_SETTLE).await;
+    let after_close = relay.stats()?;
 
     let latency = Latency::from_ns(latencies);
     let job_cpu = after.cpu_secs - after_setup.cpu_secs;
@@ -1119,10 +1127,13 @@ async fn scenario_jobs(
             "rss_kib_before": before.rss_kib,
             "rss_kib_after_setup": after_setup.rss_kib,
             "rss_kib_after": after.rss_kib,
+            "rss_kib_after_sockets_closed": after_close.rss_kib,
+            "threads_after_sockets_closed": after_close.threads,
             "peak_rss_kib": after.hwm_kib,
             "threads": after.threads,
             "log": relay.log_summary(),
         },
+        "loadgen_cpu_secs_job_phase": loadgen_cpu,
         "upstream": harness.upstream_summary(),
         "metrics": metrics,
     });
@@ -1157,13 +1168,17 @@ async fn scenario_jobs(
         latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms, latency.mean_ms, latency.samples
     );
     println!(
-        "relay cpu    {job_cpu:.2} s during jobs ({:.0}% of one core), {:.2} s since start",
+        "relay cpu    {job_cpu:.2} s during jobs ({:.0}% of one core), {:.2} s since start; loadgen itself {loadgen_cpu:.2} s",
         100.0 * job_cpu / wall.max(1e-9),
         after.cpu_secs
     );
     println!(
-        "relay rss    before {:.1} MiB, after set-up {:.1} MiB, after jobs {:.1} MiB, peak {:.1} MiB, threads {}",
-        mib(before.rss_kib), mib(after_setup.rss_kib), mib(after.rss_kib), mib(after.hwm_kib), after.threads
+        "relay rss    before {:.1} MiB, after set-up {:.1} MiB, after jobs {:.1} MiB, peak {:.1} MiB, 12 s after sockets closed {:.1} MiB",
+        mib(before.rss_kib), mib(after_setup.rss_kib), mib(after.rss_kib), mib(after.hwm_kib), mib(after_close.rss_kib)
+    );
+    println!(
+        "relay thr    {} threads after jobs, {} 12 s after sockets closed",
+        after.threads, after_close.threads
     );
     print_common_tail(&report);
     Ok(report)
