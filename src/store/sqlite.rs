@@ -1,9 +1,9 @@
 //! The embedded store: one SQLite file under `DATA_DIR`, created and migrated at start.
-//! A single connection serialises writes (SQLite allows one writer anyway); calls run on the
-//! blocking pool so the async runtime never waits on disk.
+//! One connection owned by one dedicated thread executes every call in turn (SQLite allows
+//! one writer anyway): the async runtime never waits on disk, and a burst of requests queues
+//! as closures instead of parking hundreds of blocking-pool threads on a lock.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -74,8 +74,10 @@ CREATE TABLE usage_quotas (
 );
 "#];
 
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    tasks: std::sync::mpsc::Sender<Task>,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -192,9 +194,18 @@ impl SqliteStore {
                 .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (tasks, queue) = std::sync::mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                // Ends when the store (every sender) is dropped.
+                for task in queue {
+                    task(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite thread: {e}")))?;
+        Ok(Self { tasks })
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -202,15 +213,14 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
-            f(&mut guard).map_err(db_err)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Unavailable("the SQLite thread stopped".into());
+        self.tasks
+            .send(Box::new(move |conn: &mut Connection| {
+                let _ = reply.send(f(conn).map_err(db_err));
+            }))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
