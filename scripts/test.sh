@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a fresh machine: installs what the tests need (the
-# pinned Claude Code CLI and its unprivileged user, nginx and chromium), then runs the whole suite.
+# Runs every test of the project on a fresh machine: installs what the tests need (the pinned
+# Claude Code CLI and its unprivileged user, nginx, chromium, PostgreSQL), starts a throwaway
+# PostgreSQL cluster with the Supabase stand-in, then runs the whole suite — and the
+# WebSocket behaviour suites a second time with PostgreSQL as the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-claude-cli.sh
 bash scripts/install-test-deps.sh
+bash scripts/test-postgres.sh >/dev/null
 export CLAUDE_BIN="${CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
 
-# Two cores: run test binaries one at a time, tests inside each in parallel.
+# Two cores: test binaries run one at a time, tests inside each in parallel.
 cargo test --all-targets --locked -- --test-threads=4
+RELAY_TEST_STORE=postgres cargo test --locked \
+    --test ws_relay --test ws_limits --test races --test drain --test restart -- --test-threads=4

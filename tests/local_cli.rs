@@ -622,9 +622,18 @@ async fn child_gets_only_the_explicit_environment_and_the_exact_stdin() {
             "DISABLE_TELEMETRY",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
             "CLOUD_ML_REGION",
+            "CLAUDE_CONFIG_DIR",
             dreamcore_relay::backend::local_cli::RUN_MARKER_VAR,
         ])
     );
+    // One configuration directory per user, outside every project, owned by the CLI user.
+    let config_dir = harness
+        .data_dir()
+        .join("users")
+        .join(harness.user_id.to_string())
+        .join(".claude-config");
+    assert_eq!(env["CLAUDE_CONFIG_DIR"], config_dir.to_str().unwrap());
+    assert!(config_dir.is_dir());
     assert_eq!(env["CLOUD_ML_REGION"], "test-region");
     assert_eq!(env["LANG"], "C.UTF-8");
     assert_eq!(env["DISABLE_TELEMETRY"], "1");

@@ -6,6 +6,8 @@
 mod fake_modal;
 #[path = "support/nginx.rs"]
 mod nginx;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
 

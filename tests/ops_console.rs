@@ -6,6 +6,8 @@
 mod chromium;
 #[path = "support/fake_modal.rs"]
 mod fake_modal;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
 

@@ -24,7 +24,11 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    async fn start(data_dir: &std::path::Path, fake: &FakeModal) -> RelayProcess {
+    async fn start(
+        data_dir: &std::path::Path,
+        fake: &FakeModal,
+        database_url: &str,
+    ) -> RelayProcess {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
@@ -39,6 +43,7 @@ impl RelayProcess {
             .env("USE_MODAL", "true")
             .env("MODAL_ENDPOINT", &fake.url)
             .env("MODAL_INTERNAL_SECRET", &fake.secret)
+            .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -92,8 +97,17 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
     .await;
     let data = tempfile::tempdir().unwrap();
     let user = Uuid::new_v4();
+    // The same test on PostgreSQL when the suite runs with RELAY_TEST_STORE=postgres.
+    let pg = match std::env::var("RELAY_TEST_STORE").as_deref() {
+        Ok("postgres") => Some(postgres::PgDb::create().await),
+        _ => None,
+    };
+    let database_url = pg.as_ref().map(|db| db.relay_url()).unwrap_or_default();
+    if let Some(db) = &pg {
+        db.register_user(user, "survivor@example.com").await;
+    }
 
-    let mut first = RelayProcess::start(data.path(), &fake).await;
+    let mut first = RelayProcess::start(data.path(), &fake, &database_url).await;
     let (mut c, _) = first.user(user).await;
     let project = c.create_project("生き残るゲーム").await;
     c.send(json!({"type":"message","content":"作って"})).await;
@@ -103,7 +117,7 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
     first.child.wait().unwrap();
     drop(first);
 
-    let second = RelayProcess::start(data.path(), &fake).await;
+    let second = RelayProcess::start(data.path(), &fake, &database_url).await;
     let (mut c, init) = second.user(user).await;
     assert_eq!(
         init["projects"][0]["id"],
@@ -128,4 +142,8 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
     assert_eq!(started["isExisting"], false);
     let completed = frames.iter().find(|f| f["type"] == "completed").unwrap();
     assert_eq!(completed["result"]["message"], "直しました。");
+    drop(second);
+    if let Some(db) = pg {
+        db.drop_db().await;
+    }
 }

@@ -317,6 +317,10 @@ impl Run {
         };
         let mut env = self.settings.base_env.clone();
         env.extend(self.settings.cli_env.iter().cloned());
+        env.push((
+            "CLAUDE_CONFIG_DIR".into(),
+            workspace::config_dir(&self.settings.data_dir, self.request.user_id).into(),
+        ));
         let marker = Uuid::new_v4().to_string();
         let spawned = CliProcess::spawn(Launch {
             program: &program,

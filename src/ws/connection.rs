@@ -141,7 +141,19 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
         let step = tokio::select! {
             biased;
             _ = app.close_sockets.cancelled() => {
-                close_with(&mut socket, close::SERVICE_RESTART, "Server restarting").await;
+                // Terminal events queued just before the drain ended must still arrive, but a
+                // client that does not read cannot hold the shutdown.
+                let flushed = async {
+                    while let Some(item) = outbound.try_recv() {
+                        if let Step::Stop = write(&mut socket, item, &mut outbound).await {
+                            return false;
+                        }
+                    }
+                    true
+                };
+                if tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap_or(false) {
+                    close_with(&mut socket, close::SERVICE_RESTART, "Server restarting").await;
+                }
                 Step::Stop
             }
             _ = overflowed.cancelled() => {

@@ -51,7 +51,22 @@ pub fn prepare(
     if let Some((uid, gid)) = owner {
         chown_tree(&dir, uid, gid)?;
     }
+    let config = config_dir(data_dir, user_id);
+    ensure_dir(&config)?;
+    if let Some((uid, gid)) = owner {
+        lchown(&config, Some(uid), Some(gid))?;
+    }
     Ok(dir)
+}
+
+/// The CLI's configuration directory (`CLAUDE_CONFIG_DIR`) for one user: like Modal's
+/// per-user sandbox, sessions and caches never mix between users, and concurrent runs of
+/// different users do not contend for one shared `~/.claude`.
+pub fn config_dir(data_dir: &Path, user_id: Uuid) -> PathBuf {
+    data_dir
+        .join("users")
+        .join(user_id.to_string())
+        .join(".claude-config")
 }
 
 /// Replace `<workspace>/.claude/skills` with a fresh copy of `skills_dir`.
