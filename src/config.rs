@@ -268,6 +268,19 @@ pub struct AdminConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct GameConfig {
+    /// HMAC-SHA256 key of signed preview URLs; empty = a random key per process.
+    pub signing_secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LegacyConfig {
+    /// Base URL of the Express server that still answers the `/api/*` routes the relay
+    /// does not implement; empty = those routes answer 404.
+    pub upstream_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub backend: BackendConfig,
@@ -278,6 +291,8 @@ pub struct Config {
     pub prompt: PromptConfig,
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
+    pub game: GameConfig,
+    pub legacy: LegacyConfig,
 }
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
@@ -410,6 +425,8 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("DATABASE_URL", "database.url", Kind::Str),
     ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
+    ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
+    ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -548,6 +565,12 @@ impl Config {
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("WS_MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        if !self.legacy.upstream_url.is_empty()
+            && !reqwest::Url::parse(&self.legacy.upstream_url)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid("LEGACY_UPSTREAM_URL", "not a valid http(s) URL"));
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
@@ -689,6 +712,10 @@ mod tests {
         assert!(err.starts_with("MAX_JOBS_TOTAL:"), "{err}");
         let err = load(&[("PORT", "70000")]).unwrap_err().to_string();
         assert!(err.starts_with("PORT:"), "{err}");
+        let err = load(&[("LEGACY_UPSTREAM_URL", "ftp://old.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("LEGACY_UPSTREAM_URL:"), "{err}");
     }
 }
 

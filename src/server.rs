@@ -184,7 +184,9 @@ impl Relay {
             shutdown.await;
             drain(&app).await;
         };
-        axum::serve(listener, router)
+        // The peer address feeds `X-Forwarded-For` on forwarded legacy routes.
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(drained)
             .await
     }

@@ -1,6 +1,11 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+mod game;
+mod legacy;
+mod pages;
+mod rest;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +29,10 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/status", get(ops_status))
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
+        .merge(rest::routes(&app))
+        .merge(game::routes(&app))
+        .merge(pages::routes(&app))
+        .merge(legacy::routes(&app))
         .fallback(root)
         .with_state(app)
 }
