@@ -4,6 +4,8 @@
 
 #[path = "support/fake_get_file.rs"]
 mod fake_get_file;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
 
