@@ -48,14 +48,16 @@ fn identity(user_id: Uuid) -> Identity {
         user_id,
         email: Some(email.clone()),
         expires_at: Utc::now().timestamp() + 3600,
-        claims: Arc::new(json!({
+        claims: Arc::from(json!({
             "sub": user_id.to_string(),
             "aud": "authenticated",
             "role": "authenticated",
             "email": email,
             "exp": Utc::now().timestamp() + 3600,
             "user_metadata": {"full_name": "Test User", "avatar_url": "https://example.test/a.png"},
-        })),
+        })
+        .to_string()
+        .as_str()),
     }
 }
 

@@ -186,7 +186,7 @@ impl Verifier {
             user_id,
             email,
             expires_at,
-            claims: Arc::new(claims),
+            claims: Arc::from(claims.to_string()),
         })
     }
 }

@@ -94,8 +94,7 @@ pub async fn begin<'c>(
     let tx = conn.transaction().await.map_err(db_err)?;
     match scope {
         Scope::User(who) => {
-            let claims = serde_json::to_string(who.claims.as_ref())
-                .map_err(|e| StoreError::Database(format!("claims: {e}")))?;
+            let claims: &str = &who.claims;
             // Fixed role names only: the token's own `role` claim never picks the role.
             tx.query_typed(
                 "SELECT set_config('role', 'authenticated', true),

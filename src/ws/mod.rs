@@ -24,7 +24,7 @@ pub fn upgrade(ws: WebSocketUpgrade, app: AppState) -> Response {
     // socket stays open; only absurd frames (16x the limit) make the codec drop the socket.
     let codec_cap = app.config.limits.max_message_bytes.saturating_mul(16);
     let tracker = app.connections.clone();
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(codec_cap)
         .max_frame_size(codec_cap)
