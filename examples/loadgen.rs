@@ -104,7 +104,9 @@ const USAGE: &str = "loadgen <jobs|idle|latency> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
-  common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics";
+  common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
+          --aligned (all streams tick in phase: the worst case; default spreads their phases)
+          --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)";
 
 #[derive(Debug, Clone)]
 struct Common {
@@ -112,6 +114,12 @@ struct Common {
     timeout: Duration,
     concurrency: usize,
     metrics: bool,
+    /// Every stream ticks in phase (worst case); by default each starts at its own offset
+    /// within one gap, as independent jobs do.
+    aligned: bool,
+    /// Relay on CPU 0 with one runtime worker, load generator on CPU 1: the relay's figures
+    /// are then its own, not the kernel's time-slicing between the two processes.
+    pin: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +148,8 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         timeout: Duration::from_secs(300),
         concurrency: 200,
         metrics: false,
+        aligned: false,
+        pin: false,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -151,6 +161,8 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         };
         match flag.as_str() {
             "--metrics" => common.metrics = true,
+            "--aligned" => common.aligned = true,
+            "--pin" => common.pin = true,
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
             | "--timeout-secs" | "--concurrency" => {
@@ -311,6 +323,16 @@ fn raise_nofile() -> (u64, u64) {
     (lim.rlim_cur, lim.rlim_max)
 }
 
+/// Restrict the calling process (and its future threads and children) to one CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: the set is a plain bit mask on the stack; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Fake Modal upstream
 
@@ -318,6 +340,9 @@ struct Upstream {
     secret: String,
     events: u32,
     gap: Duration,
+    aligned: bool,
+    /// Streams started so far; spreads their phases.
+    streams: AtomicU64,
     /// Assistant events written into response bodies.
     written: AtomicU64,
     /// Requests by `METHOD path`, to show what the relay calls besides `generate_game`.
@@ -341,12 +366,15 @@ async fn start_upstream(
     secret: String,
     events: u32,
     gap: Duration,
+    aligned: bool,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, Arc<Upstream>)> {
     let state = Arc::new(Upstream {
         secret,
         events,
         gap,
+        aligned,
+        streams: AtomicU64::new(0),
         written: AtomicU64::new(0),
         calls: Mutex::new(BTreeMap::new()),
         rejected: AtomicU64::new(0),
@@ -436,7 +464,15 @@ async fn generate_game(State(st): State<Arc<Upstream>>, body: Bytes) -> Response
 
 /// status, M assistant events (scheduled `gap` apart from the stream start), debug, done.
 fn game_events(st: Arc<Upstream>) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> {
-    let start = TokioInstant::now();
+    // Independent jobs do not tick in phase: stream k starts at a golden-ratio offset within
+    // one gap (evenly spread for any number of streams), unless --aligned asks for lock-step.
+    let k = st.streams.fetch_add(1, Ordering::Relaxed);
+    let phase = if st.aligned {
+        Duration::ZERO
+    } else {
+        st.gap.mul_f64((k as f64 * 0.618_033_988_75).fract())
+    };
+    let start = TokioInstant::now() + phase;
     let last = st.events + 2;
     futures::stream::unfold(0u32, move |i| {
         let st = st.clone();
@@ -510,7 +546,12 @@ struct Relay {
 }
 
 impl Relay {
-    async fn spawn(bin: &Path, upstream: SocketAddr, modal_secret: &str) -> Result<Self> {
+    async fn spawn(
+        bin: &Path,
+        upstream: SocketAddr,
+        modal_secret: &str,
+        pin: bool,
+    ) -> Result<Self> {
         if !bin.is_file() {
             return Err(BenchError::Relay(format!(
                 "{} not found (cargo build --release)",
@@ -522,7 +563,18 @@ impl Relay {
         let log_path = data_dir.path().join("relay.log");
         let log = File::create(&log_path)?;
         let jwt_secret = format!("bench-jwt-{}", Uuid::new_v4().simple());
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if pin {
+            command.env("TOKIO_WORKER_THREADS", "1");
+            // SAFETY: only sched_setaffinity, async-signal-safe, runs between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    pin_to_cpu(0);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("DATA_DIR", data_dir.path().join("data"))
@@ -1016,9 +1068,15 @@ impl Harness {
     async fn start(common: &Common, events: u32, gap: Duration) -> Result<Self> {
         let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
         let stop_upstream = CancellationToken::new();
-        let (addr, upstream) =
-            start_upstream(modal_secret.clone(), events, gap, stop_upstream.clone()).await?;
-        let relay = Relay::spawn(&common.relay_bin, addr, &modal_secret).await?;
+        let (addr, upstream) = start_upstream(
+            modal_secret.clone(),
+            events,
+            gap,
+            common.aligned,
+            stop_upstream.clone(),
+        )
+        .await?;
+        let relay = Relay::spawn(&common.relay_bin, addr, &modal_secret, common.pin).await?;
         Ok(Self {
             relay,
             upstream,
@@ -1098,7 +1156,7 @@ async fn scenario_jobs(
     let after = relay.stats()?;
     let loadgen_cpu = proc_stats(std::process::id())?.cpu_secs - loadgen_cpu_start;
     let metrics = if common.metrics {
-        Some(relay.scrape_metric("relay_events_relayed_total").await)
+        Some(relay.scrape_metric("relay_event").await)
     } else {
         None
     };
@@ -1112,7 +1170,7 @@ async fn scenario_jobs(
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let report = json!({
         "scenario": label,
-        "params": {"jobs": jobs, "events": events, "gap_ms": gap.as_secs_f64() * 1e3,
+        "params": {"jobs": jobs, "events": events, "aligned": common.aligned, "pinned": common.pin, "gap_ms": gap.as_secs_f64() * 1e3,
                    "concurrency": common.concurrency},
         "setup": {"sockets_ok": jobs - setup_errors.values().sum::<usize>(),
                   "errors": setup_errors, "secs": setup_secs},
@@ -1233,7 +1291,7 @@ async fn scenario_idle(common: &Common, sockets: usize, deadline: TokioInstant) 
     let full = relay.stats()?;
     let closed_by_relay = closed.load(Ordering::Relaxed);
     let metrics = if common.metrics {
-        Some(relay.scrape_metric("relay_events_relayed_total").await)
+        Some(relay.scrape_metric("relay_event").await)
     } else {
         None
     };
@@ -1370,6 +1428,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if common.pin {
+        // Before the runtime exists, so every thread of the load generator inherits it.
+        pin_to_cpu(1);
+    }
     let (nofile_soft, nofile_hard) = raise_nofile();
     let machine = Machine::read();
     println!("{}", machine.describe());
