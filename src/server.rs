@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::{self, Verifier};
 use crate::backend::local_cli::LocalCliBackend;
 use crate::backend::modal::ModalBackend;
+use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::{probe_modal, BackendSelector};
 use crate::backend::Backend;
 use crate::config::{BackendMode, Config};
@@ -166,7 +167,12 @@ impl Relay {
             store = store.kind(),
             "relay ready"
         );
-        let app = AppState::new(config, verifier, store, jobs, selector, quota);
+        let modal_git = if config.modal.endpoint.is_empty() {
+            None
+        } else {
+            Some(ModalGit::new(&config.modal).map_err(StartupError::Modal)?)
+        };
+        let app = AppState::new(config, verifier, store, jobs, selector, quota, modal_git);
         spawn_modal_prober(&app, http);
         Ok(Self { app })
     }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::BackendSelector;
 use crate::config::Config;
 use crate::jobs::quota::QuotaPolicy;
@@ -21,6 +22,8 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     pub selector: Arc<BackendSelector>,
     pub quota: QuotaPolicy,
+    /// Modal's git actions, when Modal is configured (version history on the volume).
+    pub modal_git: Option<ModalGit>,
     /// Generation messages per user per minute, across sockets.
     pub generation_limit: UserBuckets,
     /// Fired when the drain is over: every socket closes with 1012.
@@ -48,6 +51,7 @@ impl AppState {
         jobs: Arc<Jobs>,
         selector: Arc<BackendSelector>,
         quota: QuotaPolicy,
+        modal_git: Option<ModalGit>,
     ) -> Self {
         let generation_limit = UserBuckets::per_minute(config.limits.generations_per_minute);
         Self(Arc::new(App {
@@ -58,6 +62,7 @@ impl AppState {
             jobs,
             selector,
             quota,
+            modal_git,
             close_sockets: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),

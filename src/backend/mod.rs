@@ -5,6 +5,7 @@ pub mod claude;
 pub mod failure;
 pub mod local_cli;
 pub mod modal;
+pub mod modal_git;
 pub mod selector;
 
 use std::pin::Pin;

@@ -193,6 +193,14 @@ async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
     if let Err(e) = jobs.store.mark_initialized(job.project_id).await {
         tracing::warn!(error = %e, "could not mark the project initialized");
     }
+    // A new version supersedes the one a restore had made current.
+    let marker =
+        crate::ws::versions::marker_path(&jobs.config.data_dir, job.user_id, job.project_id);
+    if let Err(e) = tokio::fs::remove_file(&marker).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "could not clear the current-version marker");
+        }
+    }
     let result = JobResult {
         message,
         mode: None,

@@ -5,7 +5,7 @@ mod handlers;
 pub mod outbound;
 pub mod protocol;
 pub mod rate_limit;
-mod versions;
+pub(crate) mod versions;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;

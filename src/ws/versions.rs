@@ -9,6 +9,8 @@ use super::connection::Connection;
 use super::handlers::parse_id;
 use super::protocol::{texts, ServerMessage, VersionItem};
 use crate::auth::Identity;
+use crate::backend::modal_git::ModalGit;
+use crate::backend::BackendKind;
 
 const HIDDEN_MESSAGES: [&str; 4] = [
     "Before restore",
@@ -17,7 +19,6 @@ const HIDDEN_MESSAGES: [&str; 4] = [
     "Migration from",
 ];
 const MAX_VERSIONS: usize = 20;
-const CURRENT_MARKER: &str = ".current-version";
 
 pub fn is_commit_hash(raw: &str) -> bool {
     (7..=40).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_hexdigit())
@@ -32,6 +33,29 @@ fn workspace(conn: &Connection, user_id: Uuid, project_id: Uuid) -> PathBuf {
         .join(user_id.to_string())
         .join("projects")
         .join(project_id.to_string())
+}
+
+/// Where the "current version" chosen by the last restore is remembered: beside the
+/// workspace, never inside it (the agent commits everything in there).
+pub fn marker_path(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
+    data_dir
+        .join("users")
+        .join(user_id.to_string())
+        .join("versions")
+        .join(format!("{project_id}.current"))
+}
+
+/// Where a project's files and history live: the backend new jobs run on decides.
+enum Source<'a> {
+    Local(PathBuf),
+    Modal(&'a ModalGit),
+}
+
+fn source<'a>(conn: &'a Connection, user_id: Uuid, project_id: Uuid) -> Source<'a> {
+    match (&conn.app.modal_git, conn.app.selector.status().current) {
+        (Some(modal), Some(BackendKind::Modal)) => Source::Modal(modal),
+        _ => Source::Local(workspace(conn, user_id, project_id)),
+    }
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -50,54 +74,99 @@ async fn git(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-async fn versions(dir: &Path) -> Option<(Vec<VersionItem>, Option<String>)> {
-    if !dir.join(".git").exists() {
-        return None;
+/// `(hash, subject, date)` newest first, and whether the history was just initialised.
+async fn commits(
+    source: &Source<'_>,
+    user_id: Uuid,
+    project_id: Uuid,
+) -> Option<(Vec<(String, String, String)>, bool)> {
+    match source {
+        Source::Local(dir) => {
+            if !dir.join(".git").exists() {
+                return None;
+            }
+            let log = git(dir, &["log", "-n", "100", "--format=%h%x1f%s%x1f%aI"]).await?;
+            let commits = log
+                .lines()
+                .filter_map(|line| {
+                    let mut parts = line.split('\u{1f}');
+                    let (hash, message, date) = (parts.next()?, parts.next()?, parts.next()?);
+                    // Local mode reports UTC, as upstream's local path did.
+                    let date = chrono::DateTime::parse_from_rfc3339(date)
+                        .map(|t| crate::store::models::iso_millis(&t.with_timezone(&chrono::Utc)))
+                        .unwrap_or_else(|_| date.to_string());
+                    Some((hash.to_string(), message.to_string(), date))
+                })
+                .collect();
+            Some((commits, false))
+        }
+        Source::Modal(modal) => match modal.log(user_id, project_id).await {
+            Ok(log) => Some((
+                log.commits
+                    .into_iter()
+                    .map(|c| (c.hash, c.message, c.date))
+                    .collect(),
+                log.auto_initialized,
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "version list unavailable");
+                None
+            }
+        },
     }
-    let log = git(dir, &["log", "-n", "100", "--format=%h%x1f%s%x1f%aI"]).await?;
+}
+
+async fn versions(
+    conn: &Connection,
+    user_id: Uuid,
+    project_id: Uuid,
+) -> Option<(Vec<VersionItem>, Option<String>, bool)> {
+    let (commits, auto_initialized) =
+        commits(&source(conn, user_id, project_id), user_id, project_id).await?;
     let mut items = Vec::new();
-    for line in log.lines() {
-        let mut parts = line.split('\u{1f}');
-        let (Some(hash), Some(message), Some(date)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for (hash, message, timestamp) in commits {
         if HIDDEN_MESSAGES.iter().any(|h| message.contains(h)) {
             continue;
         }
-        let timestamp = chrono::DateTime::parse_from_rfc3339(date)
-            .map(|t| crate::store::models::iso_millis(&t.with_timezone(&chrono::Utc)))
-            .unwrap_or_else(|_| date.to_string());
         items.push(VersionItem {
-            id: hash.to_string(),
+            id: hash.clone(),
             number: items.len() + 1,
-            message: message.to_string(),
+            message,
             timestamp,
-            hash: hash.to_string(),
+            hash,
         });
         if items.len() == MAX_VERSIONS {
             break;
         }
     }
-    let marker = tokio::fs::read_to_string(dir.join(CURRENT_MARKER))
-        .await
-        .ok()
-        .map(|m| m.trim().to_string())
-        .filter(|m| is_commit_hash(m));
+    let marker = tokio::fs::read_to_string(marker_path(
+        &conn.app.config.server.data_dir,
+        user_id,
+        project_id,
+    ))
+    .await
+    .ok()
+    .map(|m| m.trim().to_string())
+    .filter(|m| is_commit_hash(m));
     let head = marker.or_else(|| items.first().map(|v| v.id.clone()));
-    Some((items, head))
+    Some((items, head, auto_initialized))
 }
 
 /// `versionsList` for a project the caller owns. `forced` is the `getVersions` path, where
 /// `autoInitialized` is always a boolean.
 pub async fn send_list(conn: &Connection, who: &Identity, project_id: Uuid, forced: bool) {
-    let dir = workspace(conn, who.user_id, project_id);
-    let (versions, current_head) = versions(&dir).await.unwrap_or_default();
+    let found = versions(conn, who.user_id, project_id).await;
+    let auto_initialized = match &found {
+        Some((_, _, auto)) => forced.then_some(*auto).or(auto.then_some(true)),
+        // A failed lookup leaves the field out after selectProject (upstream does the same).
+        None => forced.then_some(false),
+    };
+    let (versions, current_head, _) = found.unwrap_or_default();
     conn.reply(ServerMessage::VersionsList {
         project_id,
         versions,
         current_head,
-        auto_initialized: forced.then_some(false),
+        auto_initialized,
     });
 }
 
@@ -133,16 +202,22 @@ pub async fn edits(conn: &Connection, project_id: Option<String>, version_hash: 
     };
     let mut edits = Vec::new();
     if is_commit_hash(&hash) {
-        let dir = workspace(conn, who.user_id, id);
-        if let Some(diff) = git(
-            &dir,
-            &["show", "--format=", "--patch", &hash, "--", "index.html"],
-        )
-        .await
-        {
-            if !diff.is_empty() {
-                edits.push(serde_json::json!({ "diff": diff }));
+        let diff = match source(conn, who.user_id, id) {
+            Source::Local(dir) => {
+                git(
+                    &dir,
+                    &["show", "--format=", "--patch", &hash, "--", "index.html"],
+                )
+                .await
             }
+            Source::Modal(modal) => modal
+                .diff(who.user_id, id, &hash)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "version diff unavailable"))
+                .ok(),
+        };
+        if let Some(diff) = diff.filter(|d| !d.is_empty()) {
+            edits.push(serde_json::json!({ "diff": diff }));
         }
     }
     conn.reply(ServerMessage::VersionEdits {
@@ -164,28 +239,21 @@ pub async fn restore(conn: &Connection, project_id: Option<String>, version_id: 
         Ok(found) => found,
         Err(text) => return conn.reply(ServerMessage::error(text)),
     };
-    let dir = workspace(conn, who.user_id, id);
-    if !dir.join(".git").exists() {
-        return conn.reply(ServerMessage::error("Git not initialized"));
+    let restored = match source(conn, who.user_id, id) {
+        Source::Local(dir) => restore_local(conn, &dir, &version).await,
+        Source::Modal(modal) => restore_on_modal(conn, modal, who.user_id, id, &version).await,
+    };
+    if let Err(text) = restored {
+        return conn.reply(ServerMessage::error(text));
     }
-    conn.reply(ServerMessage::RestoreProgress {
-        stage: "checkout".into(),
-        message: "ファイルを復元中...".into(),
-    });
-    if git(&dir, &["checkout", &version, "--", "."])
-        .await
-        .is_none()
-    {
-        return conn.reply(ServerMessage::error("Failed to restore version"));
-    }
-    // SPEC.md that did not exist in that version must not survive the restore.
-    if git(&dir, &["cat-file", "-e", &format!("{version}:SPEC.md")])
-        .await
-        .is_none()
-    {
-        let _ = tokio::fs::remove_file(dir.join("SPEC.md")).await;
-    }
-    if let Err(e) = tokio::fs::write(dir.join(CURRENT_MARKER), &version).await {
+    let marker = marker_path(&conn.app.config.server.data_dir, who.user_id, id);
+    let written = match marker.parent() {
+        Some(parent) => tokio::fs::create_dir_all(parent)
+            .await
+            .and(tokio::fs::write(&marker, &version).await),
+        None => Ok(()),
+    };
+    if let Err(e) = written {
         tracing::warn!(error = %e, "could not write the current-version marker");
     }
     if let Err(e) = conn.app.store.mark_initialized(id).await {
@@ -195,6 +263,53 @@ pub async fn restore(conn: &Connection, project_id: Option<String>, version_id: 
         project_id: id,
         version_id: version,
     });
+}
+
+async fn restore_local(conn: &Connection, dir: &Path, version: &str) -> Result<(), String> {
+    if !dir.join(".git").exists() {
+        return Err("Git not initialized".into());
+    }
+    conn.reply(ServerMessage::RestoreProgress {
+        stage: "checkout".into(),
+        message: "ファイルを復元中...".into(),
+    });
+    if git(dir, &["checkout", version, "--", "."]).await.is_none() {
+        return Err("Failed to restore version".into());
+    }
+    // SPEC.md that did not exist in that version must not survive the restore.
+    if git(dir, &["cat-file", "-e", &format!("{version}:SPEC.md")])
+        .await
+        .is_none()
+    {
+        let _ = tokio::fs::remove_file(dir.join("SPEC.md")).await;
+    }
+    Ok(())
+}
+
+async fn restore_on_modal(
+    conn: &Connection,
+    modal: &ModalGit,
+    user_id: Uuid,
+    project_id: Uuid,
+    version: &str,
+) -> Result<(), String> {
+    conn.reply(ServerMessage::RestoreProgress {
+        stage: "checkout".into(),
+        message: "ファイルを復元中...".into(),
+    });
+    match modal.restore(user_id, project_id, version).await {
+        Ok(answer) if answer.success => {
+            conn.reply(ServerMessage::RestoreProgress {
+                stage: "sync".into(),
+                message: "ファイルを同期中...".into(),
+            });
+            Ok(())
+        }
+        Ok(answer) => Err(answer
+            .error
+            .unwrap_or_else(|| "Failed to restore version on Modal".into())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
