@@ -15,7 +15,7 @@ RUN mkdir -p src config \
 COPY config ./config
 COPY .env.example ./
 COPY src ./src
-# Same flags as CI's release build (scripts/release-build.sh).
+# CI (scripts/check-dockerfile.sh) builds with exactly the flags of this line.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin dreamcore-relay
 
 FROM debian:bookworm-slim AS runtime
@@ -35,7 +35,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/dreamcore-relay /usr/local/bin/dreamcore-relay
 COPY --from=build /src/config /app/config
 WORKDIR /app
-USER relay
+USER 10001:10001
 ENV HOST=0.0.0.0 PORT=3000 DATA_DIR=/data LOG_FORMAT=json
 EXPOSE 3000
 VOLUME ["/data"]

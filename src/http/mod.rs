@@ -13,8 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
 
 use crate::config::BackendMode;
 use crate::metrics::METRICS;
@@ -34,7 +36,23 @@ pub fn router(app: AppState) -> Router {
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))
         .fallback(root)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(app)
+}
+
+/// One span per request with its id; the path only — queries carry preview signatures.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path())
 }
 
 async fn health() -> impl IntoResponse {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::handlers;
@@ -116,8 +117,14 @@ enum Step {
     Stop,
 }
 
-pub async fn run(mut socket: WebSocket, app: AppState) {
+pub async fn run(socket: WebSocket, app: AppState) {
     let conn_id = app.next_conn_id();
+    // `user_id` is filled in once the socket authenticates.
+    let span = tracing::info_span!("ws", conn_id, user_id = tracing::field::Empty);
+    serve(socket, app, conn_id).instrument(span).await
+}
+
+async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     gauge_add(&METRICS.sockets_open, 1);
     let (sink, mut outbound, overflowed) =
         OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
@@ -232,7 +239,7 @@ async fn on_text(
         Ok(ClientMessage::ViewState { .. }) => Step::Continue,
         Ok(message) => {
             if bucket.try_take(std::time::Instant::now()) {
-                tokio::spawn(handlers::handle(Arc::clone(conn), message));
+                tokio::spawn(handlers::handle(Arc::clone(conn), message).in_current_span());
             } else {
                 METRICS.rate_limited.inc(&["socket"]);
                 conn.reply(ServerMessage::rate_limited());

@@ -93,6 +93,7 @@ async fn init(conn: &Connection, token: Option<String>) {
     }
     let projects = project_list(conn, &identity).await;
     let user_id = identity.user_id;
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
     conn.authenticate(identity);
     tracing::debug!(conn_id = conn.id, %user_id, "socket authenticated");
     conn.reply(ServerMessage::Init { user_id, projects });
