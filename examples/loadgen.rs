@@ -1378,13 +1378,22 @@ fn print_common_tail(report: &Value) {
     println!("upstream     {}", report["upstream"]);
     println!("relay log    {}", report["relay"]["log"]);
     if let Some(lines) = report["metrics"].as_array() {
-        let ours = report["integrity"]["events_received"].as_u64().unwrap_or(0);
         for line in lines {
-            println!(
-                "metrics      relay: {}   loadgen stream events received: {ours}",
-                line.as_str().unwrap_or_default()
-            );
+            println!("metrics      relay: {}", line.as_str().unwrap_or_default());
         }
+        // The relay counts every job event it delivers: started, progress, stream and the
+        // terminal event (not the jobStarted reply nor gameUpdated).
+        let i = &report["integrity"];
+        let count = |key: &str| i[key].as_u64().unwrap_or(0);
+        let jobs = count("jobs");
+        let job_events = count("stream_frames")
+            + count("progress_frames")
+            + (jobs - count("missing_started"))
+            + (jobs - count("missing_completed"))
+            + i["failures"]
+                .as_object()
+                .map_or(0, |f| f.values().filter_map(Value::as_u64).sum());
+        println!("metrics      loadgen job events received (started+progress+stream+terminal): {job_events}");
     }
 }
 
