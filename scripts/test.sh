@@ -14,4 +14,5 @@ export CLAUDE_BIN="${CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
 # Two cores: test binaries run one at a time, tests inside each in parallel.
 cargo test --all-targets --locked -- --test-threads=4
 RELAY_TEST_STORE=postgres cargo test --locked \
-    --test ws_relay --test ws_limits --test races --test drain --test restart -- --test-threads=4
+    --test ws_relay --test ws_limits --test races --test drain --test restart --test quotas \
+    --test versions -- --test-threads=4
