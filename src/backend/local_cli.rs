@@ -234,6 +234,12 @@ impl LocalCliBackend {
     }
 }
 
+/// A project's directory under `data_dir`: `users/<user_id>/projects/<project_id>`. The
+/// local CLI works there; previews and version history read from there.
+pub fn project_dir(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
+    workspace::path(data_dir, user_id, project_id)
+}
+
 impl Backend for LocalCliBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Local

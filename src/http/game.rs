@@ -248,14 +248,8 @@ async fn local_file(
     inject: bool,
 ) -> Result<(Body, Option<u64>), Response> {
     // The local CLI backend's layout: <DATA_DIR>/users/<user>/projects/<project>.
-    let root = app
-        .config
-        .server
-        .data_dir
-        .join("users")
-        .join(user_id.to_string())
-        .join("projects")
-        .join(project_id.to_string());
+    let root =
+        crate::backend::local_cli::project_dir(&app.config.server.data_dir, user_id, project_id);
     let relative = PathBuf::from(file);
     let opened = tokio::task::spawn_blocking(move || -> io::Result<Local> {
         let (mut handle, length) = open_beneath(&root, &relative)?;

@@ -316,15 +316,13 @@ impl Jobs {
         }
         let workspace = match backend.kind() {
             BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),
-            BackendKind::Local => self
-                .config
-                .data_dir
-                .join("users")
-                .join(who.user_id.to_string())
-                .join("projects")
-                .join(project_id.to_string())
-                .display()
-                .to_string(),
+            BackendKind::Local => crate::backend::local_cli::project_dir(
+                &self.config.data_dir,
+                who.user_id,
+                project_id,
+            )
+            .display()
+            .to_string(),
         };
         let request = RunRequest {
             job_id,

@@ -25,14 +25,7 @@ pub fn is_commit_hash(raw: &str) -> bool {
 }
 
 fn workspace(conn: &Connection, user_id: Uuid, project_id: Uuid) -> PathBuf {
-    conn.app
-        .config
-        .server
-        .data_dir
-        .join("users")
-        .join(user_id.to_string())
-        .join("projects")
-        .join(project_id.to_string())
+    crate::backend::local_cli::project_dir(&conn.app.config.server.data_dir, user_id, project_id)
 }
 
 /// Where the "current version" chosen by the last restore is remembered: beside the
