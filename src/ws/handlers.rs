@@ -50,8 +50,14 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
             project_id,
             version_id,
         } => super::versions::restore(&conn, project_id, version_id).await,
+        // Upstream's diagnostic hook (never sent by the frontend) is not carried over.
         ClientMessage::TestError { .. } => conn.reply(ServerMessage::error(
-            "Test errors only available in Modal mode",
+            match conn.app.selector.status().current {
+                Some(crate::backend::BackendKind::Modal) => {
+                    "testError is not supported by this relay"
+                }
+                _ => "Test errors only available in Modal mode",
+            },
         )),
         ClientMessage::Unknown => conn.reply(ServerMessage::error("Unknown message type")),
     }
