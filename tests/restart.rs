@@ -137,8 +137,11 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
 
     c.send(json!({"type":"message","content":"もう一度"})).await;
     let frames = c.recv_until("gameUpdated").await;
-    let started = &frames[0];
-    assert_eq!(started["type"], "jobStarted");
+    // `versionsList` from the select may still arrive first: look the reply up by type.
+    let started = frames
+        .iter()
+        .find(|f| f["type"] == "jobStarted")
+        .expect("jobStarted");
     assert_eq!(started["isExisting"], false);
     let completed = frames.iter().find(|f| f["type"] == "completed").unwrap();
     assert_eq!(completed["result"]["message"], "直しました。");

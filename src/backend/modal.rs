@@ -2,8 +2,13 @@
 //! mapped onto [`BackendEvent`]s. The POST is never re-sent (decision 4); cancelling drops
 //! the upstream connection (decision 5).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::Stream;
 
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
@@ -80,22 +85,41 @@ impl Backend for ModalBackend {
             user_id = %request.user_id,
             project_id = %request.project_id,
         );
-        // A task rather than a lazy stream, so a cancel drops the connection at once even
-        // while the consumer is busy elsewhere. Leaving the select drops the response.
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => tracing::info!("cancelled, upstream connection dropped"),
-                    () = tx.closed() => tracing::debug!("event stream dropped by its consumer"),
-                    () = shared.execute(&request, &tx) => {}
-                }
+        // The reader runs inside the consumer's own task (no extra task, no cross-thread
+        // wake-up per event). Dropping the stream drops the reader and with it the response,
+        // which closes the upstream connection; a cancel ends the reader at its next poll.
+        let reader = async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => tracing::info!("cancelled, upstream connection dropped"),
+                () = shared.execute(&request, &tx) => {}
             }
-            .instrument(span),
-        );
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|event| (event, rx))
-        }))
+        }
+        .instrument(span);
+        Box::pin(Driven {
+            reader: Some(Box::pin(reader)),
+            events: rx,
+        })
+    }
+}
+
+/// A stream whose producer is polled by whoever polls the stream.
+struct Driven {
+    reader: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    events: mpsc::Receiver<BackendEvent>,
+}
+
+impl Stream for Driven {
+    type Item = BackendEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BackendEvent>> {
+        if let Some(reader) = self.reader.as_mut() {
+            if reader.as_mut().poll(cx).is_ready() {
+                // Its sender is gone with it: the receiver ends once drained.
+                self.reader = None;
+            }
+        }
+        self.events.poll_recv(cx)
     }
 }
 
@@ -111,7 +135,7 @@ impl Shared {
             ),
             _ => tracing::info!("generation completed"),
         }
-        // An error means the consumer is gone; the select in `run` then ends the task.
+        // An error means the consumer is gone, and this reader with it.
         let _ = tx.send(terminal).await;
     }
 
@@ -209,7 +233,7 @@ async fn forward(
         if event.is_terminal() {
             return Some(event);
         }
-        // An error means the consumer is gone; the select in `run` then ends the task.
+        // An error means the consumer is gone, and this reader with it.
         let _ = tx.send(event).await;
     }
     None
