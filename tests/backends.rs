@@ -10,6 +10,8 @@ mod fake_modal;
 mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -20,39 +22,8 @@ use fake_anthropic::{user_texts, FakeAnthropic, Scenario};
 use fake_modal::{FakeModal, Script, Step};
 use relay::TestRelay;
 use serde_json::{json, Value};
+use tools::{claude_bin, cli_user, git};
 use uuid::Uuid;
-
-const INSTALL_HINT: &str = "run `bash scripts/install-claude-cli.sh` (as root) or set CLAUDE_BIN";
-
-fn claude_bin() -> PathBuf {
-    let path = std::env::var_os("CLAUDE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/claude/node_modules/.bin/claude")
-        });
-    assert!(
-        path.is_file(),
-        "Claude CLI not found at {}: {INSTALL_HINT}",
-        path.display()
-    );
-    path
-}
-
-/// As root the CLI must run as the unprivileged user the install script creates.
-fn cli_user() -> &'static str {
-    if nix::unistd::geteuid().is_root() {
-        assert!(
-            nix::unistd::User::from_name("dreamcore-cli")
-                .ok()
-                .flatten()
-                .is_some(),
-            "OS user dreamcore-cli is missing: {INSTALL_HINT}"
-        );
-        "dreamcore-cli"
-    } else {
-        ""
-    }
-}
 
 /// A data directory the CLI user can reach.
 fn shared_tempdir() -> tempfile::TempDir {
@@ -81,10 +52,11 @@ impl<'a> Setup<'a> {
     }
 
     async fn start(&self) -> TestRelay {
+        let cli_user = cli_user().map(|u| u.name).unwrap_or_default();
         let mut env: Vec<(&str, &str)> = vec![
             ("USE_MODAL", self.use_modal),
             ("CLAUDE_BIN", &self.claude_bin),
-            ("LOCAL_CLI_USER", cli_user()),
+            ("LOCAL_CLI_USER", cli_user.as_str()),
             ("CLI_KILL_GRACE_SECS", "2"),
             (
                 "CLI_ENV_PASSTHROUGH",
@@ -117,21 +89,6 @@ fn workspace(relay: &TestRelay, user: Uuid, project: Uuid) -> PathBuf {
         .join(user.to_string())
         .join("projects")
         .join(project.to_string())
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "safe.directory=*", "-C"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// What the browser sees of a job, ids and times aside.

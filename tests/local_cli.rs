@@ -8,6 +8,8 @@
 
 #[path = "support/fake_anthropic.rs"]
 mod fake_anthropic;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -21,40 +23,11 @@ use dreamcore_relay::config::CliConfig;
 use fake_anthropic::{user_texts, FakeAnthropic, Scenario};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tools::{claude_bin, cli_user, git, CLI_USER};
 use uuid::Uuid;
 
-const CLI_USER: &str = "dreamcore-cli";
-const INSTALL_HINT: &str = "run `bash scripts/install-claude-cli.sh` (as root) or set CLAUDE_BIN";
 /// Upper bound for one whole run; real runs against the fake API take a second or two.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-fn claude_bin() -> PathBuf {
-    let path = match std::env::var_os("CLAUDE_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/claude/node_modules/.bin/claude")
-        }
-    };
-    assert!(
-        path.is_file(),
-        "Claude CLI not found at {}: {INSTALL_HINT}",
-        path.display()
-    );
-    path
-}
-
-/// The account the CLI runs as: `dreamcore-cli` when the tests run as root, else ourselves.
-fn cli_user() -> Option<nix::unistd::User> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name(CLI_USER).unwrap();
-    assert!(
-        user.is_some(),
-        "OS user {CLI_USER} is missing: {INSTALL_HINT}"
-    );
-    user
-}
 
 struct Harness {
     tmp: tempfile::TempDir,
@@ -180,22 +153,6 @@ fn failure(events: &[BackendEvent]) -> &dreamcore_relay::backend::Failure {
 
 fn terminal_count(events: &[BackendEvent]) -> usize {
     events.iter().filter(|e| e.is_terminal()).count()
-}
-
-/// git in a workspace owned by the CLI user (hence `safe.directory`).
-fn git(workspace: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(["-c", "safe.directory=*"])
-        .args(args)
-        .current_dir(workspace)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 /// (pid, pgid, comm) of every live process whose working directory is `dir`.

@@ -7,8 +7,9 @@ mod fake_modal;
 mod postgres;
 #[path = "support/relay.rs"]
 mod relay;
+#[path = "support/tools.rs"]
+mod tools;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
@@ -16,30 +17,8 @@ use axum::{Json, Router};
 use fake_modal::{FakeModal, Script};
 use relay::TestRelay;
 use serde_json::{json, Value};
+use tools::git;
 use uuid::Uuid;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "safe.directory=*",
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-C",
-        ])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[tokio::test]
 async fn local_history_lists_diffs_and_restores() {
