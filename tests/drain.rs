@@ -27,12 +27,11 @@ fn slow(n: usize, gap_ms: u64) -> Script {
 }
 
 async fn relay_with(fake: &FakeModal, drain_secs: &str) -> TestRelay {
-    TestRelay::start(&[
-        ("USE_MODAL", "true"),
-        ("MODAL_ENDPOINT", fake.url.as_str()),
-        ("MODAL_INTERNAL_SECRET", fake.secret.as_str()),
-        ("DRAIN_TIMEOUT_SECS", drain_secs),
-    ])
+    TestRelay::start_modal(
+        &fake.url,
+        &fake.secret,
+        &[("DRAIN_TIMEOUT_SECS", drain_secs)],
+    )
     .await
 }
 

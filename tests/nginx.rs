@@ -15,19 +15,9 @@ use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
 use nginx::Nginx;
-use relay::{token, Client, Received, TestRelay};
+use relay::{stream_text, token, Client, Received, TestRelay};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-async fn modal_relay(fake: &FakeModal, extra: &[(&str, &str)]) -> TestRelay {
-    let mut env = vec![
-        ("USE_MODAL", "true"),
-        ("MODAL_ENDPOINT", fake.url.as_str()),
-        ("MODAL_INTERNAL_SECRET", fake.secret.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    TestRelay::start(&env).await
-}
 
 /// A connected, initialised client for `user`, through nginx.
 async fn proxied_user(nginx: &Nginx, user: Uuid) -> Client {
@@ -35,18 +25,6 @@ async fn proxied_user(nginx: &Nginx, user: Uuid) -> Client {
     let reply = client.init(&token(user, 3600)).await;
     assert_eq!(reply["type"], "init", "{reply}");
     client
-}
-
-fn assistant(text: &str) -> Value {
-    json!({"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":text}]}})
-}
-
-fn stream_text(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .filter(|f| f["type"] == "stream")
-        .map(|f| f["content"].as_str().unwrap_or_default())
-        .collect()
 }
 
 async fn http_status(url: &str) -> (u16, Value) {
@@ -82,7 +60,7 @@ async fn health_and_ready_through_nginx() {
 #[tokio::test]
 async fn full_protocol_through_nginx() {
     let fake = FakeModal::start(|_| Script::success(&["ネコのゲームを", "作りました。"])).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let nginx = Nginx::start(relay.addr).await;
     let user = Uuid::new_v4();
 
@@ -156,12 +134,12 @@ async fn stream_frames_pass_nginx_before_the_job_ends() {
     let fake = FakeModal::start(|_| {
         Script::Stream(vec![
             fake_modal::status("Sandbox connected (warm)"),
-            Step::Cli(assistant("first;")),
+            Step::Cli(fake_modal::assistant_text("first;")),
             Step::Hang,
         ])
     })
     .await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let nginx = Nginx::start(relay.addr).await;
     let mut c = proxied_user(&nginx, Uuid::new_v4()).await;
     c.create_project("p").await;
@@ -190,9 +168,15 @@ async fn stream_frames_pass_nginx_before_the_job_ends() {
 /// runs; when the job ends the socket gets 1012 and the server stops.
 #[tokio::test]
 async fn ready_turns_503_through_nginx_while_draining() {
-    let fake =
-        FakeModal::start(|_| Script::Stream(vec![Step::Cli(assistant("a;")), Step::Hang])).await;
-    let mut relay = modal_relay(&fake, &[("DRAIN_TIMEOUT_SECS", "60")]).await;
+    let fake = FakeModal::start(|_| {
+        Script::Stream(vec![
+            Step::Cli(fake_modal::assistant_text("a;")),
+            Step::Hang,
+        ])
+    })
+    .await;
+    let mut relay =
+        TestRelay::start_modal(&fake.url, &fake.secret, &[("DRAIN_TIMEOUT_SECS", "60")]).await;
     let nginx = Nginx::start(relay.addr).await;
     let mut c = proxied_user(&nginx, Uuid::new_v4()).await;
     c.create_project("p").await;
@@ -263,7 +247,7 @@ async fn drain_through_nginx_with_200_sockets() {
     let fake = FakeModal::start(|_| {
         let mut steps = Vec::new();
         for i in 0..EVENTS {
-            steps.push(Step::Cli(assistant(&format!("e{i};"))));
+            steps.push(Step::Cli(fake_modal::assistant_text(&format!("e{i};"))));
             steps.push(Step::Sleep(Duration::from_millis(100)));
         }
         steps.push(Step::Modal(json!({"type":"done","exit_code":0})));
@@ -271,8 +255,9 @@ async fn drain_through_nginx_with_200_sockets() {
     })
     .await;
     let drain_timeout = Duration::from_secs(30);
-    let mut relay = modal_relay(
-        &fake,
+    let mut relay = TestRelay::start_modal(
+        &fake.url,
+        &fake.secret,
         &[("MAX_JOBS_TOTAL", "500"), ("DRAIN_TIMEOUT_SECS", "30")],
     )
     .await;

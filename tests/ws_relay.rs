@@ -11,23 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
-use relay::{token, Received, TestRelay};
+use relay::{stream_text, token, Received, TestRelay};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-async fn modal_relay(fake: &FakeModal, extra: &[(&str, &str)]) -> TestRelay {
-    let mut env = vec![
-        ("USE_MODAL", "true"),
-        ("MODAL_ENDPOINT", fake.url.as_str()),
-        ("MODAL_INTERNAL_SECRET", fake.secret.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    TestRelay::start(&env).await
-}
-
-fn assistant(text: &str) -> Value {
-    json!({"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":text}]}})
-}
 
 /// A stream of `n` assistant texts `e0..e{n-1}`, `gap` apart.
 fn numbered(n: usize, gap: Duration) -> Script {
@@ -35,20 +21,12 @@ fn numbered(n: usize, gap: Duration) -> Script {
         json!({"type":"status","message":"Sandbox connected (warm)"}),
     )];
     for i in 0..n {
-        steps.push(Step::Cli(assistant(&format!("e{i};"))));
+        steps.push(Step::Cli(fake_modal::assistant_text(&format!("e{i};"))));
         steps.push(Step::Sleep(gap));
     }
     steps.push(Step::Modal(json!({"type":"debug","exit_code":0})));
     steps.push(Step::Modal(json!({"type":"done","exit_code":0})));
     Script::Stream(steps)
-}
-
-fn stream_text(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .filter(|f| f["type"] == "stream")
-        .map(|f| f["content"].as_str().unwrap_or_default())
-        .collect()
 }
 
 #[tokio::test]
@@ -188,7 +166,7 @@ async fn bad_frames_get_errors_and_the_socket_survives() {
 #[tokio::test]
 async fn full_generation_sequence_with_exact_fields() {
     let fake = FakeModal::start(|_| Script::success(&["ネコのゲームを", "作りました。"])).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let user = Uuid::new_v4();
     let mut c = relay.user(user).await;
     let project = c.create_project("新しいゲーム").await;
@@ -282,7 +260,7 @@ async fn full_generation_sequence_with_exact_fields() {
 #[tokio::test]
 async fn upstream_failure_becomes_failed_with_code() {
     let fake = FakeModal::start(|_| Script::cli_exit(124)).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let mut c = relay.user(Uuid::new_v4()).await;
     let project = c.create_project("p").await;
     c.send(json!({"type":"message","content":"go"})).await;
@@ -305,7 +283,7 @@ async fn upstream_failure_becomes_failed_with_code() {
 #[tokio::test]
 async fn second_message_attaches_and_other_project_hits_the_limit() {
     let fake = FakeModal::start(|_| numbered(30, Duration::from_millis(50))).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let user = Uuid::new_v4();
     let mut a = relay.user(user).await;
     let project = a.create_project("Space Cat Runner").await;
@@ -353,7 +331,7 @@ async fn second_message_attaches_and_other_project_hits_the_limit() {
 #[tokio::test]
 async fn system_limit_is_reported() {
     let fake = FakeModal::start(|_| numbered(20, Duration::from_millis(50))).await;
-    let relay = modal_relay(&fake, &[("MAX_JOBS_TOTAL", "1")]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[("MAX_JOBS_TOTAL", "1")]).await;
     let mut a = relay.user(Uuid::new_v4()).await;
     a.create_project("a").await;
     a.send(json!({"type":"message","content":"go"})).await;
@@ -370,7 +348,7 @@ async fn system_limit_is_reported() {
 #[tokio::test]
 async fn cancel_stops_the_upstream_and_reports_once() {
     let fake = FakeModal::start(|_| numbered(1000, Duration::from_millis(20))).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let mut c = relay.user(Uuid::new_v4()).await;
     let project = c.create_project("p").await;
     c.send(json!({"type":"message","content":"go"})).await;
@@ -406,7 +384,7 @@ async fn cancel_stops_the_upstream_and_reports_once() {
 #[tokio::test]
 async fn reselect_after_disconnect_replays_without_loss_or_duplicates() {
     let fake = FakeModal::start(|_| numbered(60, Duration::from_millis(25))).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let user = Uuid::new_v4();
     let mut a = relay.user(user).await;
     let project = a.create_project("p").await;
@@ -485,7 +463,7 @@ async fn slow_jwks(hits: Arc<Mutex<usize>>) -> String {
 #[tokio::test]
 async fn another_users_ids_are_refused_without_revealing_them() {
     let fake = FakeModal::start(|_| numbered(40, Duration::from_millis(50))).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let mut alice = relay.user(Uuid::new_v4()).await;
     let project = alice.create_project("alice's").await;
     alice.send(json!({"type":"message","content":"go"})).await;
@@ -563,7 +541,7 @@ async fn token_expiry_is_rechecked_on_every_message() {
 #[tokio::test]
 async fn jobs_outlive_their_socket() {
     let fake = FakeModal::start(|_| numbered(20, Duration::from_millis(25))).await;
-    let relay = modal_relay(&fake, &[]).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let user = Uuid::new_v4();
     let mut a = relay.user(user).await;
     let project = a.create_project("p").await;

@@ -93,6 +93,17 @@ impl TestRelay {
         }
     }
 
+    /// A relay whose backend is the fake Modal `generate_game` at `url` (`USE_MODAL=true`).
+    pub async fn start_modal(url: &str, secret: &str, extra: &[(&str, &str)]) -> TestRelay {
+        let mut env = vec![
+            ("USE_MODAL", "true"),
+            ("MODAL_ENDPOINT", url),
+            ("MODAL_INTERNAL_SECRET", secret),
+        ];
+        env.extend_from_slice(extra);
+        Self::start(&env).await
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
@@ -266,5 +277,14 @@ pub fn types(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
         .map(|f| f["type"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// The text of every `stream` frame, concatenated in arrival order.
+pub fn stream_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "stream")
+        .map(|f| f["content"].as_str().unwrap_or_default())
         .collect()
 }
