@@ -106,7 +106,10 @@ const USAGE: &str = "loadgen <jobs|idle|latency> [options]
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
-          --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)";
+          --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
+          --timeline FILE (jobs/latency: every event's send time and latency, in ms)
+          --baseline (then the same streams read straight from the fake upstream, no relay:
+                      the floor that loopback and this machine's scheduling set)";
 
 #[derive(Debug, Clone)]
 struct Common {
@@ -120,6 +123,10 @@ struct Common {
     /// Relay on CPU 0 with one runtime worker, load generator on CPU 1: the relay's figures
     /// are then its own, not the kernel's time-slicing between the two processes.
     pin: bool,
+    /// Write every event's send time and latency here, for plotting where slow events fall.
+    timeline: Option<PathBuf>,
+    /// After the relay run, read the same streams straight from the fake upstream.
+    baseline: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +157,8 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         metrics: false,
         aligned: false,
         pin: false,
+        timeline: None,
+        baseline: false,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -163,7 +172,9 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--metrics" => common.metrics = true,
             "--aligned" => common.aligned = true,
             "--pin" => common.pin = true,
+            "--baseline" => common.baseline = true,
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
+            "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
             | "--timeout-secs" | "--concurrency" => {
                 let raw = value()?;
@@ -858,7 +869,7 @@ async fn open_sessions(
 struct JobOutcome {
     /// Stream sequence numbers in arrival order.
     seqs: Vec<u32>,
-    latencies_ns: Vec<u64>,
+    samples: Vec<Sample>,
     stream_frames: u64,
     unparsed_tokens: u64,
     progress_frames: u64,
@@ -885,7 +896,10 @@ impl JobOutcome {
             match parsed {
                 Some((seq, sent_ns)) => {
                     self.seqs.push(seq);
-                    self.latencies_ns.push(received_ns.saturating_sub(sent_ns));
+                    self.samples.push(Sample {
+                        sent_ns,
+                        latency_ns: received_ns.saturating_sub(sent_ns),
+                    });
                 }
                 None => self.unparsed_tokens += 1,
             }
@@ -1028,6 +1042,30 @@ struct Latency {
 }
 
 impl Latency {
+    /// Every sample, and the samples sent while every job was streaming (with that span's
+    /// length in seconds).
+    fn split(samples: &[Sample], windows: &[(u64, u64)]) -> (Self, Self, f64) {
+        let steady = steady_window(windows);
+        let within = samples
+            .iter()
+            .filter(|s| steady.is_some_and(|(from, to)| (from..=to).contains(&s.sent_ns)))
+            .map(|s| s.latency_ns)
+            .collect();
+        let secs = steady.map_or(0.0, |(from, to)| (to - from) as f64 / 1e9);
+        (
+            Self::from_ns(samples.iter().map(|s| s.latency_ns).collect()),
+            Self::from_ns(within),
+            secs,
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms  (n={})",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms, self.mean_ms, self.samples
+        )
+    }
+
     fn from_ns(mut ns: Vec<u64>) -> Self {
         if ns.is_empty() {
             return Self::default();
@@ -1051,6 +1089,111 @@ impl Latency {
     }
 }
 
+#[derive(Debug, Serialize)]
+struct Baseline {
+    all_streaming: Latency,
+    every_event: Latency,
+    lost: u64,
+}
+
+/// The same schedule of streams, read by plain HTTP clients straight from the fake upstream:
+/// one loopback hop instead of two and no relay, timed the same way. Its tail is what this
+/// machine's scheduling and loopback cost any process, so the relay's figures read against it.
+async fn direct_baseline(
+    harness: &Harness,
+    jobs: usize,
+    events: u32,
+    deadline: TokioInstant,
+) -> Result<Baseline> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://{}/generate_game", harness.upstream_addr);
+    let mut set = JoinSet::new();
+    for index in 0..jobs {
+        let request = client
+            .post(&url)
+            .header("X-Modal-Secret", &harness.modal_secret)
+            .json(&json!({"user_id": format!("u{index}"), "project_id": format!("p{index}"), "prompt": "go"}));
+        set.spawn(tokio::time::timeout_at(deadline, read_direct(request)));
+    }
+    let (mut samples, mut windows, mut lost) = (Vec::new(), Vec::new(), 0u64);
+    while let Some(joined) = set.join_next().await {
+        let out = match joined {
+            Ok(Ok(Ok(out))) => out,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err(BenchError::Timeout("baseline streams")),
+            Err(e) => return Err(BenchError::Protocol(format!("baseline task: {e}"))),
+        };
+        lost += u64::from(events).saturating_sub(out.samples.len() as u64);
+        if let (Some(first), Some(last)) = (out.samples.first(), out.samples.last()) {
+            windows.push((first.sent_ns, last.sent_ns));
+        }
+        samples.extend_from_slice(&out.samples);
+    }
+    let (every_event, all_streaming, _) = Latency::split(&samples, &windows);
+    Ok(Baseline {
+        all_streaming,
+        every_event,
+        lost,
+    })
+}
+
+/// Reads one SSE response, timing the assistant texts as the relay's clients do.
+async fn read_direct(request: reqwest::RequestBuilder) -> Result<JobOutcome> {
+    const TEXT_FIELD: &str = "\"text\":\"";
+    let mut response = request.send().await?.error_for_status()?;
+    let mut out = JobOutcome::default();
+    let (mut buffer, mut pending) = (Vec::<u8>::new(), String::new());
+    while let Some(chunk) = response.chunk().await? {
+        let received_ns = now_ns();
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buffer.drain(..end + 2).collect();
+            let event = String::from_utf8_lossy(&event);
+            if let Some(text) = event
+                .split_once(TEXT_FIELD)
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(text, _)| text)
+            {
+                out.take_tokens(&mut pending, text, received_ns);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One assistant event: when the fake upstream wrote it, and how long it took to arrive.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    sent_ns: u64,
+    latency_ns: u64,
+}
+
+/// The span in which every job was streaming: from the last job's first event to the first
+/// job's last event. Ramp-up (sockets sending `message`, jobs being created) and wind-down
+/// (jobs completing) fall outside it.
+fn steady_window(windows: &[(u64, u64)]) -> Option<(u64, u64)> {
+    let from = windows.iter().map(|w| w.0).max()?;
+    let to = windows.iter().map(|w| w.1).min()?;
+    (from < to).then_some((from, to))
+}
+
+/// `sent_ms latency_ms` per event, sent time relative to the first event, in send order.
+fn write_timeline(path: &Path, samples: &[Sample]) -> Result<()> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable_by_key(|s| s.sent_ns);
+    let origin = sorted.first().map_or(0, |s| s.sent_ns);
+    let mut text = String::from("sent_ms latency_ms\n");
+    for s in &sorted {
+        text.push_str(&format!(
+            "{:.3} {:.3}\n",
+            (s.sent_ns - origin) as f64 / 1e6,
+            s.latency_ns as f64 / 1e6
+        ));
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -1061,6 +1204,8 @@ fn mib(kib: u64) -> f64 {
 struct Harness {
     relay: Relay,
     upstream: Arc<Upstream>,
+    upstream_addr: SocketAddr,
+    modal_secret: String,
     stop_upstream: CancellationToken,
 }
 
@@ -1080,6 +1225,8 @@ impl Harness {
         Ok(Self {
             relay,
             upstream,
+            upstream_addr: addr,
+            modal_secret,
             stop_upstream,
         })
     }
@@ -1140,13 +1287,17 @@ async fn scenario_jobs(
         });
     }
     let mut integrity = Integrity::default();
-    let mut latencies = Vec::with_capacity(jobs * events as usize);
+    let mut samples = Vec::with_capacity(jobs * events as usize);
+    let mut windows = Vec::with_capacity(jobs);
     let mut open = Vec::with_capacity(jobs);
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok((ws, out)) => {
                 integrity.add(&out, events);
-                latencies.extend_from_slice(&out.latencies_ns);
+                if let (Some(first), Some(last)) = (out.samples.first(), out.samples.last()) {
+                    windows.push((first.sent_ns, last.sent_ns));
+                }
+                samples.extend_from_slice(&out.samples);
                 open.push(ws);
             }
             Err(e) => *integrity.failures.entry(format!("task: {e}")).or_default() += 1,
@@ -1165,7 +1316,15 @@ async fn scenario_jobs(
     tokio::time::sleep(AFTER_CLOSE_SETTLE).await;
     let after_close = relay.stats()?;
 
-    let latency = Latency::from_ns(latencies);
+    if let Some(path) = &common.timeline {
+        write_timeline(path, &samples)?;
+    }
+    let (latency, latency_steady, steady_secs) = Latency::split(&samples, &windows);
+    let baseline = if common.baseline {
+        Some(direct_baseline(&harness, jobs, events, deadline).await?)
+    } else {
+        None
+    };
     let job_cpu = after.cpu_secs - after_setup.cpu_secs;
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let report = json!({
@@ -1178,6 +1337,9 @@ async fn scenario_jobs(
         "events_per_sec": events_per_sec,
         "integrity": integrity,
         "latency": latency,
+        "latency_all_jobs_streaming": latency_steady,
+        "all_jobs_streaming_secs": steady_secs,
+        "baseline_without_relay": baseline,
         "relay": {
             "cpu_secs_job_phase": job_cpu,
             "cpu_secs_total": after.cpu_secs,
@@ -1221,10 +1383,18 @@ async fn scenario_jobs(
         i["stream_after_completed"]
     );
     println!("throughput   wall {wall:.3} s  {events_per_sec:.0} events/s relayed");
+    println!("latency      {}  (every event)", latency.describe());
     println!(
-        "latency      p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms  (n={})",
-        latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms, latency.mean_ms, latency.samples
+        "latency      {}  (the {steady_secs:.2} s while all {jobs} jobs stream)",
+        latency_steady.describe()
     );
+    if let Some(b) = &baseline {
+        println!(
+            "baseline     {}  (same streams straight from the fake upstream, no relay; {} lost)",
+            b.all_streaming.describe(),
+            b.lost
+        );
+    }
     println!(
         "relay cpu    {job_cpu:.2} s during jobs ({:.0}% of one core), {:.2} s since start; loadgen itself {loadgen_cpu:.2} s",
         100.0 * job_cpu / wall.max(1e-9),

@@ -10,6 +10,9 @@ use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
+/// Threads for `spawn_blocking` and `tokio::fs` (tokio's default is 512).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 const USAGE: &str = "usage:
   dreamcore-relay [serve]
   dreamcore-relay dev-token [--user <uuid>] [--email <address>] [--ttl <seconds>]
@@ -59,7 +62,14 @@ fn init_tracing(format: LogFormat) {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(config.server.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Blocking work here is short (file and git housekeeping), but it comes in bursts when
+    // many jobs end together; a small pool queues it instead of creating a thread for each
+    // call, and thread creation storms are what delayed other jobs' events.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

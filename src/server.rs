@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Verifier};
@@ -192,6 +193,13 @@ impl Relay {
         };
         // The peer address feeds `X-Forwarded-For` on forwarded legacy routes.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // Every WebSocket frame is a small write that must leave at once: Nagle would hold it
+        // until the browser acknowledges the previous one.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         axum::serve(listener, service)
             .with_graceful_shutdown(drained)
             .await

@@ -113,6 +113,13 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
     c.send(json!({"type":"message","content":"作って"})).await;
     let job_id = c.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
     c.recv_until("progress").await;
+    // Kill only once the generation really reached Modal: the first `progress` is the
+    // relay's own "preparing" line, sent before the upstream call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "generate_game never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.child.kill().expect("SIGKILL");
     first.child.wait().unwrap();
     drop(first);
