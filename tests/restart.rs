@@ -117,7 +117,10 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
     // relay's own "preparing" line, sent before the upstream call.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while calls.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "generate_game never called");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "generate_game never called"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.child.kill().expect("SIGKILL");
