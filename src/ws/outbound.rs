@@ -30,6 +30,9 @@ struct Shared {
     ready: Notify,
     capacity: usize,
     closed: AtomicBool,
+    /// Checked on every send; the token's own check takes a lock.
+    overflow_tripped: AtomicBool,
+    /// Wakes the connection task so it closes the socket.
     overflowed: CancellationToken,
 }
 
@@ -60,6 +63,7 @@ impl OutboundSender {
             ready: Notify::new(),
             capacity,
             closed: AtomicBool::new(false),
+            overflow_tripped: AtomicBool::new(false),
             overflowed: overflowed.clone(),
         });
         (
@@ -88,7 +92,7 @@ impl OutboundSender {
             };
             if queue.len() >= self.shared.capacity {
                 drop(queue);
-                if !self.shared.overflowed.is_cancelled() {
+                if !self.shared.overflow_tripped.swap(true, Ordering::AcqRel) {
                     tracing::warn!(
                         conn_id = self.conn_id,
                         "outbound queue full; disconnecting slow client"
@@ -110,7 +114,8 @@ impl OutboundSender {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire) || self.shared.overflowed.is_cancelled()
+        self.shared.closed.load(Ordering::Acquire)
+            || self.shared.overflow_tripped.load(Ordering::Acquire)
     }
 }
 
