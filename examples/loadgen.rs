@@ -317,6 +317,43 @@ fn proc_stats(pid: u32) -> Result<ProcStats> {
     })
 }
 
+/// Machine-wide CPU time (all CPUs) and the part of it the hypervisor gave to other guests
+/// ("steal"): on a shared VM, steal arrives in slices of milliseconds and shows up as latency
+/// tail that no code change moves, so every latency figure is printed beside it.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    total_ticks: u64,
+    steal_ticks: u64,
+}
+
+impl MachineCpu {
+    fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        Self {
+            total_ticks: ticks.iter().take(8).sum(),
+            steal_ticks: ticks.get(7).copied().unwrap_or(0),
+        }
+    }
+
+    /// Share of all CPU time between `self` and `later` that was stolen.
+    fn steal_share_until(self, later: Self) -> f64 {
+        let total = later.total_ticks.saturating_sub(self.total_ticks);
+        let steal = later.steal_ticks.saturating_sub(self.steal_ticks);
+        steal as f64 / total.max(1) as f64
+    }
+}
+
 /// Children inherit the limit; 10 000 sockets need more descriptors than the usual 1024.
 fn raise_nofile() -> (u64, u64) {
     let mut lim = libc::rlimit {
@@ -1274,6 +1311,7 @@ async fn scenario_jobs(
 
     let started = Instant::now();
     let loadgen_cpu_start = proc_stats(std::process::id())?.cpu_secs;
+    let machine_cpu_start = MachineCpu::read();
     let mut set = JoinSet::new();
     for mut ws in sockets {
         set.spawn(async move {
@@ -1304,6 +1342,7 @@ async fn scenario_jobs(
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
     let after = relay.stats()?;
     let loadgen_cpu = proc_stats(std::process::id())?.cpu_secs - loadgen_cpu_start;
     let metrics = if common.metrics {
@@ -1354,6 +1393,7 @@ async fn scenario_jobs(
             "log": relay.log_summary(),
         },
         "loadgen_cpu_secs_job_phase": loadgen_cpu,
+        "machine_steal_share_job_phase": steal_share,
         "upstream": harness.upstream_summary(),
         "metrics": metrics,
     });
@@ -1399,6 +1439,10 @@ async fn scenario_jobs(
         "relay cpu    {job_cpu:.2} s during jobs ({:.0}% of one core), {:.2} s since start; loadgen itself {loadgen_cpu:.2} s",
         100.0 * job_cpu / wall.max(1e-9),
         after.cpu_secs
+    );
+    println!(
+        "machine      {:.1}% of CPU time stolen by the hypervisor during jobs",
+        100.0 * steal_share
     );
     println!(
         "relay rss    before {:.1} MiB, after set-up {:.1} MiB, after jobs {:.1} MiB, peak {:.1} MiB, 12 s after sockets closed {:.1} MiB",

@@ -123,10 +123,14 @@ async fn drive(
     let mut meter = ProgressMeter { value: 20 };
     let mut answer = String::new();
 
+    // Made once: a fresh `cancelled()` per event would join and leave the waiter list each time.
+    let cancelled = job.cancel_token().cancelled();
+    tokio::pin!(cancelled);
+
     let outcome = loop {
         tokio::select! {
             biased;
-            _ = job.cancel_token().cancelled() => break match jobs.abort_reason() {
+            _ = &mut cancelled => break match jobs.abort_reason() {
                 Some(failure) => Outcome::Failed(failure),
                 None => Outcome::Cancelled,
             },

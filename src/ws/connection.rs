@@ -143,11 +143,17 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let max_bytes = app.config.limits.max_message_bytes;
     let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
+    // Made once: a fresh `cancelled()` per loop turn would join and leave the token's waiter
+    // list for every frame, and `close_sockets` is one token shared by every socket.
+    let closing = app.close_sockets.cancelled();
+    tokio::pin!(closing);
+    let too_slow = overflowed.cancelled();
+    tokio::pin!(too_slow);
 
     loop {
         let step = tokio::select! {
             biased;
-            _ = app.close_sockets.cancelled() => {
+            _ = &mut closing => {
                 // Terminal events queued just before the drain ended must still arrive, but a
                 // client that does not read cannot hold the shutdown.
                 let flushed = async {
@@ -163,7 +169,7 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
                 }
                 Step::Stop
             }
-            _ = overflowed.cancelled() => {
+            _ = &mut too_slow => {
                 close_with(&mut socket, close::POLICY, "Client too slow").await;
                 Step::Stop
             }
