@@ -15,7 +15,7 @@ mod tools;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fake_anthropic::{user_texts, FakeAnthropic, Scenario};
@@ -81,16 +81,6 @@ impl<'a> Setup<'a> {
     }
 }
 
-fn workspace(relay: &TestRelay, user: Uuid, project: Uuid) -> PathBuf {
-    relay
-        .data_dir
-        .path()
-        .join("users")
-        .join(user.to_string())
-        .join("projects")
-        .join(project.to_string())
-}
-
 /// What the browser sees of a job, ids and times aside.
 fn visible(frames: &[Value]) -> Vec<Value> {
     frames
@@ -144,7 +134,7 @@ async fn real_cli_writes_the_game_and_commits_it() {
         .any(|f| f["type"] == "progress" && f["message"] == "実行中: Write"));
 
     // The real CLI wrote the file the fake model asked for, and the relay committed it.
-    let dir = workspace(&relay, user, project);
+    let dir = relay.workspace(user, project);
     assert_eq!(
         std::fs::read_to_string(dir.join("index.html")).unwrap(),
         GAME
@@ -266,7 +256,7 @@ async fn cancel_leaves_no_cli_process() {
     anthropic
         .wait_for_requests(1, Duration::from_secs(60))
         .await;
-    let dir = workspace(&relay, user, project);
+    let dir = relay.workspace(user, project);
     assert!(!processes_in(&dir).is_empty(), "the CLI should be running");
     c.send(json!({"type":"cancel","jobId":job})).await;
     let event = c.recv_until("cancelled").await.pop().unwrap();
@@ -291,7 +281,7 @@ async fn a_hung_cli_times_out_and_leaves_no_process() {
     assert_eq!(failed["exitCode"], 124);
     assert_eq!(failed["recoverable"], true);
     // The job ends only after its process group is gone.
-    assert!(processes_in(&workspace(&relay, user, project)).is_empty());
+    assert!(processes_in(&relay.workspace(user, project)).is_empty());
 }
 
 fn slow_modal(events: usize) -> Script {

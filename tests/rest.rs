@@ -62,18 +62,6 @@ async fn user_with_project(relay: &TestRelay) -> (Uuid, Uuid) {
     (user, project)
 }
 
-fn workspace(relay: &TestRelay, user: Uuid, project: Uuid) -> PathBuf {
-    relay
-        .app
-        .config
-        .server
-        .data_dir
-        .join("users")
-        .join(user.to_string())
-        .join("projects")
-        .join(project.to_string())
-}
-
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
@@ -163,7 +151,7 @@ async fn game_url_is_signed_and_opens_the_injected_page() {
     let relay = start(&[]).await;
     let (user, project) = user_with_project(&relay).await;
     write(
-        &workspace(&relay, user, project).join("index.html"),
+        &relay.workspace(user, project).join("index.html"),
         INDEX.as_bytes(),
     );
 
@@ -257,12 +245,14 @@ async fn expired_forged_and_misapplied_signatures_are_refused() {
     let relay = start(&[]).await;
     let (user, project) = user_with_project(&relay).await;
     write(
-        &workspace(&relay, user, project).join("index.html"),
+        &relay.workspace(user, project).join("index.html"),
         INDEX.as_bytes(),
     );
     let (other_user, other_project) = user_with_project(&relay).await;
     write(
-        &workspace(&relay, other_user, other_project).join("index.html"),
+        &relay
+            .workspace(other_user, other_project)
+            .join("index.html"),
         b"<html><head></head>other</html>",
     );
     let page = |owner: Uuid, proj: Uuid, sig: String, exp: i64| {
@@ -326,7 +316,7 @@ async fn expired_forged_and_misapplied_signatures_are_refused() {
 async fn local_files_follow_the_access_rules_with_their_content_types() {
     let relay = start(&[]).await;
     let (user, project) = user_with_project(&relay).await;
-    let dir = workspace(&relay, user, project);
+    let dir = relay.workspace(user, project);
     write(&dir.join("index.html"), INDEX.as_bytes());
     write(&dir.join("js/game.js"), b"console.log('hi');");
     write(&dir.join("style.css"), b"body{margin:0}");
@@ -472,7 +462,7 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
 async fn traversal_hidden_files_and_escaping_links_leak_nothing() {
     let relay = start(&[]).await;
     let (user, project) = user_with_project(&relay).await;
-    let dir = workspace(&relay, user, project);
+    let dir = relay.workspace(user, project);
     write(&dir.join("index.html"), INDEX.as_bytes());
     write(&dir.join("js/game.js"), b"ok();");
     write(&dir.join(".git/config"), b"GIT-SECRET");
@@ -551,7 +541,7 @@ async fn modal_backend_serves_files_from_get_file() {
     fake.put(user, project, "assets/theme.mp3", &sound);
     // A stale local copy must not win over Modal.
     write(
-        &workspace(&relay, user, project).join("index.html"),
+        &relay.workspace(user, project).join("index.html"),
         b"<html><head></head><body>stale local</body></html>",
     );
 

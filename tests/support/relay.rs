@@ -104,6 +104,15 @@ impl TestRelay {
         Self::start(&env).await
     }
 
+    /// Where this relay keeps a project's files (the local CLI's working directory).
+    pub fn workspace(&self, user: Uuid, project: Uuid) -> std::path::PathBuf {
+        dreamcore_relay::backend::local_cli::project_dir(
+            &self.app.config.server.data_dir,
+            user,
+            project,
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
