@@ -143,9 +143,10 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let max_bytes = app.config.limits.max_message_bytes;
     let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
-    // Made once: a fresh `cancelled()` per loop turn would join and leave the token's waiter
-    // list for every frame, and `close_sockets` is one token shared by every socket.
-    let closing = app.close_sockets.cancelled();
+    // Made once, not per loop turn (a fresh `cancelled()` joins and leaves the token's waiter
+    // list), and on a child token: polling takes the token's lock, and `close_sockets` is one
+    // token shared by every socket, so each socket polls a lock of its own.
+    let closing = app.close_sockets.child_token().cancelled_owned();
     tokio::pin!(closing);
     let too_slow = overflowed.cancelled();
     tokio::pin!(too_slow);
