@@ -57,10 +57,6 @@ impl LiveJob {
     pub(super) fn mark_finished(&self) {
         self.finished.cancel();
     }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished.is_cancelled()
-    }
 }
 
 #[derive(Debug)]
