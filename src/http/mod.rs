@@ -1,6 +1,7 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+mod editor;
 mod game;
 mod legacy;
 mod pages;
@@ -32,6 +33,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .merge(rest::routes(&app))
+        .merge(editor::routes(&app))
         .merge(game::routes(&app))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))

@@ -524,6 +524,19 @@ impl Store for PostgresStore {
         commit(tx).await
     }
 
+    async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let mut conn = self.connection().await?;
+        let tx = begin(&mut conn, Scope::Service).await?;
+        let row = query_opt(
+            &tx,
+            "SELECT user_id FROM projects WHERE id = $1",
+            &[(&project_id, Type::UUID)],
+        )
+        .await?;
+        commit(tx).await?;
+        row.map(|row| get::<Uuid>(&row, 0)).transpose()
+    }
+
     async fn start_job(
         &self,
         user_id: Uuid,

@@ -453,6 +453,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let pid = project_id.to_string();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT user_id FROM projects WHERE id = ?1",
+                params![pid],
+                |row| parse_uuid(row.get(0)?),
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn start_job(
         &self,
         user_id: Uuid,
