@@ -123,6 +123,8 @@ pub struct ModalConfig {
     pub secret: Secret,
     pub connect_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// Total time of one `list_files` / `get_file` call, a file's body included.
+    pub file_timeout_secs: u64,
     pub get_file_endpoint: String,
     pub list_files_endpoint: String,
     pub apply_files_endpoint: String,
@@ -135,6 +137,9 @@ impl ModalConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn file_timeout(&self) -> Duration {
+        Duration::from_secs(self.file_timeout_secs)
     }
 
     /// URL of another Modal function: the override when set, else `MODAL_ENDPOINT` with its
@@ -236,6 +241,8 @@ pub struct LimitsConfig {
     pub generations_per_minute: u32,
     /// Browser origins allowed to open a WebSocket; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// The most bytes of paths one listing of a project's files may hold (downloads).
+    pub file_list_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +353,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     (
+        "MODAL_FILE_TIMEOUT_SECS",
+        "modal.file_timeout_secs",
+        Kind::Int,
+    ),
+    (
         "MODAL_GET_FILE_ENDPOINT",
         "modal.get_file_endpoint",
         Kind::Str,
@@ -413,6 +425,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("WS_ALLOWED_ORIGINS", "limits.allowed_origins", Kind::List),
+    (
+        "PROJECT_FILE_LIST_MAX_BYTES",
+        "limits.file_list_max_bytes",
+        Kind::Int,
+    ),
     ("CLAUDE_BIN", "cli.claude_bin", Kind::Str),
     ("LOCAL_CLI_USER", "cli.user", Kind::Str),
     ("CLAUDE_MODEL", "cli.model", Kind::Str),
@@ -559,6 +576,15 @@ impl Config {
         }
         if self.limits.job_timeout_secs == 0 {
             return Err(invalid("JOB_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.modal.file_timeout_secs == 0 {
+            return Err(invalid("MODAL_FILE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.limits.file_list_max_bytes < 1024 {
+            return Err(invalid(
+                "PROJECT_FILE_LIST_MAX_BYTES",
+                "must be at least 1024",
+            ));
         }
         if self.limits.outbound_queue < 8 {
             return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));

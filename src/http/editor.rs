@@ -13,7 +13,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_zip::base::write::ZipFileWriter;
 use async_zip::{Compression, ZipDateTimeBuilder, ZipEntryBuilder};
@@ -38,10 +37,6 @@ use crate::auth::Identity;
 use crate::backend::BackendKind;
 use crate::state::AppState;
 
-/// Longest one `list_files` or `get_file` call may take, a file's body included.
-const MODAL_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most bytes of file paths one listing may hold (a project's whole file list).
-const LIST_BUDGET_BYTES: usize = 1024 * 1024;
 /// Bytes of zip between the task that writes it and the response that sends it: the
 /// writer waits while the client has not taken them.
 const ZIP_PIPE_BYTES: usize = 64 * 1024;
@@ -62,8 +57,9 @@ struct EditorState {
 }
 
 pub(super) fn routes(app: &AppState) -> Router<AppState> {
-    let local = LocalFiles::new(app.config.server.data_dir.clone(), LIST_BUDGET_BYTES);
-    let modal = ModalFiles::new(&app.config.modal, MODAL_CALL_TIMEOUT, LIST_BUDGET_BYTES)
+    let list_budget = app.config.limits.file_list_max_bytes;
+    let local = LocalFiles::new(app.config.server.data_dir.clone(), list_budget);
+    let modal = ModalFiles::new(&app.config.modal, list_budget)
         .map_err(|e| tracing::error!(error = %e, "Modal file client unavailable"))
         .ok();
     let state = EditorState {

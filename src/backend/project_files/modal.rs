@@ -2,7 +2,7 @@
 //! each call with a connect and a total timeout, `X-Modal-Secret`, and its count, failures
 //! and latency in `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -34,16 +34,12 @@ struct Listing {
 }
 
 impl ModalFiles {
-    /// `total_timeout` bounds a whole call, a file's body included; `list_budget` is the
-    /// most bytes of a `list_files` answer read.
-    pub fn new(
-        config: &ModalConfig,
-        total_timeout: Duration,
-        list_budget: usize,
-    ) -> Result<Self, String> {
+    /// `list_budget` is the most bytes of a `list_files` answer read.
+    pub fn new(config: &ModalConfig, list_budget: usize) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
-            .timeout(total_timeout)
+            // A whole call, a file's body included.
+            .timeout(config.file_timeout())
             .build()
             .map_err(|e| e.to_string())?;
         let mut secret = HeaderValue::from_str(config.secret.expose())
