@@ -15,4 +15,4 @@ export CLAUDE_BIN="${CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
 cargo test --all-targets --locked -- --test-threads=4
 RELAY_TEST_STORE=postgres cargo test --locked \
     --test ws_relay --test ws_limits --test races --test drain --test restart --test quotas \
-    --test versions -- --test-threads=4
+    --test versions --test editor_routes -- --test-threads=4

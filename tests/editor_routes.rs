@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fake_get_file::{FakeGetFile, Failure};
+use fake_get_file::{Failure, FakeGetFile};
 use relay::{TestRelay, WAIT};
 use reqwest::header;
 use serde_json::{json, Value};
@@ -62,7 +62,7 @@ async fn text_of(response: reqwest::Response) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-fn header_of<'r>(response: &'r reqwest::Response, name: header::HeaderName) -> &'r str {
+fn header_of(response: &reqwest::Response, name: header::HeaderName) -> &str {
     response
         .headers()
         .get(&name)
@@ -137,10 +137,21 @@ fn metric(text: &str, series: &str) -> u64 {
 async fn code_gives_the_owner_index_html_as_json() {
     let relay = TestRelay::start(&[]).await;
     let (user, project, token) = user_with_project(&relay).await;
-    write(&relay.workspace(user, project).join("index.html"), PAGE.as_bytes());
+    write(
+        &relay.workspace(user, project).join("index.html"),
+        PAGE.as_bytes(),
+    );
 
-    let response = get(&relay, &format!("/api/projects/{project}/code"), Some(&token)).await;
-    assert_eq!(header_of(&response, header::CONTENT_TYPE), "application/json");
+    let response = get(
+        &relay,
+        &format!("/api/projects/{project}/code"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        header_of(&response, header::CONTENT_TYPE),
+        "application/json"
+    );
     assert_eq!(header_of(&response, header::CACHE_CONTROL), "no-store");
     assert_eq!(
         header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
@@ -153,7 +164,12 @@ async fn code_gives_the_owner_index_html_as_json() {
         &relay.workspace(user, project).join("index.html"),
         b"<p>\xff\xfe</p>",
     );
-    let response = get(&relay, &format!("/api/projects/{project}/code"), Some(&token)).await;
+    let response = get(
+        &relay,
+        &format!("/api/projects/{project}/code"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(
         json_of(response).await,
         (200, json!({ "code": "<p>\u{FFFD}\u{FFFD}</p>" }))
@@ -164,9 +180,17 @@ async fn code_gives_the_owner_index_html_as_json() {
 async fn preview_serves_the_owner_the_page_unchanged() {
     let relay = TestRelay::start(&[]).await;
     let (user, project, token) = user_with_project(&relay).await;
-    write(&relay.workspace(user, project).join("index.html"), PAGE.as_bytes());
+    write(
+        &relay.workspace(user, project).join("index.html"),
+        PAGE.as_bytes(),
+    );
 
-    let response = get(&relay, &format!("/api/projects/{project}/preview"), Some(&token)).await;
+    let response = get(
+        &relay,
+        &format!("/api/projects/{project}/preview"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(
         header_of(&response, header::CONTENT_TYPE),
         "text/html; charset=utf-8"
@@ -197,7 +221,10 @@ async fn download_zips_index_html_and_assets_only() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(header_of(&response, header::CONTENT_TYPE), "application/zip");
+    assert_eq!(
+        header_of(&response, header::CONTENT_TYPE),
+        "application/zip"
+    );
     assert_eq!(
         header_of(&response, header::CONTENT_DISPOSITION),
         "attachment; filename=\"game.zip\""
@@ -253,7 +280,10 @@ async fn a_project_without_a_game_has_nothing_to_show() {
     let at = |route: &str| format!("/api/projects/{project}/{route}");
 
     let not_found = (404, json!({"error": "Project not found"}));
-    assert_eq!(json_of(get(&relay, &at("code"), Some(&token)).await).await, not_found);
+    assert_eq!(
+        json_of(get(&relay, &at("code"), Some(&token)).await).await,
+        not_found
+    );
     assert_eq!(
         json_of(get(&relay, &at("download"), Some(&token)).await).await,
         not_found
@@ -308,10 +338,18 @@ async fn owner_only_routes_refuse_everyone_else(relay: &TestRelay, project: Uuid
 async fn owner_only_routes_refuse_other_users_locally() {
     let relay = TestRelay::start(&[]).await;
     let (user, project, token) = user_with_project(&relay).await;
-    write(&relay.workspace(user, project).join("index.html"), PAGE.as_bytes());
+    write(
+        &relay.workspace(user, project).join("index.html"),
+        PAGE.as_bytes(),
+    );
     owner_only_routes_refuse_everyone_else(&relay, project).await;
     // The owner still gets the game.
-    let response = get(&relay, &format!("/api/projects/{project}/code"), Some(&token)).await;
+    let response = get(
+        &relay,
+        &format!("/api/projects/{project}/code"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(response.status(), 200);
 }
 
@@ -339,7 +377,8 @@ async fn traversal_and_links_out_of_the_project_are_refused() {
 
     // Links inside the workspace that lead out of it read as missing.
     std::fs::create_dir_all(root.join("assets")).unwrap();
-    let link = |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    let link =
+        |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
     link(&outside.path().join("secret.txt"), "index.html");
     link(&outside.path().join("secret.txt"), "thumbnail.png");
     link(&outside.path().join("secret.txt"), "assets/leak.txt");
@@ -415,7 +454,10 @@ async fn modal_routes_read_through_list_files_and_get_file() {
     // Every call named the owner's project; the fake refuses calls without the secret.
     let expected = (user.to_string(), project.to_string());
     for query in fake.requests().iter().chain(&fake.list_requests()) {
-        assert_eq!((query["user_id"].clone(), query["project_id"].clone()), expected);
+        assert_eq!(
+            (query["user_id"].clone(), query["project_id"].clone()),
+            expected
+        );
     }
     assert_eq!(fake.list_requests().len(), 1);
 
@@ -427,7 +469,10 @@ async fn modal_routes_read_through_list_files_and_get_file() {
         "relay_modal_call_duration_seconds_count{endpoint=\"get_file\"}",
         "relay_modal_call_duration_seconds_bucket{endpoint=\"list_files\",le=\"+Inf\"}",
     ] {
-        assert!(metric(&metrics, series) >= 1, "{series} missing from\n{metrics}");
+        assert!(
+            metric(&metrics, series) >= 1,
+            "{series} missing from\n{metrics}"
+        );
     }
 }
 
@@ -449,7 +494,10 @@ async fn modal_project_without_a_game() {
     let (_, project, token) = user_with_project(&relay).await;
     let at = |route: &str| format!("/api/projects/{project}/{route}");
     let not_found = (404, json!({"error": "Project not found"}));
-    assert_eq!(json_of(get(&relay, &at("code"), Some(&token)).await).await, not_found);
+    assert_eq!(
+        json_of(get(&relay, &at("code"), Some(&token)).await).await,
+        not_found
+    );
     assert_eq!(
         json_of(get(&relay, &at("download"), Some(&token)).await).await,
         not_found
@@ -475,7 +523,10 @@ async fn modal_failures_are_reported_and_counted() {
 
     let before = text_of(get(&relay, "/metrics", None).await).await.1;
     fake.fail(Some(Failure::Status(500)));
-    assert_eq!(json_of(get(&relay, &at("code"), Some(&token)).await).await, bad_gateway);
+    assert_eq!(
+        json_of(get(&relay, &at("code"), Some(&token)).await).await,
+        bad_gateway
+    );
     assert_eq!(
         json_of(get(&relay, &at("download"), Some(&token)).await).await,
         bad_gateway
@@ -523,7 +574,12 @@ async fn a_stalled_modal_call_ends_at_the_file_timeout() {
     fake.hold("index.html");
 
     let started = Instant::now();
-    let response = get(&relay, &format!("/api/projects/{project}/code"), Some(&token)).await;
+    let response = get(
+        &relay,
+        &format!("/api/projects/{project}/code"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(
         json_of(response).await,
         (502, json!({"error": "Failed to fetch file from Modal"}))
@@ -572,7 +628,10 @@ async fn download_streams_while_files_are_still_being_read() {
     };
     let deadline = Instant::now() + WAIT;
     while !asked_for_last() {
-        assert!(Instant::now() < deadline, "the last file was never asked for");
+        assert!(
+            Instant::now() < deadline,
+            "the last file was never asked for"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

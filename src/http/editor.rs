@@ -29,11 +29,11 @@ use tokio::io::DuplexStream;
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 use uuid::Uuid;
 
-use super::rest::{authenticate, json_error, parse_uuid};
+use super::rest::{authenticate, json_error, parse_uuid, AuthRejection};
+use crate::auth::Identity;
 use crate::backend::project_files::{
     ByteStream, FileBody, FilesError, LocalFiles, ModalFiles, ProjectFiles, ProjectPath,
 };
-use crate::auth::Identity;
 use crate::backend::BackendKind;
 use crate::state::AppState;
 
@@ -75,37 +75,58 @@ pub(super) fn routes(app: &AppState) -> Router<AppState> {
         .with_state(state)
 }
 
+/// Why a route answers before reading any file.
+enum Refusal {
+    Auth(AuthRejection),
+    BadProjectId,
+    /// Not the caller's project, or no project at all.
+    NoProject,
+    StoreFailed,
+    NoModalClient,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Auth(rejection) => rejection.into_response(),
+            Self::BadProjectId => json_error(StatusCode::BAD_REQUEST, "Invalid project ID"),
+            Self::NoProject => json_error(StatusCode::NOT_FOUND, "Project not found"),
+            Self::StoreFailed => internal_error(),
+            Self::NoModalClient => {
+                json_error(StatusCode::BAD_GATEWAY, "Failed to fetch file from Modal")
+            }
+        }
+    }
+}
+
 impl EditorState {
     /// The files of the backend new jobs go to, as the preview routes read them.
-    fn files(&self) -> Result<Arc<dyn ProjectFiles>, Response> {
+    fn files(&self) -> Result<Arc<dyn ProjectFiles>, Refusal> {
         let on_modal = self.app.selector.pick().map(|b| b.kind()).ok() == Some(BackendKind::Modal);
         if !on_modal {
             return Ok(self.local.clone());
         }
         match &self.modal {
             Some(modal) => Ok(modal.clone()),
-            None => Err(json_error(
-                StatusCode::BAD_GATEWAY,
-                "Failed to fetch file from Modal",
-            )),
+            None => Err(Refusal::NoModalClient),
         }
     }
 
     /// The caller and the project id, if the request's token is valid and `raw` names one
     /// of the caller's projects.
-    async fn owned(&self, headers: &HeaderMap, raw: &str) -> Result<(Identity, Uuid), Response> {
+    async fn owned(&self, headers: &HeaderMap, raw: &str) -> Result<(Identity, Uuid), Refusal> {
         let who = authenticate(&self.app, headers)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(Refusal::Auth)?;
         let Some(project_id) = parse_uuid(raw) else {
-            return Err(json_error(StatusCode::BAD_REQUEST, "Invalid project ID"));
+            return Err(Refusal::BadProjectId);
         };
         match self.app.store.get_project(&who, project_id).await {
             Ok(Some(_)) => Ok((who, project_id)),
-            Ok(None) => Err(json_error(StatusCode::NOT_FOUND, "Project not found")),
+            Ok(None) => Err(Refusal::NoProject),
             Err(e) => {
                 tracing::error!(error = %e, %project_id, "project lookup failed");
-                Err(internal_error())
+                Err(Refusal::StoreFailed)
             }
         }
     }
@@ -163,11 +184,11 @@ async fn code(
 ) -> Response {
     let (who, project_id) = match state.owned(&headers, &project_id).await {
         Ok(owned) => owned,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let files = match state.files() {
         Ok(files) => files,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match files.open(who.user_id, project_id, &index_path()).await {
         Ok(Some(file)) => respond(
@@ -272,11 +293,11 @@ async fn preview(
 ) -> Response {
     let (who, project_id) = match state.owned(&headers, &project_id).await {
         Ok(owned) => owned,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let files = match state.files() {
         Ok(files) => files,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     // Upstream answers this route in plain text.
     let text = |status: StatusCode, message: &'static str| {
@@ -365,11 +386,11 @@ async fn download(
 ) -> Response {
     let (who, project_id) = match state.owned(&headers, &project_id).await {
         Ok(owned) => owned,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let files = match state.files() {
         Ok(files) => files,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let user_id = who.user_id;
     let listed = match files.list(user_id, project_id).await {
@@ -451,7 +472,7 @@ async fn write_zip(
             Err(e) => return Err(io::Error::other(e)),
         };
         let entry = ZipEntryBuilder::new(path.as_str().into(), Compression::Deflate)
-            .last_modification_date(modified.clone())
+            .last_modification_date(modified)
             .unix_permissions(0o644);
         let mut writer = zip
             .write_entry_stream(entry)
@@ -492,7 +513,11 @@ mod tests {
         let text = "ゲーム😀";
         let bytes = text.as_bytes();
         for cut in 0..=bytes.len() {
-            assert_eq!(escaped(&[&bytes[..cut], &bytes[cut..]]), text, "cut at {cut}");
+            assert_eq!(
+                escaped(&[&bytes[..cut], &bytes[cut..]]),
+                text,
+                "cut at {cut}"
+            );
         }
         // Byte by byte.
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
@@ -504,9 +529,6 @@ mod tests {
         assert_eq!(escaped(&[b"a\xffb"]), "a\u{FFFD}b");
         // A sequence cut off by the end of the file.
         assert_eq!(escaped(&[b"a\xe3\x82"]), "a\u{FFFD}");
-        assert_eq!(
-            escaped(&[b"a\xe3\x82", b"\xb2b"]),
-            "a\u{30b2}b".to_string()
-        );
+        assert_eq!(escaped(&[b"a\xe3\x82", b"\xb2b"]), "a\u{30b2}b".to_string());
     }
 }

@@ -4,6 +4,7 @@
 //! project). It listens where the relay derives the functions' URLs from `MODAL_ENDPOINT`
 //! (`.../generate_game` → `.../get-file`, `.../list-files`), and can be told to fail.
 //! Include with `#[path = "support/fake_get_file.rs"] mod fake_get_file;`.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

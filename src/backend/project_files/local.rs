@@ -31,11 +31,7 @@ impl LocalFiles {
 
 #[async_trait]
 impl ProjectFiles for LocalFiles {
-    async fn list(
-        &self,
-        user_id: Uuid,
-        project_id: Uuid,
-    ) -> Result<Vec<ProjectPath>, FilesError> {
+    async fn list(&self, user_id: Uuid, project_id: Uuid) -> Result<Vec<ProjectPath>, FilesError> {
         let root = project_dir(&self.data_dir, user_id, project_id);
         let budget = self.list_budget;
         tokio::task::spawn_blocking(move || walk(&root, budget))
@@ -182,7 +178,12 @@ mod tests {
         let listed = walk(&root, 4096).unwrap();
         assert_eq!(
             names(&listed),
-            ["assets/a.png", "assets/copy.html", "assets/sub/b.mp3", "index.html"]
+            [
+                "assets/a.png",
+                "assets/copy.html",
+                "assets/sub/b.mp3",
+                "index.html"
+            ]
         );
         assert!(matches!(
             walk(&root, 20),

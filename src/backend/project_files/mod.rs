@@ -48,8 +48,7 @@ pub enum FilesError {
 pub trait ProjectFiles: Send + Sync {
     /// Every visible file (no hidden name at any depth), sorted; empty when the project has
     /// no files at all. The paths together stay within the configured list budget.
-    async fn list(&self, user_id: Uuid, project_id: Uuid)
-        -> Result<Vec<ProjectPath>, FilesError>;
+    async fn list(&self, user_id: Uuid, project_id: Uuid) -> Result<Vec<ProjectPath>, FilesError>;
 
     /// The file's bytes, `None` when it does not exist (or, locally, is not a regular file
     /// inside the project).

@@ -92,11 +92,7 @@ fn body_failed(endpoint: &'static str, detail: String) -> FilesError {
 
 #[async_trait]
 impl ProjectFiles for ModalFiles {
-    async fn list(
-        &self,
-        user_id: Uuid,
-        project_id: Uuid,
-    ) -> Result<Vec<ProjectPath>, FilesError> {
+    async fn list(&self, user_id: Uuid, project_id: Uuid) -> Result<Vec<ProjectPath>, FilesError> {
         let (user, project) = (user_id.to_string(), project_id.to_string());
         let query = [("user_id", user.as_str()), ("project_id", project.as_str())];
         // Modal answers 200 with an empty list for a missing project; a 404 means the same.

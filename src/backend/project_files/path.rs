@@ -15,9 +15,7 @@ impl ProjectPath {
         let plain = |segment: &str| {
             !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['\\', '\0'])
         };
-        raw.split('/')
-            .all(plain)
-            .then(|| Self(raw.to_string()))
+        raw.split('/').all(plain).then(|| Self(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -44,7 +42,12 @@ mod tests {
 
     #[test]
     fn plain_paths_pass() {
-        for raw in ["index.html", "assets/player.png", "assets/my sprite.png", "a/b/c.js"] {
+        for raw in [
+            "index.html",
+            "assets/player.png",
+            "assets/my sprite.png",
+            "a/b/c.js",
+        ] {
             assert_eq!(ProjectPath::parse(raw).map(|p| p.0), Some(raw.to_string()));
         }
     }
@@ -74,7 +77,9 @@ mod tests {
         let path = ProjectPath::parse("assets/x.png").unwrap();
         assert!(path.is_under("assets"));
         assert!(!path.is_under("asset"));
-        assert!(!ProjectPath::parse("assets2/x.png").unwrap().is_under("assets"));
+        assert!(!ProjectPath::parse("assets2/x.png")
+            .unwrap()
+            .is_under("assets"));
         assert!(!ProjectPath::parse("assets").unwrap().is_under("assets"));
     }
 }
