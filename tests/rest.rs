@@ -796,6 +796,32 @@ async fn other_api_routes_are_forwarded_to_the_legacy_server() {
 }
 
 #[tokio::test]
+async fn legacy_forwarding_refuses_dot_segments_behind_encoded_separators() {
+    let (upstream, seen, _server) = echo_upstream().await;
+    let relay = start(&[("LEGACY_UPSTREAM_URL", upstream.as_str())]).await;
+    for path in [
+        "/api/x/..%2f..%2fctl/mode/down",
+        "/api/x/..%2F..%2F..%2Fctl",
+        "/api/x/%2e%2e%2fctl",
+        "/api/x/..%5c..%5cctl",
+        "/api/x/%252e%252e/ctl",
+        "/api/a%2fb",
+    ] {
+        let (status, _) = raw_get(&relay, path, &[]).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // Plain paths still pass.
+    let (status, _) = raw_get(&relay, "/api/assets/my%20sprite.png", &[]).await;
+    assert_eq!(status, 201);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn other_api_routes_are_404_json_without_a_legacy_server() {
     let relay = start(&[]).await;
     for path in [
