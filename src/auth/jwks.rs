@@ -23,7 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::verifier::clip;
+use super::error::clip;
 use super::AuthError;
 
 /// A JWKS larger than this is not a Supabase key set; refuse it rather than buffer it.

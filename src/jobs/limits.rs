@@ -61,7 +61,9 @@ impl SlotLimiter {
         })
     }
 
-    pub fn in_use(&self) -> usize {
+    /// Slots held now, across users.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.counts.lock().map(|c| c.total).unwrap_or(0)
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::store::models::iso_millis;
 use crate::store::{QuotaKind, Store};
-use crate::ws::protocol::{CodedError, ErrorBody, ServerMessage};
+use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRefusal {

@@ -1,12 +1,9 @@
 //! SIGKILL of the relay mid-job, then a restart on the same data: nothing is lost, nothing
 //! is left half-alive (no zombie job blocking the project).
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::postgres;
+use crate::support::relay;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

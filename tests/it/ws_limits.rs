@@ -1,12 +1,8 @@
 //! Rate limits and the Origin allow-list: exceeded → the documented error; the socket and
 //! other users carry on.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use fake_modal::{FakeModal, Script};
 use relay::TestRelay;

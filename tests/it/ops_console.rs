@@ -2,14 +2,9 @@
 //! `/admin/status` with the admin token, shows sockets, running jobs, failures by code and
 //! the current backend, and switches the backend through `POST /admin/backend`.
 
-#[path = "support/chromium.rs"]
-mod chromium;
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::chromium;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -2,12 +2,8 @@
 //! recoverable error, running jobs finish (or fail recoverably at the drain timeout), every
 //! socket gets 1012, the server stops cleanly.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use std::time::Duration;
 

@@ -3,8 +3,6 @@
 //! the `Upgrade`/`Connection` pair passed through, forwarding headers, 86400 s timeouts.
 //! nginx runs as a child process on 127.0.0.1:<free port> with everything (pid, logs, temp
 //! paths) in its own temp dir, and is killed when the handle is dropped.
-//! Include it with `#[path = "support/nginx.rs"] mod nginx;`.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;

@@ -1,6 +1,5 @@
 //! A throwaway PostgreSQL database for tests: a copy of the Supabase stand-in template
 //! started by `scripts/test-postgres.sh`.
-#![allow(dead_code)]
 
 use uuid::Uuid;
 

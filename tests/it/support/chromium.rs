@@ -1,8 +1,6 @@
 //! Test harness: a real headless Chromium (Debian's `/usr/bin/chromium`) driven over the
 //! Chrome DevTools Protocol with tokio-tungstenite. The browser runs in its own process
 //! group with a throwaway profile, and the whole group is killed when the handle is dropped.
-//! Include it with `#[path = "support/chromium.rs"] mod chromium;`.
-#![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -1,12 +1,8 @@
 //! Daily quotas over the WebSocket: the structured refusals, and quota spent only when work
 //! really starts (never on an attach or a slot refusal).
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use std::time::Duration;
 

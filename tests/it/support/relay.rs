@@ -1,14 +1,12 @@
 //! Test harness: a real relay on 127.0.0.1:0 with its own data directory, and a real
 //! WebSocket client.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use dreamcore_relay::config::{Config, DEV_ISSUER};
-use dreamcore_relay::server::Relay;
-use dreamcore_relay::state::AppState;
+use dreamcore_relay::server::{Relay, RelayHandle};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -24,8 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct TestRelay {
     pub addr: SocketAddr,
     /// Set when the suite runs on PostgreSQL (`RELAY_TEST_STORE=postgres`).
-    pub pg: Option<crate::postgres::PgDb>,
-    pub app: AppState,
+    pub pg: Option<crate::support::postgres::PgDb>,
+    pub app: RelayHandle,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -58,7 +56,7 @@ impl TestRelay {
         }
         let pg = match std::env::var("RELAY_TEST_STORE").as_deref() {
             Ok("postgres") => {
-                let db = crate::postgres::PgDb::create().await;
+                let db = crate::support::postgres::PgDb::create().await;
                 vars.insert("DATABASE_URL".into(), db.relay_url());
                 Some(db)
             }
@@ -74,7 +72,7 @@ impl TestRelay {
         let relay = Relay::build_with_env(config, &source)
             .await
             .expect("relay builds");
-        let app = relay.app.clone();
+        let app = relay.handle();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -106,11 +104,7 @@ impl TestRelay {
 
     /// Where this relay keeps a project's files (the local CLI's working directory).
     pub fn workspace(&self, user: Uuid, project: Uuid) -> std::path::PathBuf {
-        dreamcore_relay::backend::local_cli::project_dir(
-            &self.app.config.server.data_dir,
-            user,
-            project,
-        )
+        dreamcore_relay::backend::local_cli::project_dir(self.app.data_dir(), user, project)
     }
 
     pub fn url(&self) -> String {

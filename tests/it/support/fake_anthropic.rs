@@ -5,8 +5,6 @@
 //! message; anything else (the CLI's `HEAD /api/hello`) gets `200 {}` and is logged.
 //! Every request body is recorded so tests can check what the CLI sent.
 //!
-//! Include with `#[path = "support/fake_anthropic.rs"] mod fake_anthropic;`.
-#![allow(dead_code)] // each test file uses a different part
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};

@@ -1,14 +1,9 @@
 //! Version history over the WebSocket: from the local git workspace, and from Modal's
 //! `apply_files` git actions when Modal is the backend.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support::fake_modal;
+use crate::support::relay;
+use crate::support::tools;
 
 use std::sync::{Arc, Mutex};
 

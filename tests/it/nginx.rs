@@ -2,14 +2,9 @@
 //! the whole protocol passes the proxy unchanged, stream frames are not held back by it
 //! (modal-and-cli.md §7 item 1), and the drain's 1012 reaches every browser through it.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/nginx.rs"]
-mod nginx;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::nginx;
+use crate::support::relay;
 
 use std::time::Duration;
 
@@ -155,7 +150,7 @@ async fn stream_frames_pass_nginx_before_the_job_ends() {
         "{kinds:?}"
     );
     assert_eq!(fake.open_streams(), 1, "upstream still streaming");
-    assert_eq!(relay.app.jobs.running().len(), 1, "job still running");
+    assert_eq!(relay.app.running_jobs(), 1, "job still running");
     let job_id = frames[0]["job"]["id"].clone();
 
     c.send(json!({"type":"cancel","jobId":job_id})).await;
@@ -280,7 +275,7 @@ async fn drain_through_nginx_with_200_sockets() {
         started_rx.recv().await.expect("every job started");
     }
     // Jobs last about 3 s and the last one started just now: the drain has work to wait for.
-    assert!(!relay.app.jobs.running().is_empty());
+    assert!(!relay.app.running_jobs() == 0);
 
     let server = relay.server.take().expect("server task");
     let _data_dir = relay.stop().await;

@@ -1,7 +1,6 @@
 //! A fake Modal `get_file` (modal-and-cli.md §5.3): `GET ?user_id&project_id&path` with
 //! `X-Modal-Secret`, raw bytes or 404 `{"error":"File not found"}`. It listens where the relay
 //! derives the function's URL from `MODAL_ENDPOINT` (`.../generate_game` → `.../get-file`).
-//! Include with `#[path = "support/fake_get_file.rs"] mod fake_get_file;`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

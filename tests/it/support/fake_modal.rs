@@ -1,8 +1,6 @@
 //! A fake Modal `generate_game` speaking the contract of `modal-and-cli.md` §1.3–§2.8:
 //! validation order and texts, SSE headers and framing, Python-`json.dumps`-style Modal
 //! events next to compact raw-UTF-8 CLI passthrough lines, and the `_test_error` hook.
-//! Include it with `#[path = "support/fake_modal.rs"] mod fake_modal;`.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

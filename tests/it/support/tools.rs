@@ -1,5 +1,4 @@
 //! The real tools tests drive: the installed Claude Code CLI, its OS user, and git.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,11 +1,7 @@
 //! The relay driven by a real WebSocket client, with a fake Modal `generate_game` upstream.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

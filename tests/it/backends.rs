@@ -2,16 +2,10 @@
 //! Anthropic API on loopback) for the local one: the file the CLI writes, the commit, parity
 //! of what the browser sees, cancel and timeout, and a live backend flip under load.
 
-#[path = "support/fake_anthropic.rs"]
-mod fake_anthropic;
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support::fake_anthropic;
+use crate::support::fake_modal;
+use crate::support::relay;
+use crate::support::tools;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;

@@ -6,8 +6,7 @@
 //! `relay_template` database and connects as the NOINHERIT `relay` login role; without the
 //! cluster the PostgreSQL tests fail, they never skip.
 
-#[path = "support/postgres.rs"]
-mod postgres;
+use crate::support::postgres;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,12 +1,8 @@
 //! The relay binary as operators run it: JSON logs that carry ids and never a token or a
 //! secret, and SIGHUP switching the backend for new jobs without a restart.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -6,10 +6,8 @@
 //! As root the CLI runs as the OS user `dreamcore-cli` (it refuses to run as root); as any
 //! other user it runs as that user.
 
-#[path = "support/fake_anthropic.rs"]
-mod fake_anthropic;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support::fake_anthropic;
+use crate::support::tools;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;

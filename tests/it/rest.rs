@@ -2,12 +2,8 @@
 //! URLs, game files (local workspace and a fake Modal `get_file`), the quota, legacy
 //! forwarding and the static frontend.
 
-#[path = "support/fake_get_file.rs"]
-mod fake_get_file;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_get_file;
+use crate::support::relay;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -467,7 +463,7 @@ async fn traversal_hidden_files_and_escaping_links_leak_nothing() {
     write(&dir.join("js/game.js"), b"ok();");
     write(&dir.join(".git/config"), b"GIT-SECRET");
     write(&dir.join(".claude/settings.json"), b"CLAUDE-SECRET");
-    let data_dir = relay.app.config.server.data_dir.clone();
+    let data_dir = relay.app.data_dir().to_path_buf();
     write(&data_dir.join("users").join("secret.txt"), b"TOP-SECRET");
     // Temporary directories are named `.tmp…`; this one has no hidden component to trip on.
     let outside = tempfile::Builder::new()

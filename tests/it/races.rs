@@ -1,11 +1,7 @@
 //! Two tabs racing `message` on one project get one job and one attach, every time.
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::support::fake_modal;
+use crate::support::relay;
 
 use fake_modal::{FakeModal, Script};
 use relay::TestRelay;

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use crate::store::models::{ActiveJobInfo, HistoryItem, JobRow, ProjectListItem, ProjectSummary};
 
 /// Client → server. Fields are optional because the server, not serde, decides which
-/// reply a missing field earns (`Invalid request`, `Access denied`, ...).
+/// reply a missing field earns (`Invalid request`, `Access denied`, ...). Fields the relay
+/// does not act on are still declared: a known type with an ill-typed field is malformed.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     tag = "type",
@@ -75,7 +77,9 @@ pub enum ClientMessage {
     Unknown,
 }
 
-/// The `message` request (§2.10). Only `content` drives generation; the rest is echoed.
+/// The `message` request (§2.10). Fields the relay does not act on are declared so that an
+/// ill-typed one makes the frame malformed, as upstream's validation does.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationRequest {
@@ -177,9 +181,6 @@ pub enum ServerMessage {
     VersionRestored {
         project_id: Uuid,
         version_id: String,
-    },
-    Info {
-        message: String,
     },
     JobStarted {
         job: JobRow,
@@ -344,6 +345,14 @@ impl ServerMessage {
     }
 }
 
+/// A client-sent id: only the hyphenated 8-4-4-4-12 form, as upstream's regex accepts.
+pub fn parse_id(raw: Option<&str>) -> Option<Uuid> {
+    let raw = raw?;
+    (raw.len() == 36)
+        .then(|| Uuid::parse_str(raw).ok())
+        .flatten()
+}
+
 /// Exact texts the frontend reacts to or shows.
 pub mod texts {
     pub const ACCESS_TOKEN_REQUIRED: &str = "access_token required";
@@ -373,7 +382,6 @@ pub mod close {
     pub const SERVICE_RESTART: u16 = 1012;
     /// Policy violation: an oversized frame, or a client too slow to read its queue.
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
     pub const REASON_AUTH_REQUIRED: &str = "Authentication required";
     pub const REASON_AUTH_FAILED: &str = "Authentication failed";
     pub const REASON_AUTH_TIMEOUT: &str = "Authentication timeout";

@@ -1,7 +1,6 @@
 //! `ModalBackend::run` against the fake `generate_game` (`tests/support/fake_modal.rs`).
 
-#[path = "support/fake_modal.rs"]
-mod fake_modal;
+use crate::support::fake_modal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
