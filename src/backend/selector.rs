@@ -33,7 +33,10 @@ pub struct BackendSelector {
     breaker: Mutex<Breaker>,
 }
 
+/// The backend selection as `/ready`, `/ops` and the admin API show it (camelCase, like
+/// every JSON body the relay writes).
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SelectorStatus {
     /// `true`, `false` or `auto`, as `USE_MODAL` spells it.
     pub use_modal: &'static str,

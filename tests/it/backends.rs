@@ -305,7 +305,7 @@ async fn flip(relay: &TestRelay, use_modal: &str) {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready["backend"]["use_modal"], use_modal);
+    assert_eq!(ready["backend"]["useModal"], use_modal);
 }
 
 #[tokio::test]

@@ -142,7 +142,7 @@ async fn sighup_switches_the_backend_for_new_jobs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "USE_MODAL=true\n").unwrap();
     let relay = start(dir.path(), &fake, &[]).await;
-    assert_eq!(ready(relay.port).await["backend"]["use_modal"], "true");
+    assert_eq!(ready(relay.port).await["backend"]["useModal"], "true");
 
     std::fs::write(dir.path().join(".env"), "USE_MODAL=false\n").unwrap();
     nix::sys::signal::kill(
@@ -153,7 +153,7 @@ async fn sighup_switches_the_backend_for_new_jobs() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = ready(relay.port).await;
-        if status["backend"]["use_modal"] == "false" {
+        if status["backend"]["useModal"] == "false" {
             assert_eq!(status["backend"]["current"], "local");
             break;
         }
@@ -172,5 +172,5 @@ async fn sighup_switches_the_backend_for_new_jobs() {
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ready(relay.port).await["backend"]["use_modal"], "false");
+    assert_eq!(ready(relay.port).await["backend"]["useModal"], "false");
 }

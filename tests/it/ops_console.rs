@@ -147,7 +147,7 @@ async fn ops_console_shows_live_state_and_switches_backend() {
     assert_eq!(shown["jobs"][0][1], "modal", "{shown}");
     let (status, backend) = admin_get(&relay, "/admin/backend", Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200);
-    assert_eq!(backend["use_modal"], "false");
+    assert_eq!(backend["useModal"], "false");
     assert_eq!(backend["current"], "local");
 
     running.send(json!({"type":"cancel","jobId":job_id})).await;
