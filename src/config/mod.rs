@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -724,7 +724,7 @@ mod env_example {
     /// Every variable the relay reads is documented in `.env.example`.
     #[test]
     fn env_example_lists_every_key() {
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
         for key in super::env_keys() {
             assert!(
                 example.lines().any(|l| l.starts_with(&format!("{key}="))),
@@ -737,7 +737,7 @@ mod env_example {
     #[test]
     fn env_example_as_is_equals_the_defaults() {
         let vars: std::collections::HashMap<String, String> =
-            dotenvy::from_read_iter(include_str!("../.env.example").as_bytes())
+            dotenvy::from_read_iter(include_str!("../../.env.example").as_bytes())
                 .map(|item| item.expect("valid .env syntax"))
                 .collect();
         let from_example = super::Config::load_from(None, |k| vars.get(k).cloned()).expect("loads");
