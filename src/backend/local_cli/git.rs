@@ -18,6 +18,7 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The skills are copied into every run; they are not part of the game's history.
 const PATHSPEC: [&str; 3] = ["--", ".", ":(exclude).claude/skills"];
 
+/// Why saving a version failed; it never fails the generation, only the log line says so.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git {args}: {source}")]
