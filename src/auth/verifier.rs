@@ -1,4 +1,4 @@
-//! Verification of Supabase access tokens (data-and-auth §4.3).
+//! Verification of Supabase access tokens (docs/data-and-auth.md §4.3).
 //!
 //! Algorithm confusion is impossible by construction: the header only *selects* a key, and the
 //! key decides the algorithm. HS256 tokens go to the configured secret and nothing else;

@@ -1,4 +1,4 @@
-//! Which backend a new job runs on. `USE_MODAL` can change while the relay runs (spec
+//! Which backend a new job runs on. `USE_MODAL` can change while the relay runs (docs/decisions.md,
 //! decision 10): the mode lives here, new jobs read it, running jobs keep the backend they
 //! started on. In `auto` mode, Modal failures that happened before any event (connect
 //! error, 5xx) trip a breaker that sends new jobs to the local CLI until a probe shows

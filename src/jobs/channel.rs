@@ -12,7 +12,7 @@ use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
 
 /// How a socket came to follow the job; decides whether `gameUpdated` follows `completed`
-/// (ws-protocol §4.2 step 8d and §5.6).
+/// (docs/protocol.md §4.2 step 8d and §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionKind {
     /// The socket sent the `message` that started or attached to the job.

@@ -1,4 +1,4 @@
-//! Daily quotas per plan (data-and-auth §3.4): consume-first, one atomic check-and-increment
+//! Daily quotas per plan (docs/data-and-auth.md §3.4): consume-first, one atomic check-and-increment
 //! in the store, fail-open when the store cannot answer.
 
 use chrono::{DateTime, Duration, Utc};

@@ -33,7 +33,7 @@ enum Outcome {
     Cancelled,
 }
 
-/// Progress as upstream computes it (modal-and-cli §3.3/§3.4): status lines +10 (the first
+/// Progress as upstream computes it (docs/backends.md §3.3/§3.4): status lines +10 (the first
 /// lands on 30), tool uses +15, never above 90 before the end.
 struct ProgressMeter {
     value: i32,

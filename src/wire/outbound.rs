@@ -1,6 +1,6 @@
 //! A connection's bounded outbound queue. Job fan-out never blocks on a socket: when a
 //! client stops reading and its queue fills, the connection is told to close instead of
-//! letting memory grow (spec decision 7).
+//! letting memory grow (docs/decisions.md, decision 7).
 //!
 //! Hand-rolled on a `VecDeque` + `Notify` rather than `tokio::sync::mpsc` because an idle
 //! queue then owns no heap memory at all, which matters with tens of thousands of mostly

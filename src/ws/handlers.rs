@@ -1,4 +1,4 @@
-//! One function per client message (ws-protocol §2). Each runs in its own task and answers
+//! One function per client message (docs/protocol.md §2). Each runs in its own task and answers
 //! through the connection's outbound queue. Internal errors are typed; this is the edge
 //! where they become the exact wire replies.
 
@@ -168,7 +168,7 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
         active_job,
     });
     if let Some(job) = live {
-        // Everything the job emitted so far, then live events (spec decision 6).
+        // Everything the job emitted so far, then live events (docs/decisions.md, decision 6).
         conn.follow(&job, SubscriptionKind::Observer, true);
     }
     super::versions::send_list(conn, &who, project.id, false).await;

@@ -17,7 +17,7 @@ use crate::wire::protocol::ServerMessage;
 struct Session {
     identity: Option<Identity>,
     current_project: Option<Uuid>,
-    /// The one job this socket follows (ws-protocol §5.7).
+    /// The one job this socket follows (docs/protocol.md §5.7).
     following: Option<Arc<LiveJob>>,
 }
 

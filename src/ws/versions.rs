@@ -1,4 +1,4 @@
-//! Version history of a project (ws-protocol §6.4–§6.7), read from the git repository the
+//! Version history of a project (docs/protocol.md §6.4–§6.7), read from the git repository the
 //! local backend commits into under `DATA_DIR`.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! The relay behind a real nginx configured like the production deploy (ws-protocol.md §1.1):
+//! The relay behind a real nginx configured like the production deploy (docs/protocol.md §1.1):
 //! the whole protocol passes the proxy unchanged, stream frames are not held back by it
-//! (modal-and-cli.md §7 item 1), and the drain's 1012 reaches every browser through it.
+//! (docs/backends.md §7 item 1), and the drain's 1012 reaches every browser through it.
 
 use crate::support::fake_modal;
 use crate::support::nginx;

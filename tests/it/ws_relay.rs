@@ -401,7 +401,7 @@ async fn reselect_after_disconnect_replays_without_loss_or_duplicates() {
     let frames = b.recv_until("completed").await;
     let expected: String = (0..60).map(|i| format!("e{i};")).collect();
     assert_eq!(stream_text(&frames), expected);
-    // Re-select path: no gameUpdated is added (ws-protocol §5.6).
+    // Re-select path: no gameUpdated is added (docs/protocol.md §5.6).
     b.send(json!({"type":"ping"})).await;
     let mut after = Vec::new();
     loop {

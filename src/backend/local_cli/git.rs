@@ -1,5 +1,5 @@
 //! "Saving version history": commit the workspace after a successful run, as Modal does
-//! (`modal-and-cli.md` §2.9 step 7), but report a real hash, or none when nothing changed.
+//! (`docs/backends.md` §2.9 step 7), but report a real hash, or none when nothing changed.
 
 use std::ffi::OsString;
 use std::path::Path;

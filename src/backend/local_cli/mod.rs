@@ -1,5 +1,5 @@
 //! The local backend: the Claude Code CLI run on this machine, reproducing what Modal's
-//! `generate_game` does in its sandbox (`modal-and-cli.md` §2.4, §2.9, §4) without the
+//! `generate_game` does in its sandbox (`docs/backends.md` §2.4, §2.9, §4) without the
 //! upstream's faults: an explicit environment instead of the relay's secrets, a per-process
 //! timeout, cancel that takes the whole process tree down, and a real commit hash.
 

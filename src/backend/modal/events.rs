@@ -1,4 +1,4 @@
-//! Maps decoded SSE `data:` payloads of `generate_game` (`modal-and-cli.md` §2) onto
+//! Maps decoded SSE `data:` payloads of `generate_game` (`docs/backends.md` §2) onto
 //! [`BackendEvent`]s, and decides the terminal event when the stream ends.
 
 use serde_json::Value;
@@ -86,7 +86,7 @@ impl StreamState {
         }
     }
 
-    /// The body ended without `done` or `error`: never a success (spec §7 item 3).
+    /// The body ended without `done` or `error`: never a success (docs/backends.md §7 item 3).
     pub(super) fn at_end(&self) -> BackendEvent {
         match self.exit_code {
             Some(code) if code != 0 => BackendEvent::Failed(

@@ -1,6 +1,6 @@
-//! Modal `generate_game` backend: one POST, then the SSE stream of `modal-and-cli.md` §2
-//! mapped onto [`BackendEvent`]s. The POST is never re-sent (decision 4); cancelling drops
-//! the upstream connection (decision 5). This file holds the [`Backend`] impl; the HTTP
+//! Modal `generate_game` backend: one POST, then the SSE stream of `docs/backends.md` §2
+//! mapped onto [`BackendEvent`]s. The POST is never re-sent (docs/decisions.md, decision 4); cancelling drops
+//! the upstream connection (docs/decisions.md, decision 5). This file holds the [`Backend`] impl; the HTTP
 //! exchange, the SSE line decoder and the event mapping live in their own files.
 
 mod client;

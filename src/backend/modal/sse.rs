@@ -1,4 +1,4 @@
-//! The SSE line decoder (`modal-and-cli.md` §3.1): raw body bytes in, `data:` payloads out.
+//! The SSE line decoder (`docs/backends.md` §3.1): raw body bytes in, `data:` payloads out.
 //! Pure and self-contained, so a fuzz target can drive it directly.
 
 /// Splits an SSE body into `data:` payloads (§3.1). Bytes are buffered until a `\n`, so a

@@ -1,4 +1,4 @@
-//! Who may read a game file (ws-protocol §8): a valid `sig`+`exp` pair, the owner's token, or,
+//! Who may read a game file (docs/protocol.md §8): a valid `sig`+`exp` pair, the owner's token, or,
 //! for non-HTML files only, a Referer from the same project folder on this host.
 
 use axum::http::{header, HeaderMap, StatusCode};

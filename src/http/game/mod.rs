@@ -1,7 +1,7 @@
 //! `GET /game/<userId>/<projectId>/<path>`: the files of a project for the editor's preview
 //! iframe, from the local workspace (local CLI backend) or Modal `get_file`.
 //!
-//! Access (ws-protocol §8): a valid `sig`+`exp` pair or the owner's token opens any file; a
+//! Access (docs/protocol.md §8): a valid `sig`+`exp` pair or the owner's token opens any file; a
 //! Referer inside the same `/game/<userId>/<projectId>/` folder of this host opens the
 //! non-HTML files the page loads. `index.html` gets a script that sets `ASSET_BASE_URL` and
 //! reports errors and the load to the editor (`gameError` / `gameLoaded`).

@@ -1,4 +1,4 @@
-//! The Supabase store: PostgreSQL tables of data-and-auth.md Appendix B, used directly.
+//! The Supabase store: PostgreSQL tables of docs/data-and-auth.md Appendix B, used directly.
 //!
 //! Every call is one transaction on a pooled connection, opened by [`begin`] the way PostgREST
 //! does it (§5.3): work on a user's behalf switches to role `authenticated` with the verified

@@ -1,4 +1,4 @@
-//! A fake Modal `get_file` (modal-and-cli.md §5.3): `GET ?user_id&project_id&path` with
+//! A fake Modal `get_file` (docs/backends.md §5.3): `GET ?user_id&project_id&path` with
 //! `X-Modal-Secret`, raw bytes or 404 `{"error":"File not found"}`. It listens where the relay
 //! derives the function's URL from `MODAL_ENDPOINT` (`.../generate_game` → `.../get-file`).
 

@@ -1,4 +1,4 @@
-//! A fake Modal `generate_game` speaking the contract of `modal-and-cli.md` §1.3–§2.8:
+//! A fake Modal `generate_game` speaking the contract of `docs/backends.md` §1.3–§2.8:
 //! validation order and texts, SSE headers and framing, Python-`json.dumps`-style Modal
 //! events next to compact raw-UTF-8 CLI passthrough lines, and the `_test_error` hook.
 

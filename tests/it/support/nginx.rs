@@ -1,5 +1,5 @@
 //! Test harness: a real Debian nginx in front of an upstream (normally a `TestRelay`),
-//! configured like the production deploy (ws-protocol.md §1.1): HTTP/1.1 to the upstream,
+//! configured like the production deploy (docs/protocol.md §1.1): HTTP/1.1 to the upstream,
 //! the `Upgrade`/`Connection` pair passed through, forwarding headers, 86400 s timeouts.
 //! nginx runs as a child process on 127.0.0.1:<free port> with everything (pid, logs, temp
 //! paths) in its own temp dir, and is killed when the handle is dropped.
