@@ -1,5 +1,6 @@
 //! The one kind of path the project-file readers accept.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A file's path relative to a project's root, made only of plain segments: no `.`/`..`,
@@ -7,15 +8,23 @@ use std::fmt;
 /// absolute), no backslash and no NUL. Anything that could leave the project or reach the
 /// agent's private files is unrepresentable.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ProjectPath(String);
+pub struct ProjectPath(Cow<'static, str>);
 
 impl ProjectPath {
+    /// The game's page.
+    pub const INDEX: Self = Self(Cow::Borrowed("index.html"));
+    /// The project's thumbnail, uploaded (webp) or generated (png).
+    pub const THUMBNAIL_WEBP: Self = Self(Cow::Borrowed("thumbnail.webp"));
+    pub const THUMBNAIL_PNG: Self = Self(Cow::Borrowed("thumbnail.png"));
+
     /// `raw` is already decoded: `/` is the only separator.
     pub fn parse(raw: &str) -> Option<Self> {
         let plain = |segment: &str| {
             !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['\\', '\0'])
         };
-        raw.split('/').all(plain).then(|| Self(raw.to_string()))
+        raw.split('/')
+            .all(plain)
+            .then(|| Self(Cow::Owned(raw.to_string())))
     }
 
     pub fn as_str(&self) -> &str {
@@ -48,7 +57,10 @@ mod tests {
             "assets/my sprite.png",
             "a/b/c.js",
         ] {
-            assert_eq!(ProjectPath::parse(raw).map(|p| p.0), Some(raw.to_string()));
+            assert_eq!(
+                ProjectPath::parse(raw).map(|p| p.to_string()),
+                Some(raw.to_string())
+            );
         }
     }
 
@@ -69,6 +81,17 @@ mod tests {
             "a\0b",
         ] {
             assert_eq!(ProjectPath::parse(raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_named_files_are_plain_paths() {
+        for named in [
+            ProjectPath::INDEX,
+            ProjectPath::THUMBNAIL_WEBP,
+            ProjectPath::THUMBNAIL_PNG,
+        ] {
+            assert_eq!(ProjectPath::parse(named.as_str()), Some(named));
         }
     }
 
