@@ -157,7 +157,7 @@ pub struct Metrics {
     pub modal_calls: LabeledCounter,
     /// Labels: endpoint. Transport errors, timeouts and unexpected statuses.
     pub modal_call_failures: LabeledCounter,
-    /// By endpoint: request sent → answer complete (or failed).
+    /// By endpoint: request sent → response status received (or the call failed).
     pub modal_call_duration: LabeledHistogram,
 }
 
@@ -302,7 +302,7 @@ impl Metrics {
         self.modal_call_duration.render(
             &mut out,
             "relay_modal_call_duration_seconds",
-            "Modal call time, request sent to answer complete.",
+            "Modal call time, request sent to response status received.",
             "endpoint",
         );
         out
