@@ -79,16 +79,12 @@ fn files_error(error: FilesError) -> Response {
     }
 }
 
-/// `body` with the headers every answer of these routes carries.
+/// `body` with its type and caching (`nosniff` is added to every answer of the relay).
 fn respond(content_type: &'static str, cache: &'static str, body: Body) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     response
 }
 
