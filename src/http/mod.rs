@@ -7,6 +7,8 @@ mod legacy;
 mod pages;
 mod rest;
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +21,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::backend::project_files::Readers;
 use crate::config::BackendMode;
 use crate::metrics::METRICS;
 use crate::state::AppState;
 
 pub fn router(app: AppState) -> Router {
+    // One reader of project files per backend, shared by the editor and game routes.
+    let readers = Arc::new(Readers::new(&app.config));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -33,8 +38,8 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .merge(rest::routes(&app))
-        .merge(editor::routes(&app))
-        .merge(game::routes(&app))
+        .merge(editor::routes(&app, Arc::clone(&readers)))
+        .merge(game::routes(&app, readers))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))
         .fallback(root)

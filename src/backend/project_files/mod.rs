@@ -6,6 +6,7 @@
 mod local;
 mod modal;
 mod path;
+mod readers;
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 pub use local::LocalFiles;
 pub use modal::ModalFiles;
 pub use path::ProjectPath;
+pub use readers::Readers;
 
 /// A file's bytes as they arrive, so no file is ever held whole.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;

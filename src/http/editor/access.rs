@@ -9,7 +9,6 @@ use uuid::Uuid;
 use super::{internal_error, EditorState};
 use crate::auth::Identity;
 use crate::backend::project_files::ProjectFiles;
-use crate::backend::BackendKind;
 use crate::http::rest::{authenticate, json_error, parse_uuid, AuthRejection};
 
 /// Why a route answers before reading any file.
@@ -39,14 +38,10 @@ impl IntoResponse for Refusal {
 impl EditorState {
     /// The files of the backend new jobs go to, as the preview routes read them.
     pub(super) fn files(&self) -> Result<Arc<dyn ProjectFiles>, Refusal> {
-        let on_modal = self.app.selector.pick().map(|b| b.kind()).ok() == Some(BackendKind::Modal);
-        if !on_modal {
-            return Ok(self.local.clone());
-        }
-        match &self.modal {
-            Some(modal) => Ok(modal.clone()),
-            None => Err(Refusal::NoModalClient),
-        }
+        let backend = self.app.selector.pick().map(|b| b.kind()).ok();
+        self.readers
+            .for_backend(backend)
+            .ok_or(Refusal::NoModalClient)
     }
 
     /// The caller and the project id, if the request's token is valid and `raw` names one

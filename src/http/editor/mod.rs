@@ -25,28 +25,20 @@ use axum::routing::get;
 use axum::Router;
 
 use super::rest::json_error;
-use crate::backend::project_files::{FilesError, LocalFiles, ModalFiles};
+use crate::backend::project_files::{FilesError, Readers};
 use crate::state::AppState;
 
 /// What the routes share: the caller checks, and a reader for each backend.
 #[derive(Clone)]
 struct EditorState {
     app: AppState,
-    local: Arc<LocalFiles>,
-    /// `None` when no Modal client could be built (reported at start-up).
-    modal: Option<Arc<ModalFiles>>,
+    readers: Arc<Readers>,
 }
 
-pub(super) fn routes(app: &AppState) -> Router<AppState> {
-    let list_budget = app.config.limits.file_list_max_bytes;
-    let local = LocalFiles::new(app.config.server.data_dir.clone(), list_budget);
-    let modal = ModalFiles::new(&app.config.modal, list_budget)
-        .map_err(|e| tracing::error!(error = %e, "Modal file client unavailable"))
-        .ok();
+pub(super) fn routes(app: &AppState, readers: Arc<Readers>) -> Router<AppState> {
     let state = EditorState {
         app: app.clone(),
-        local: Arc::new(local),
-        modal: modal.map(Arc::new),
+        readers,
     };
     Router::new()
         .route("/api/projects/{project_id}/code", get(index::code))
