@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod http;
+
+pub use http::{parse_network, HttpConfig};
+
 const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +297,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub game: GameConfig,
     pub legacy: LegacyConfig,
+    pub http: HttpConfig,
 }
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
@@ -427,6 +432,24 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
     ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
     ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
+    (
+        "HTTP_HEADER_READ_TIMEOUT_SECS",
+        "http.header_read_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "HTTP_KEEPALIVE_TIMEOUT_SECS",
+        "http.keepalive_timeout_secs",
+        Kind::Int,
+    ),
+    ("HTTP_MAX_CONNECTIONS", "http.max_connections", Kind::Int),
+    (
+        "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        "http.max_connections_per_client",
+        Kind::Int,
+    ),
+    ("HTTP_FD_RESERVE", "http.fd_reserve", Kind::Int),
+    ("TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -495,6 +518,18 @@ impl Config {
                         env_key,
                         format!("expected a port number, got {raw:?}"),
                     ));
+                }
+                if *env_key == "TRUSTED_PROXIES" {
+                    if let Some(bad) = raw
+                        .split(',')
+                        .map(str::trim)
+                        .find(|s| !s.is_empty() && parse_network(s).is_none())
+                    {
+                        return Err(invalid(
+                            env_key,
+                            format!("expected IP addresses or CIDR ranges, got {bad:?}"),
+                        ));
+                    }
                 }
                 if *env_key == "USE_MODAL" && BackendMode::parse_use_modal(&raw).is_none() {
                     return Err(invalid(
@@ -571,6 +606,18 @@ impl Config {
                 .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
         {
             return Err(invalid("LEGACY_UPSTREAM_URL", "not a valid http(s) URL"));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(invalid(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if self.http.keepalive_timeout_secs == 0 {
+            return Err(invalid("HTTP_KEEPALIVE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("HTTP_MAX_CONNECTIONS", "must be at least 1"));
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));

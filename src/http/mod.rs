@@ -1,6 +1,7 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+pub mod client_addr;
 mod game;
 mod legacy;
 mod pages;
