@@ -72,7 +72,11 @@ impl AdminGuesses {
         if clients.len() >= TRACKED_CLIENTS && !clients.contains_key(&client) {
             clients.retain(|_, w| w.started + self.window > now);
             if clients.len() >= TRACKED_CLIENTS {
-                if let Some(oldest) = clients.iter().min_by_key(|(_, w)| w.started).map(|(a, _)| *a) {
+                if let Some(oldest) = clients
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(a, _)| *a)
+                {
                     clients.remove(&oldest);
                 }
             }
@@ -121,7 +125,8 @@ impl FromRequestParts<AppState> for AdminAccess {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         // No token configured: the admin routes are off.
-        let allowed = !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()));
+        let allowed =
+            !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()));
         if allowed {
             return Ok(AdminAccess);
         }
