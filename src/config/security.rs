@@ -58,7 +58,7 @@ fn weak(key: &str, got: usize, min: usize, unit: &str) -> ConfigError {
     invalid(
         key,
         format!(
-            "{got} {unit} is too short to resist guessing (at least {min}); \
+            "too short to resist guessing: {got} of at least {min} {unit}; \
              set ALLOW_WEAK_SECRETS=true to start anyway in development"
         ),
     )

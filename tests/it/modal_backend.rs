@@ -553,7 +553,7 @@ async fn refused_connection_is_a_network_error() {
     };
     let backend = ModalBackend::new(&config(
         &format!("http://127.0.0.1:{port}/generate_game"),
-        "s",
+        "modal-internal-secret",
         5,
     ))
     .unwrap();
