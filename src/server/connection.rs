@@ -365,6 +365,11 @@ pub(super) async fn serve(
                 return;
             }
             _ = stop.cancelled(), if !stopping => {
+                // Nothing to answer (idle, or a head still arriving): close now rather
+                // than hold the shutdown for a header clock.
+                if conn.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
                 stopping = true;
                 http.as_mut().graceful_shutdown();
             }

@@ -230,3 +230,21 @@ async fn health_answers_with_300_half_sent_requests_under_256_descriptors() {
     }
     assert!(still_open > 0, "every half-sent request had been closed");
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_half_sent_requests() {
+    let relay = TestRelay::start(&[("HTTP_HEADER_READ_TIMEOUT_SECS", "60")]).await;
+    let mut half = TcpStream::connect(relay.addr).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = Instant::now();
+    relay.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the drain waited {:?} for a request that was never sent",
+        stopping.elapsed()
+    );
+    assert!(closed_within(&mut half, Duration::from_secs(1)).await);
+}
