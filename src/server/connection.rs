@@ -83,7 +83,11 @@ impl ConnState {
     }
 
     fn on_bytes_read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
+        // Plain loads first: this runs on every read of an upgraded WebSocket too, where
+        // the head clock has long been set and a compare-exchange would be a locked write.
+        if self.head_started.load(Ordering::Acquire) == NOT_STARTED
+            && self.in_flight.load(Ordering::Acquire) == 0
+        {
             let started = self.head_started.compare_exchange(
                 NOT_STARTED,
                 self.now_ms(),
