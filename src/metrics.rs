@@ -159,6 +159,10 @@ pub struct Metrics {
     pub modal_call_failures: LabeledCounter,
     /// By endpoint: request sent → response status received (or the call failed).
     pub modal_call_duration: LabeledHistogram,
+    /// Open TCP connections of the HTTP front door, WebSockets included.
+    pub http_connections_open: AtomicI64,
+    /// Labels: reason (capacity, client, header_timeout, keepalive_timeout, evicted, descriptors).
+    pub http_connections_shed: LabeledCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -180,6 +184,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     modal_call_duration: LabeledHistogram::new(&[
         0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ]),
+    http_connections_open: AtomicI64::new(0),
+    http_connections_shed: LabeledCounter::default(),
 });
 
 pub fn counter_inc(counter: &AtomicU64) {
@@ -241,6 +247,18 @@ impl Metrics {
             "relay_outbound_overflow_disconnects_total",
             "Connections closed because the client did not read its queue.",
             self.outbound_overflow_disconnects.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "relay_http_connections_open",
+            "Open TCP connections, WebSockets included.",
+            self.http_connections_open.load(Ordering::Relaxed),
+        );
+        self.http_connections_shed.render(
+            &mut out,
+            "relay_http_connections_shed_total",
+            "Connections refused or closed by the front door, by reason.",
+            &["reason"],
         );
         let _ = writeln!(out, "# HELP relay_jobs Jobs currently unfinished, by state and backend.\n# TYPE relay_jobs gauge");
         if let Ok(map) = self.jobs_running.lock() {

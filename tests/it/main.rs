@@ -5,8 +5,11 @@ mod support;
 
 mod auth_jwt;
 mod backends;
+mod config_refusals;
+mod decoders;
 mod drain;
 mod editor_routes;
+mod front_door;
 mod local_cli;
 mod modal_backend;
 mod nginx;
