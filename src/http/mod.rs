@@ -3,6 +3,7 @@
 
 mod admin_access;
 pub mod client_addr;
+mod editor;
 mod game;
 mod legacy;
 mod pages;
@@ -11,7 +12,7 @@ mod rest;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -41,10 +42,12 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .merge(rest::routes(&app))
+        .merge(editor::routes(&app))
         .merge(game::routes(&app))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))
         .fallback(root)
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -53,6 +56,16 @@ pub fn router(app: AppState) -> Router {
                 .layer(Extension(admin_guesses)),
         )
         .with_state(app)
+}
+
+/// Every answer, whoever produced it (routes, static files, the legacy upstream), tells the
+/// browser to use the type it names and never guess one: a game file must not become a page.
+async fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// One span per request with its id; the path only — queries carry preview signatures.

@@ -9,6 +9,7 @@ mod config_refusals;
 mod decoders;
 mod drain;
 mod front_door;
+mod editor_routes;
 mod local_cli;
 mod modal_backend;
 mod nginx;
