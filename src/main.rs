@@ -1,29 +1,28 @@
-//! `dreamcore-relay [serve]` runs the relay; `dreamcore-relay dev-token` mints a token a
-//! newcomer can connect with.
+//! `dreamcore-relay [serve]` runs the relay; the other subcommands (`--help` lists them) help a
+//! newcomer and the container around it.
+
+mod cli;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
+use clap::Parser;
 use dreamcore_relay::config::{Config, LogFormat};
 use dreamcore_relay::server::Relay;
 use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
+use cli::{Cli, Command};
+
 /// Threads for `spawn_blocking` and `tokio::fs` (tokio's default is 512).
 const MAX_BLOCKING_THREADS: usize = 16;
 
-const USAGE: &str = "usage:
-  dreamcore-relay [serve]
-  dreamcore-relay dev-token [--user <uuid>] [--email <address>] [--ttl <seconds>]
-  dreamcore-relay healthcheck        (exit 0 when GET /health on PORT answers 200; for Docker)
-Configuration comes from config/default.toml (embedded), RELAY_CONFIG, .env and the environment;
-see .env.example.";
-
 fn main() -> ExitCode {
+    // Before any configuration: `--help` and `--version` need none.
+    let cli = Cli::parse();
     // A missing .env is normal; variables already set in the environment win.
     let _ = dotenvy::dotenv();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -31,18 +30,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match args.first().map(String::as_str) {
-        None | Some("serve") => serve(config),
-        Some("dev-token") => dev_token(&config, &args[1..]),
-        Some("healthcheck") => healthcheck(&config),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::DevToken { user, email, ttl } => {
+            dev_token(&config, user.unwrap_or_else(Uuid::new_v4), &email, ttl)
         }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n{USAGE}");
-            ExitCode::from(2)
-        }
+        Command::Healthcheck => healthcheck(&config),
     }
 }
 
@@ -152,27 +145,7 @@ fn spawn_reload_on_hangup(app: dreamcore_relay::state::AppState) {
     });
 }
 
-fn dev_token(config: &Config, args: &[String]) -> ExitCode {
-    let mut user = Uuid::new_v4();
-    let mut email = String::from("dev@example.com");
-    let mut ttl: i64 = 3600;
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let value = rest.next();
-        let ok = match (flag.as_str(), value) {
-            ("--user", Some(v)) => Uuid::parse_str(v).map(|u| user = u).is_ok(),
-            ("--email", Some(v)) => {
-                email = v.clone();
-                true
-            }
-            ("--ttl", Some(v)) => v.parse().map(|t| ttl = t).is_ok(),
-            _ => false,
-        };
-        if !ok {
-            eprintln!("bad argument {flag}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
+fn dev_token(config: &Config, user: Uuid, email: &str, ttl: i64) -> ExitCode {
     let secret = match auth::resolve_hs256_secret(&config.auth, &config.server.data_dir) {
         Ok((Some(secret), _)) => secret,
         Ok((None, _)) => {
@@ -193,7 +166,7 @@ fn dev_token(config: &Config, args: &[String]) -> ExitCode {
         .into_iter()
         .next()
         .unwrap_or_else(|| config::DEV_ISSUER.to_string());
-    println!("{}", auth::mint_hs256(&secret, &issuer, user, &email, ttl));
+    println!("{}", auth::mint_hs256(&secret, &issuer, user, email, ttl));
     ExitCode::SUCCESS
 }
 

@@ -112,12 +112,14 @@ impl Relay {
         let mode = config.backend.use_modal;
         let local: Option<Arc<dyn Backend>> = match local_cli {
             Ok(cli) => {
-                for problem in cli.preflight() {
-                    if mode == BackendMode::Modal {
+                // In the other modes the selector reports these as why the relay is not ready.
+                if mode == BackendMode::Modal {
+                    for problem in cli.blockers() {
                         tracing::info!(%problem, "local CLI backend not usable (only needed for USE_MODAL=false)");
-                    } else {
-                        tracing::error!(%problem, "local CLI backend not usable");
                     }
+                }
+                for problem in cli.warnings() {
+                    tracing::warn!(%problem, "local CLI backend");
                 }
                 Some(Arc::new(cli))
             }

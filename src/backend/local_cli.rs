@@ -188,8 +188,34 @@ impl LocalCliBackend {
         })
     }
 
-    /// Start-up problems an operator should read before the first job fails on them.
-    pub fn preflight(&self) -> Vec<String> {
+    /// What degrades a run without stopping it (the [`Backend::blockers`] stop it).
+    pub fn warnings(&self) -> Vec<String> {
+        match &self.settings.skills_dir {
+            Some(dir) if !dir.is_dir() => {
+                vec![format!("SKILLS_DIR {} is not a directory", dir.display())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `<data_dir>/users/<user_id>/projects/<project_id>`.
+    pub fn workspace(&self, user_id: Uuid, project_id: Uuid) -> PathBuf {
+        workspace::path(&self.settings.data_dir, user_id, project_id)
+    }
+}
+
+/// A project's directory under `data_dir`: `users/<user_id>/projects/<project_id>`. The
+/// local CLI works there; previews and version history read from there.
+pub fn project_dir(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
+    workspace::path(data_dir, user_id, project_id)
+}
+
+impl Backend for LocalCliBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    fn blockers(&self) -> Vec<String> {
         let s = &self.settings;
         let mut problems = Vec::new();
         match &s.program {
@@ -220,29 +246,7 @@ impl LocalCliBackend {
                 "LOCAL_CLI_USER={name}: no such OS user (scripts/install-claude-cli.sh creates dreamcore-cli)"
             )),
         }
-        if let Some(dir) = &s.skills_dir {
-            if !dir.is_dir() {
-                problems.push(format!("SKILLS_DIR {} is not a directory", dir.display()));
-            }
-        }
         problems
-    }
-
-    /// `<data_dir>/users/<user_id>/projects/<project_id>`.
-    pub fn workspace(&self, user_id: Uuid, project_id: Uuid) -> PathBuf {
-        workspace::path(&self.settings.data_dir, user_id, project_id)
-    }
-}
-
-/// A project's directory under `data_dir`: `users/<user_id>/projects/<project_id>`. The
-/// local CLI works there; previews and version history read from there.
-pub fn project_dir(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
-    workspace::path(data_dir, user_id, project_id)
-}
-
-impl Backend for LocalCliBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Local
     }
 
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {

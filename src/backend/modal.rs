@@ -76,6 +76,14 @@ impl Backend for ModalBackend {
         BackendKind::Modal
     }
 
+    fn blockers(&self) -> Vec<String> {
+        if self.shared.secret.is_empty() {
+            vec!["MODAL_INTERNAL_SECRET is empty: Modal refuses every request without it".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = Arc::clone(&self.shared);

@@ -59,15 +59,24 @@ async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 only while a new job would be accepted and could run; otherwise 503 with the reason
+/// (`draining`, or `backend unusable` with `backend.problems` naming what to fix).
 async fn ready(State(app): State<AppState>) -> Response {
     let backend = app.selector.status();
+    let accepting = app.jobs.is_accepting();
+    let usable = backend.usable && backend.current.is_some();
+    let verdict = match (accepting, usable) {
+        (false, _) => "draining",
+        (true, false) => "backend unusable",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if app.jobs.is_accepting() { "ready" } else { "draining" },
+        "status": verdict,
         "backend": backend,
         "store": app.store.kind(),
         "runningJobs": app.jobs.running().len(),
     });
-    let status = if app.jobs.is_accepting() && backend.current.is_some() {
+    let status = if accepting && usable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
