@@ -102,7 +102,9 @@ fn check(src: &Path) -> Report {
                 .entry(module.file.clone())
                 .or_default()
                 .entry(target.clone())
-                .or_insert_with(|| format!("{}:{line} `crate::{}`", module.file, reference.join("::")));
+                .or_insert_with(|| {
+                    format!("{}:{line} `crate::{}`", module.file, reference.join("::"))
+                });
         }
     }
     report.edges = edges.values().map(BTreeMap::len).sum();
