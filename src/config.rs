@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub public_dir: PathBuf,
     pub drain_timeout_secs: u64,
     pub log_format: LogFormat,
+    /// `host:port` of the operator listener (`/metrics`, `/ops`, `/admin/*`); empty = none.
+    pub admin_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +319,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("PUBLIC_DIR", "server.public_dir", Kind::Str),
     ("DRAIN_TIMEOUT_SECS", "server.drain_timeout_secs", Kind::Int),
     ("LOG_FORMAT", "server.log_format", Kind::Str),
+    ("ADMIN_LISTEN", "server.admin_listen", Kind::Str),
     ("USE_MODAL", "backend.use_modal", Kind::Str),
     (
         "AUTO_FAILURE_THRESHOLD",
@@ -571,6 +574,18 @@ impl Config {
                 .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
         {
             return Err(invalid("LEGACY_UPSTREAM_URL", "not a valid http(s) URL"));
+        }
+        if !self.server.admin_listen.is_empty()
+            && self
+                .server
+                .admin_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "ADMIN_LISTEN",
+                "expected an address and port such as 127.0.0.1:9090",
+            ));
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));

@@ -86,8 +86,31 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         tracing::info!("listening on http://{address} (WebSocket on any path)");
+        let admin_address = relay.app.config.server.admin_listen.clone();
+        let admin = if admin_address.is_empty() {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(&admin_address).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!("cannot listen on ADMIN_LISTEN {admin_address}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
         spawn_reload_on_hangup(relay.app.clone());
-        match relay.serve(listener, shutdown_signal()).await {
+        let served = match admin {
+            Some(admin) => {
+                tracing::info!(
+                    "admin listener on http://{admin_address} (/metrics, /ops, /admin/*)"
+                );
+                relay
+                    .serve_with_admin(listener, admin, shutdown_signal())
+                    .await
+            }
+            None => relay.serve(listener, shutdown_signal()).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("server error: {e}");

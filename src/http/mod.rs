@@ -22,20 +22,48 @@ use crate::config::BackendMode;
 use crate::metrics::METRICS;
 use crate::state::AppState;
 
+/// Every route on one listener (no `ADMIN_LISTEN`).
 pub fn router(app: AppState) -> Router {
+    layered(public_routes(&app).merge(admin_routes()), app)
+}
+
+/// What browsers and the load balancer reach when `ADMIN_LISTEN` puts the operator routes on
+/// their own listener: `/metrics`, `/ops` and `/admin/*` answer 404 here.
+pub fn public_router(app: AppState) -> Router {
+    layered(public_routes(&app), app)
+}
+
+/// The operator listener (`ADMIN_LISTEN`): metrics, the ops console, the admin API, and
+/// liveness and readiness for probes that live on the private network.
+pub fn admin_router(app: AppState) -> Router {
+    let probes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    layered(probes.merge(admin_routes()), app)
+}
+
+fn public_routes(app: &AppState) -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(rest::routes(app))
+        .merge(game::routes(app))
+        .merge(pages::routes(app))
+        .merge(legacy::routes(app))
+        .fallback(root)
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/ops", get(ops_page))
         .route("/admin/status", get(ops_status))
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
-        .merge(rest::routes(&app))
-        .merge(game::routes(&app))
-        .merge(pages::routes(&app))
-        .merge(legacy::routes(&app))
-        .fallback(root)
+}
+
+fn layered(routes: Router<AppState>, app: AppState) -> Router {
+    routes
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
