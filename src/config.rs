@@ -282,6 +282,13 @@ pub struct LegacyConfig {
     pub upstream_url: String,
 }
 
+/// OpenTelemetry export.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP collector (`/v1/traces` is appended); empty = no export.
+    pub otlp_endpoint: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
@@ -295,6 +302,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub game: GameConfig,
     pub legacy: LegacyConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
@@ -430,6 +438,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
     ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
     ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "telemetry.otlp_endpoint",
+        Kind::Str,
+    ),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -585,6 +598,15 @@ impl Config {
             return Err(invalid(
                 "ADMIN_LISTEN",
                 "expected an address and port such as 127.0.0.1:9090",
+            ));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && !reqwest::Url::parse(&self.telemetry.otlp_endpoint)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "not a valid http(s) URL",
             ));
         }
         if self.modal.idle_timeout_secs == 0 {

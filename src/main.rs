@@ -2,12 +2,13 @@
 //! newcomer and the container around it.
 
 mod cli;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dreamcore_relay::config::{Config, LogFormat};
+use dreamcore_relay::config::Config;
 use dreamcore_relay::server::Relay;
 use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
@@ -39,22 +40,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn serve(config: Config) -> ExitCode {
-    init_tracing(config.server.log_format);
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Blocking work here is short (file and git housekeeping), but it comes in bursts when
     // many jobs end together; a small pool queues it instead of creating a thread for each
     // call, and thread creation storms are what delayed other jobs' events.
@@ -69,7 +62,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let address = format!("{}:{}", config.server.host, config.server.port);
         let relay = match Relay::build(config).await {
             Ok(relay) => relay,
@@ -117,7 +110,11 @@ fn serve(config: Config) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The runtime first: spans still open in its tasks end when it drops.
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 async fn shutdown_signal() {

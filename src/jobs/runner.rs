@@ -47,6 +47,11 @@ impl ProgressMeter {
     }
 }
 
+/// A child span of the job for one store write (`op` names the store call).
+fn store_write(op: &'static str) -> tracing::Span {
+    tracing::info_span!("store_write", op)
+}
+
 pub(super) async fn run(
     jobs: Arc<Jobs>,
     job: Arc<LiveJob>,
@@ -96,7 +101,12 @@ async fn drive(
             status: Some(JobStatus::Processing),
             ..JobUpdate::default()
         };
-        if let Err(e) = jobs.store.update_job(job.id, &update).await {
+        let written = jobs
+            .store
+            .update_job(job.id, &update)
+            .instrument(store_write("update_job"))
+            .await;
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not persist processing status");
         }
         job.channel.publish(&ServerMessage::Started { job: row });
@@ -117,7 +127,10 @@ async fn drive(
     publish_progress(15, PREPARING.to_string());
 
     let backend_cancel = job.cancel_token().child_token();
-    let mut events = backend.run(request, backend_cancel.clone());
+    // The backend's own spans (and its task) start inside this one, so a trace shows the run
+    // as one stage of the job.
+    let run_span = tracing::info_span!("backend_run", backend = backend.kind().as_str());
+    let mut events = run_span.in_scope(|| backend.run(request, backend_cancel.clone()));
     let timeout = tokio::time::sleep(jobs.config.job_timeout);
     tokio::pin!(timeout);
     let mut meter = ProgressMeter { value: 20 };
@@ -127,7 +140,7 @@ async fn drive(
     let cancelled = job.cancel_token().cancelled();
     tokio::pin!(cancelled);
 
-    let outcome = loop {
+    let outcome = async { loop {
         tokio::select! {
             biased;
             _ = &mut cancelled => break match jobs.abort_reason() {
@@ -160,13 +173,15 @@ async fn drive(
                 METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
             }
         }
-    };
+    } }
+    .instrument(run_span.clone())
+    .await;
 
     if matches!(outcome, Outcome::Cancelled | Outcome::Failed(_)) {
         // Let the backend finish stopping (process group gone, connection closed) before the
         // job is reported over, bounded so a stuck backend cannot hold the job forever.
         backend_cancel.cancel();
-        let wind_down = async { while events.next().await.is_some() {} };
+        let wind_down = async { while events.next().await.is_some() {} }.instrument(run_span);
         if tokio::time::timeout(jobs.config.cancel_wait, wind_down)
             .await
             .is_err()
@@ -190,11 +205,17 @@ async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
     if let Err(e) = jobs
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)
+        .instrument(store_write("add_history"))
         .await
     {
         tracing::warn!(error = %e, "could not store the assistant message");
     }
-    if let Err(e) = jobs.store.mark_initialized(job.project_id).await {
+    let initialized = jobs
+        .store
+        .mark_initialized(job.project_id)
+        .instrument(store_write("mark_initialized"))
+        .await;
+    if let Err(e) = initialized {
         tracing::warn!(error = %e, "could not mark the project initialized");
     }
     // A new version supersedes the one a restore had made current.
@@ -242,7 +263,12 @@ async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
             result: row.result.clone(),
             error: row.error.clone(),
         };
-        if let Err(e) = jobs.store.update_job(job.id, &update).await {
+        let written = jobs
+            .store
+            .update_job(job.id, &update)
+            .instrument(store_write("update_job"))
+            .await;
+        if let Err(e) = written {
             tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
         }
     }
@@ -322,7 +348,11 @@ fn spawn_progress_writer(
                         progress_message: row.progress_message,
                         ..JobUpdate::default()
                     };
-                    if let Err(e) = store.update_job(job_id, &update).await {
+                    let written = store
+                        .update_job(job_id, &update)
+                        .instrument(store_write("update_job"))
+                        .await;
+                    if let Err(e) = written {
                         tracing::debug!(error = %e, "progress write failed");
                     }
                 }
