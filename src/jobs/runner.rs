@@ -140,40 +140,42 @@ async fn drive(
     let cancelled = job.cancel_token().cancelled();
     tokio::pin!(cancelled);
 
-    let outcome = async { loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break match jobs.abort_reason() {
-                Some(failure) => Outcome::Failed(failure),
-                None => Outcome::Cancelled,
-            },
-            _ = &mut timeout => {
-                backend_cancel.cancel();
-                break Outcome::Failed(Failure::job_timeout(jobs.config.job_timeout.as_secs()));
-            }
-            event = events.next() => {
-                let received = Instant::now();
-                match event {
-                    Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
-                    Some(BackendEvent::Text(text)) => {
-                        answer.push_str(&text);
-                        job.channel.publish(&ServerMessage::Stream { content: text });
-                    }
-                    Some(BackendEvent::ToolUse(name)) => {
-                        publish_progress(meter.tool(), format!("実行中: {name}"));
-                        job.channel.publish(&ServerMessage::Stream { content: format!("\n[{name}]\n") });
-                    }
-                    Some(BackendEvent::Completed { commit }) => {
-                        tracing::info!(commit = commit.as_deref().unwrap_or("-"), "backend completed");
-                        break Outcome::Completed;
-                    }
-                    Some(BackendEvent::Failed(failure)) => break Outcome::Failed(failure),
-                    None => break Outcome::Failed(Failure::stream_incomplete().with_detail("backend ended without an outcome")),
+    let outcome = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => break match jobs.abort_reason() {
+                    Some(failure) => Outcome::Failed(failure),
+                    None => Outcome::Cancelled,
+                },
+                _ = &mut timeout => {
+                    backend_cancel.cancel();
+                    break Outcome::Failed(Failure::job_timeout(jobs.config.job_timeout.as_secs()));
                 }
-                METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
+                event = events.next() => {
+                    let received = Instant::now();
+                    match event {
+                        Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
+                        Some(BackendEvent::Text(text)) => {
+                            answer.push_str(&text);
+                            job.channel.publish(&ServerMessage::Stream { content: text });
+                        }
+                        Some(BackendEvent::ToolUse(name)) => {
+                            publish_progress(meter.tool(), format!("実行中: {name}"));
+                            job.channel.publish(&ServerMessage::Stream { content: format!("\n[{name}]\n") });
+                        }
+                        Some(BackendEvent::Completed { commit }) => {
+                            tracing::info!(commit = commit.as_deref().unwrap_or("-"), "backend completed");
+                            break Outcome::Completed;
+                        }
+                        Some(BackendEvent::Failed(failure)) => break Outcome::Failed(failure),
+                        None => break Outcome::Failed(Failure::stream_incomplete().with_detail("backend ended without an outcome")),
+                    }
+                    METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
+                }
             }
         }
-    } }
+    }
     .instrument(run_span.clone())
     .await;
 
