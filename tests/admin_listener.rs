@@ -150,3 +150,65 @@ fn a_bad_admin_address_stops_start_up_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&stderr);
     assert!(stderr.contains("ADMIN_LISTEN"), "{stderr}");
 }
+
+/// Every metric the Grafana dashboard (`deploy/grafana/dreamcore-relay.json`) queries is one
+/// the relay exports, so the dashboard cannot drift from `/metrics` unnoticed.
+#[tokio::test]
+async fn the_dashboard_queries_only_exported_metrics() {
+    let relay = start().await;
+    let (_, text) = get(relay.admin, "/metrics", false).await;
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../deploy/grafana/dreamcore-relay.json")).unwrap();
+    let mut expressions = Vec::new();
+    collect_exprs(&dashboard, &mut expressions);
+    assert!(expressions.len() > 10, "{expressions:?}");
+    let mut queried = std::collections::BTreeSet::new();
+    for expr in &expressions {
+        // Metric names are the identifiers followed by `{`.
+        for (at, _) in expr.match_indices('{') {
+            let name: String = expr[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.starts_with("relay_") || name.starts_with("process_") {
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in &queried {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| exported.contains(base))
+            .unwrap_or(name);
+        assert!(
+            exported.contains(family),
+            "the dashboard queries {name}, which /metrics lacks"
+        );
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
