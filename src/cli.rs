@@ -42,4 +42,9 @@ pub enum Command {
     },
     /// Exit 0 when GET /health on 127.0.0.1:PORT answers 200 within 2 s (the Docker HEALTHCHECK).
     Healthcheck,
+    /// Print the effective configuration: every variable, its value (secrets redacted) and
+    /// where it came from (default, the RELAY_CONFIG file, .env, or the environment).
+    ///
+    /// Exits 2 with the same message as start-up when a value is invalid.
+    Config,
 }

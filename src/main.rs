@@ -22,6 +22,9 @@ const MAX_BLOCKING_THREADS: usize = 16;
 fn main() -> ExitCode {
     // Before any configuration: `--help` and `--version` need none.
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Config)) {
+        return show_config();
+    }
     // A missing .env is normal; variables already set in the environment win.
     let _ = dotenvy::dotenv();
     let config = match Config::load() {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
             dev_token(&config, user.unwrap_or_else(Uuid::new_v4), &email, ttl)
         }
         Command::Healthcheck => healthcheck(&config),
+        Command::Config => show_config(),
     }
 }
 
@@ -184,6 +188,23 @@ fn dev_token(config: &Config, user: Uuid, email: &str, ttl: i64) -> ExitCode {
         .unwrap_or_else(|| config::DEV_ISSUER.to_string());
     println!("{}", auth::mint_hs256(&secret, &issuer, user, email, ttl));
     ExitCode::SUCCESS
+}
+
+/// `dreamcore-relay config`: read before `.env` is applied, so each value's layer is known.
+fn show_config() -> ExitCode {
+    let dotenv: HashMap<String, String> = dotenvy::dotenv_iter()
+        .map(|iter| iter.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    match config::explain(|name| std::env::var(name).ok(), &dotenv) {
+        Ok((file, settings)) => {
+            print!("{}", config::render(file.as_deref(), &settings));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Container health probe without curl in the image: `GET /health` on the local port.

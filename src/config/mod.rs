@@ -2,6 +2,7 @@
 //! `RELAY_CONFIG`, then environment variables (the Express names where they exist).
 //! A bad value stops start-up with a message naming the offending key.
 
+mod provenance;
 mod secret;
 mod sections;
 mod sources;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use provenance::{explain, render, Origin, Setting};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
     AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, DatabaseConfig, GameConfig,

@@ -6,6 +6,7 @@ mod support;
 mod admin_listener;
 mod auth_jwt;
 mod backends;
+mod cli;
 mod drain;
 mod layout;
 mod local_cli;
