@@ -59,16 +59,19 @@ struct Module {
     references: Vec<(Vec<String>, usize)>,
 }
 
+/// Check the library (`lib.rs`) and, when there is one, the binary (`main.rs`): two crates,
+/// each with its own `crate::`.
 pub(super) fn check(src: &Path) -> Report {
-    let mut modules: BTreeMap<Vec<String>, Module> = BTreeMap::new();
     let mut report = Report::default();
-    load(
-        src,
-        Path::new("lib.rs"),
-        Vec::new(),
-        &mut modules,
-        &mut report,
-    );
+    for root in ["lib.rs", "main.rs"] {
+        check_crate(src, Path::new(root), &mut report);
+    }
+    report
+}
+
+fn check_crate(src: &Path, root: &Path, report: &mut Report) {
+    let mut modules: BTreeMap<Vec<String>, Module> = BTreeMap::new();
+    load(src, root, Vec::new(), &mut modules, report);
 
     // file → file, with one reference that makes the edge, for the message.
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -89,7 +92,7 @@ pub(super) fn check(src: &Path) -> Report {
                 });
         }
     }
-    report.edges = edges.values().map(BTreeMap::len).sum();
+    report.edges += edges.values().map(BTreeMap::len).sum::<usize>();
 
     for component in cycles(&edges) {
         report.file_cycles.push(explain(&component, &edges));
@@ -120,7 +123,6 @@ pub(super) fn check(src: &Path) -> Report {
             report.folder_cycles.push(explain(&component, &siblings));
         }
     }
-    report
 }
 
 /// Read the module in `file` (relative to `src`) and, recursively, the modules it declares.

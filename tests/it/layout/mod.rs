@@ -1,7 +1,8 @@
 //! The layout of `src/` stays what the README says: no import cycle between files or between
 //! folders, and no file over 450 lines without a note at its top saying why (`// reason: …`).
 //!
-//! The checker reads the crate from `src/lib.rs` along its `mod` declarations, collects every
+//! The checker reads the library from `src/lib.rs` and the binary from `src/main.rs` along
+//! their `mod` declarations, collects every
 //! `use` and every `crate::…`, `super::…`, `self::…` or child-module path in the code (comments
 //! and strings left out), resolves each one to the file that defines the item — following
 //! `use` re-exports, so `super::Failure` re-exported by `backend/mod.rs` from `failure.rs`

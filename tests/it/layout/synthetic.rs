@@ -166,3 +166,22 @@ fn a_long_file_needs_a_reason_at_its_top() {
         vec![("long.rs".to_string(), MAX_LINES + 1)]
     );
 }
+
+#[test]
+fn the_binary_is_checked_as_a_crate_of_its_own() {
+    // main.rs's `crate::` is the binary; the library is reached by its name.
+    let dir = tree(&[
+        ("lib.rs", "pub mod server;\n"),
+        ("server.rs", "pub struct Relay;\n"),
+        (
+            "main.rs",
+            "mod cli;\nmod telemetry;\nuse mylib::server::Relay;\nfn main() {}\n",
+        ),
+        ("cli.rs", "use crate::telemetry::Init;\npub struct Cli;\n"),
+        ("telemetry.rs", "pub struct Init(crate::cli::Cli);\n"),
+    ]);
+    let report = check(dir.path());
+    assert_eq!(report.files, 5);
+    assert_eq!(report.file_cycles.len(), 1, "{}", report.describe());
+    assert!(report.describe().contains("cli.rs → telemetry.rs"));
+}
