@@ -324,19 +324,75 @@ fn cycles(edges: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<Vec<String>
     state.found
 }
 
-/// Every edge inside a cycle, with the reference that makes it.
+/// The shortest cycle inside a tangle, one import per line with the reference that makes it,
+/// then how many files or folders the whole tangle holds.
 fn explain(
     component: &[String],
     edges: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Vec<String> {
     let members: BTreeSet<&String> = component.iter().collect();
-    let mut lines = Vec::new();
-    for from in component {
-        for (to, why) in edges.get(from).into_iter().flatten() {
-            if members.contains(to) {
-                lines.push(format!("{from} → {to}   ({why})"));
+    let next = |node: &String| -> Vec<&String> {
+        edges
+            .get(node)
+            .into_iter()
+            .flat_map(|targets| targets.keys())
+            .filter(|to| members.contains(to))
+            .collect()
+    };
+    // Breadth-first from each member back to itself; keep the shortest loop.
+    let mut best: Option<Vec<&String>> = None;
+    for start in component {
+        let mut parent: BTreeMap<&String, &String> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closed = None;
+        while let Some(node) = queue.pop_front() {
+            for to in next(node) {
+                if to == start {
+                    closed = Some(node);
+                    break;
+                }
+                if !parent.contains_key(to) {
+                    parent.insert(to, node);
+                    queue.push_back(to);
+                }
+            }
+            if closed.is_some() {
+                break;
             }
         }
+        let Some(last) = closed else { continue };
+        // start → … → last → start, rebuilt from `last` back to `start`.
+        let mut path = vec![start, last];
+        let mut node = last;
+        while let Some(&previous) = parent.get(node) {
+            path.insert(1, previous);
+            node = previous;
+        }
+        path.dedup();
+        path.push(start);
+        if best.as_ref().is_none_or(|b| path.len() < b.len()) {
+            best = Some(path);
+        }
+    }
+    let mut lines: Vec<String> = best
+        .unwrap_or_default()
+        .windows(2)
+        .map(|pair| {
+            let why = edges.get(pair[0]).and_then(|t| t.get(pair[1]));
+            format!(
+                "{} → {}   ({})",
+                pair[0],
+                pair[1],
+                why.map_or("", String::as_str)
+            )
+        })
+        .collect();
+    if component.len() > lines.len() {
+        lines.push(format!(
+            "… one of the cycles among {} that import each other: {}",
+            component.len(),
+            component.join(", ")
+        ));
     }
     lines
 }
