@@ -8,6 +8,7 @@ mod auth_jwt;
 mod backends;
 mod cli;
 mod drain;
+mod editor_routes;
 mod layout;
 mod local_cli;
 mod modal_backend;
