@@ -3,6 +3,7 @@
 #
 #   bash scripts/test-postgres.sh        start (or reuse) the cluster; prints `export DATABASE_URL=…`
 #   bash scripts/test-postgres.sh stop   stop it and delete its files
+#   bash scripts/test-postgres.sh status exit 0 when the cluster is running
 #
 # The cluster lives in a temp dir owned by the `postgres` OS user (initdb refuses root), listens
 # on a unix socket only (no port clashes between parallel runs), and holds the Supabase stand-in
@@ -40,6 +41,19 @@ as_pg() {
     if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# As root, or through sudo for a normal user.
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+cluster_running() {
+    [[ -f "$STATE/socket_dir" ]] || return 1
+    local base bindir
+    base=$(cat "$STATE/socket_dir")
+    bindir=$(find_bindir) || return 1
+    [[ -f "$base/data/PG_VERSION" ]] && as_pg "$bindir/pg_ctl" -D "$base/data" status >/dev/null 2>&1
+}
+
 stop_cluster() {
     [[ -f "$STATE/socket_dir" ]] || { log "nothing to stop"; return 0; }
     local base bindir
@@ -56,19 +70,24 @@ if [[ "${1:-start}" == "stop" ]]; then
     stop_cluster
     exit 0
 fi
+if [[ "${1:-start}" == "status" ]]; then
+    cluster_running
+    exit
+fi
 if [[ "${1:-start}" != "start" ]]; then
-    echo "usage: $0 [start|stop]" >&2
+    echo "usage: $0 [start|stop|status]" >&2
     exit 2
 fi
 
 if ! BINDIR=$(find_bindir); then
     log "installing postgresql (initdb/pg_ctl not found)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq postgresql >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
     BINDIR=$(find_bindir)
 fi
-id postgres >/dev/null 2>&1 || { log "the postgres OS user is missing"; exit 1; }
+if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || { log "the postgres OS user is missing"; exit 1; }
+fi
 mkdir -p "$STATE"
 
 BASE=""

@@ -3,11 +3,18 @@
 # Claude Code CLI and its unprivileged user, nginx, chromium, PostgreSQL), starts a throwaway
 # PostgreSQL cluster with the Supabase stand-in, then runs the whole suite — and the
 # WebSocket behaviour suites a second time with PostgreSQL as the store.
+#
+# Runs as root, or as a normal user with sudo for the Debian packages. A PostgreSQL cluster it
+# started is stopped when it exits, whatever the outcome; one already running is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/check-prerequisites.sh
 bash scripts/install-claude-cli.sh
 bash scripts/install-test-deps.sh
+if ! bash scripts/test-postgres.sh status; then
+    trap 'bash scripts/test-postgres.sh stop' EXIT
+fi
 bash scripts/test-postgres.sh >/dev/null
 export CLAUDE_BIN="${CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
 

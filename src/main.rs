@@ -1,29 +1,32 @@
-//! `dreamcore-relay [serve]` runs the relay; `dreamcore-relay dev-token` mints a token a
-//! newcomer can connect with.
+//! `dreamcore-relay [serve]` runs the relay; the other subcommands (`--help` lists them) help a
+//! newcomer and the container around it.
+
+mod cli;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use dreamcore_relay::config::{Config, LogFormat};
+use clap::Parser;
+use dreamcore_relay::config::Config;
 use dreamcore_relay::server::{Relay, RelayHandle};
 use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
+use cli::{Cli, Command};
+
 /// Threads for `spawn_blocking` and `tokio::fs` (tokio's default is 512).
 const MAX_BLOCKING_THREADS: usize = 16;
 
-const USAGE: &str = "usage:
-  dreamcore-relay [serve]
-  dreamcore-relay dev-token [--user <uuid>] [--email <address>] [--ttl <seconds>]
-  dreamcore-relay healthcheck        (exit 0 when GET /health on PORT answers 200; for Docker)
-Configuration comes from config/default.toml (embedded), RELAY_CONFIG, .env and the environment;
-see .env.example.";
-
 fn main() -> ExitCode {
+    // Before any configuration: `--help` and `--version` need none.
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Config)) {
+        return show_config();
+    }
     // A missing .env is normal; variables already set in the environment win.
     let _ = dotenvy::dotenv();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -31,37 +34,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match args.first().map(String::as_str) {
-        None | Some("serve") => serve(config),
-        Some("dev-token") => dev_token(&config, &args[1..]),
-        Some("healthcheck") => healthcheck(&config),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::DevToken { user, email, ttl } => {
+            dev_token(&config, user.unwrap_or_else(Uuid::new_v4), &email, ttl)
         }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
+        Command::Healthcheck => healthcheck(&config),
+        Command::Config => show_config(),
     }
 }
 
 fn serve(config: Config) -> ExitCode {
-    init_tracing(config.server.log_format);
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     raise_descriptor_limit();
     // Blocking work here is short (file and git housekeeping), but it comes in bursts when
     // many jobs end together; a small pool queues it instead of creating a thread for each
@@ -77,8 +67,9 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let address = format!("{}:{}", config.server.host, config.server.port);
+        let admin_address = config.server.admin_listen.clone();
         let relay = match Relay::build(config).await {
             Ok(relay) => relay,
             Err(e) => {
@@ -94,15 +85,41 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         tracing::info!("listening on http://{address} (WebSocket on any path)");
+        let admin = if admin_address.is_empty() {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(&admin_address).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!("cannot listen on ADMIN_LISTEN {admin_address}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
         spawn_reload_on_hangup(relay.handle());
-        match relay.serve(listener, shutdown_signal()).await {
+        let served = match admin {
+            Some(admin) => {
+                tracing::info!(
+                    "admin listener on http://{admin_address} (/metrics, /ops, /admin/*)"
+                );
+                relay
+                    .serve_with_admin(listener, admin, shutdown_signal())
+                    .await
+            }
+            None => relay.serve(listener, shutdown_signal()).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("server error: {e}");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The runtime first: spans still open in its tasks end when it drops.
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 /// Use every descriptor the hard limit allows: the connection cap derives from the soft
@@ -164,27 +181,7 @@ fn spawn_reload_on_hangup(relay: RelayHandle) {
     });
 }
 
-fn dev_token(config: &Config, args: &[String]) -> ExitCode {
-    let mut user = Uuid::new_v4();
-    let mut email = String::from("dev@example.com");
-    let mut ttl: i64 = 3600;
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let value = rest.next();
-        let ok = match (flag.as_str(), value) {
-            ("--user", Some(v)) => Uuid::parse_str(v).map(|u| user = u).is_ok(),
-            ("--email", Some(v)) => {
-                email = v.clone();
-                true
-            }
-            ("--ttl", Some(v)) => v.parse().map(|t| ttl = t).is_ok(),
-            _ => false,
-        };
-        if !ok {
-            eprintln!("bad argument {flag}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
+fn dev_token(config: &Config, user: Uuid, email: &str, ttl: i64) -> ExitCode {
     let secret = match auth::resolve_hs256_secret(&config.auth, &config.server.data_dir) {
         Ok((Some(secret), _)) => secret,
         Ok((None, _)) => {
@@ -205,8 +202,25 @@ fn dev_token(config: &Config, args: &[String]) -> ExitCode {
         .into_iter()
         .next()
         .unwrap_or_else(|| config::DEV_ISSUER.to_string());
-    println!("{}", auth::mint_hs256(&secret, &issuer, user, &email, ttl));
+    println!("{}", auth::mint_hs256(&secret, &issuer, user, email, ttl));
     ExitCode::SUCCESS
+}
+
+/// `dreamcore-relay config`: read before `.env` is applied, so each value's layer is known.
+fn show_config() -> ExitCode {
+    let dotenv: HashMap<String, String> = dotenvy::dotenv_iter()
+        .map(|iter| iter.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    match config::explain(|name| std::env::var(name).ok(), &dotenv) {
+        Ok((file, settings)) => {
+            print!("{}", config::render(file.as_deref(), &settings));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Container health probe without curl in the image: `GET /health` on the local port.

@@ -1,6 +1,8 @@
 //! Prometheus metrics, rendered in the text exposition format at `/metrics`.
 //! Plain atomics: the hot path (one event relayed) costs a relaxed add.
 
+mod process;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -323,6 +325,9 @@ impl Metrics {
             "Modal call time, request sent to response status received.",
             "endpoint",
         );
+        if let Some(sample) = process::ProcessSample::read() {
+            sample.render(&mut out);
+        }
         out
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Verifier};
 use crate::backend::local_cli::LocalCliBackend;
@@ -153,12 +154,14 @@ impl Relay {
         let mode = config.backend.use_modal;
         let local: Option<Arc<dyn Backend>> = match local_cli {
             Ok(cli) => {
-                for problem in cli.preflight() {
-                    if mode == BackendMode::Modal {
+                // In the other modes the selector reports these as why the relay is not ready.
+                if mode == BackendMode::Modal {
+                    for problem in cli.blockers() {
                         tracing::info!(%problem, "local CLI backend not usable (only needed for USE_MODAL=false)");
-                    } else {
-                        tracing::error!(%problem, "local CLI backend not usable");
                     }
+                }
+                for problem in cli.warnings() {
+                    tracing::warn!(%problem, "local CLI backend");
                 }
                 Some(Arc::new(cli))
             }
@@ -226,15 +229,53 @@ impl Relay {
         }
     }
 
-    /// Serve until `shutdown` resolves, then drain: refuse new jobs (`/ready` turns 503), let
-    /// running jobs finish within `DRAIN_TIMEOUT_SECS`, close every socket with 1012, stop.
+    /// Serve every route on `listener` until `shutdown` resolves, then drain: refuse new jobs
+    /// (`/ready` turns 503), let running jobs finish within `DRAIN_TIMEOUT_SECS`, close every
+    /// socket with 1012, stop.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self.app.clone();
-        let door = front_door::FrontDoor::new(crate::http::router(self.app), &app.config.http);
+        let router = crate::http::router(self.app.clone());
+        self.serve_router(listener, router, shutdown).await
+    }
+
+    /// [`Relay::serve`] with the operator routes (`/metrics`, `/ops`, `/admin/*`) on `admin`
+    /// instead (`ADMIN_LISTEN`). The admin listener stays up through the drain, so metrics
+    /// show it, and stops with the public one.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop_admin = CancellationToken::new();
+        let stopped = stop_admin.clone();
+        let admin_service = crate::http::admin_router(self.app.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let admin_server = tokio::spawn(async move {
+            axum::serve(admin, admin_service)
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await
+        });
+        let router = crate::http::public_router(self.app.clone());
+        let served = self.serve_router(listener, router, shutdown).await;
+        stop_admin.cancel();
+        let admin_result = admin_server
+            .await
+            .map_err(|e| std::io::Error::other(format!("admin listener task: {e}")))?;
+        served.and(admin_result)
+    }
+
+    async fn serve_router(
+        self,
+        listener: TcpListener,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self.app;
+        let door = front_door::FrontDoor::new(router, &app.config.http);
         // HTTP keeps being served during the drain: `/ready` answers 503 meanwhile.
         let drained = async move {
             shutdown.await;

@@ -83,4 +83,10 @@ pub type EventStream = Pin<Box<dyn Stream<Item = BackendEvent> + Send + 'static>
 pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream;
+    /// Why a job started now would fail before doing any work (no binary, no account, no
+    /// secret), one sentence per reason naming the setting; empty when it can run. `/ready`
+    /// reports these, so an unusable backend is caught before the first generation.
+    fn blockers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

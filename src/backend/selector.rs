@@ -26,11 +26,15 @@ struct Breaker {
     tripped_at: Option<Instant>,
 }
 
+/// Picks the backend of each new job and knows whether the current mode can run one.
 pub struct BackendSelector {
     modal: Option<Arc<dyn Backend>>,
     local: Option<Arc<dyn Backend>>,
     mode: RwLock<BackendMode>,
     breaker: Mutex<Breaker>,
+    /// Why the current mode cannot run a job; empty when it can. Checked at start and on
+    /// every [`BackendSelector::set_mode`] (SIGHUP, `POST /admin/backend`).
+    blockers: RwLock<Vec<String>>,
 }
 
 /// The backend selection as `/ready`, `/ops` and the admin API show it (camelCase, like
@@ -44,6 +48,10 @@ pub struct SelectorStatus {
     pub current: Option<BackendKind>,
     /// In auto mode: Modal is considered down and new jobs go local.
     pub modal_tripped: bool,
+    /// Whether a job started now can run at all (`/ready` is 503 when not).
+    pub usable: bool,
+    /// Why it cannot, one sentence per reason naming the setting to fix.
+    pub problems: Vec<String>,
 }
 
 impl BackendSelector {
@@ -54,7 +62,7 @@ impl BackendSelector {
         threshold: u32,
         window: Duration,
     ) -> Self {
-        Self {
+        let selector = Self {
             modal,
             local,
             mode: RwLock::new(mode),
@@ -64,7 +72,60 @@ impl BackendSelector {
                 recent: VecDeque::new(),
                 tripped_at: None,
             }),
+            blockers: RwLock::new(Vec::new()),
+        };
+        selector.recheck();
+        selector
+    }
+
+    /// Ask the backends of the current mode whether they can run a job, remember the answer
+    /// for `/ready` and log it. `auto` is usable when either backend is.
+    fn recheck(&self) {
+        let mode = self.mode();
+        let of = |backend: &Option<Arc<dyn Backend>>, missing: &str| match backend {
+            Some(backend) => backend.blockers(),
+            None => vec![missing.to_string()],
+        };
+        let modal = || of(&self.modal, "MODAL_ENDPOINT is not set");
+        let local = || {
+            of(
+                &self.local,
+                "the local CLI backend could not be set up (see the start-up log)",
+            )
+        };
+        let blockers = match mode {
+            BackendMode::Modal => modal(),
+            BackendMode::Local => local(),
+            BackendMode::Auto => {
+                let (modal, local) = (modal(), local());
+                if modal.is_empty() || local.is_empty() {
+                    Vec::new()
+                } else {
+                    let tag = |who: &'static str, list: Vec<String>| {
+                        list.into_iter().map(move |p| format!("{who}: {p}"))
+                    };
+                    tag("modal", modal).chain(tag("local", local)).collect()
+                }
+            }
+        };
+        let use_modal = mode.as_use_modal();
+        if blockers.is_empty() {
+            tracing::info!(use_modal, "backend usable");
+        } else {
+            for problem in &blockers {
+                tracing::error!(use_modal, %problem, "not ready: the backend cannot run a job");
+            }
         }
+        if let Ok(mut current) = self.blockers.write() {
+            *current = blockers;
+        }
+    }
+
+    fn current_blockers(&self) -> Vec<String> {
+        self.blockers
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|_| vec!["backend state unavailable".to_string()])
     }
 
     pub fn mode(&self) -> BackendMode {
@@ -96,6 +157,7 @@ impl BackendSelector {
             breaker.recent.clear();
             breaker.tripped_at = None;
         }
+        self.recheck();
         Ok(())
     }
 
@@ -119,10 +181,13 @@ impl BackendSelector {
     }
 
     pub fn status(&self) -> SelectorStatus {
+        let problems = self.current_blockers();
         SelectorStatus {
             use_modal: self.mode().as_use_modal(),
             current: self.pick().ok().map(|b| b.kind()),
             modal_tripped: self.modal_tripped(),
+            usable: problems.is_empty(),
+            problems,
         }
     }
 
@@ -203,6 +268,22 @@ mod tests {
         }
     }
 
+    /// A backend that cannot run a job, for the given reason.
+    struct Broken(BackendKind, &'static str);
+    impl Backend for Broken {
+        fn kind(&self) -> BackendKind {
+            self.0
+        }
+        fn blockers(&self) -> Vec<String> {
+            vec![self.1.to_string()]
+        }
+        fn run(&self, _: RunRequest, _: CancellationToken) -> EventStream {
+            Box::pin(futures::stream::iter(vec![BackendEvent::Completed {
+                commit: None,
+            }]))
+        }
+    }
+
     fn selector(mode: BackendMode) -> BackendSelector {
         BackendSelector::new(
             mode,
@@ -248,5 +329,65 @@ mod tests {
         );
         assert!(s.set_mode(BackendMode::Modal).is_err());
         assert_eq!(s.mode(), BackendMode::Local);
+    }
+
+    fn with(
+        mode: BackendMode,
+        modal: Arc<dyn Backend>,
+        local: Arc<dyn Backend>,
+    ) -> BackendSelector {
+        BackendSelector::new(mode, Some(modal), Some(local), 3, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn usable_follows_the_backends_of_the_current_mode() {
+        let s = with(
+            BackendMode::Modal,
+            Arc::new(Named(BackendKind::Modal)),
+            Arc::new(Broken(BackendKind::Local, "CLAUDE_BIN missing")),
+        );
+        assert!(s.status().usable);
+        s.set_mode(BackendMode::Local).unwrap();
+        let status = s.status();
+        assert!(!status.usable);
+        assert_eq!(status.problems, vec!["CLAUDE_BIN missing".to_string()]);
+        s.set_mode(BackendMode::Modal).unwrap();
+        assert!(s.status().usable && s.status().problems.is_empty());
+    }
+
+    #[test]
+    fn auto_is_usable_when_either_backend_is() {
+        let s = with(
+            BackendMode::Auto,
+            Arc::new(Broken(BackendKind::Modal, "no secret")),
+            Arc::new(Named(BackendKind::Local)),
+        );
+        assert!(s.status().usable);
+        let s = with(
+            BackendMode::Auto,
+            Arc::new(Broken(BackendKind::Modal, "no secret")),
+            Arc::new(Broken(BackendKind::Local, "no user")),
+        );
+        let status = s.status();
+        assert!(!status.usable);
+        assert_eq!(
+            status.problems,
+            vec!["modal: no secret".to_string(), "local: no user".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_missing_backend_is_a_problem() {
+        let s = BackendSelector::new(
+            BackendMode::Modal,
+            None,
+            Some(Arc::new(Named(BackendKind::Local))),
+            3,
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            s.status().problems,
+            vec!["MODAL_ENDPOINT is not set".to_string()]
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! A bad value stops start-up with a message naming the offending key.
 
 mod http;
+mod provenance;
 mod secret;
 mod sections;
 mod security;
@@ -13,10 +14,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use http::{parse_network, HttpConfig};
+pub use provenance::{explain, render, Origin, Setting};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
     AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, DatabaseConfig, GameConfig,
-    LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig, DEV_ISSUER,
+    LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig,
+    TelemetryConfig, DEV_ISSUER,
 };
 pub use sources::env_keys;
 
@@ -51,6 +54,7 @@ pub struct Config {
     pub game: GameConfig,
     pub legacy: LegacyConfig,
     pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Config {
@@ -155,6 +159,27 @@ impl Config {
             return Err(invalid(
                 "ADMIN_FAILED_ATTEMPTS_WINDOW_SECS",
                 "must be at least 1",
+            ));
+        }
+        if !self.server.admin_listen.is_empty()
+            && self
+                .server
+                .admin_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "ADMIN_LISTEN",
+                "expected an address and port such as 127.0.0.1:9090",
+            ));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && !reqwest::Url::parse(&self.telemetry.otlp_endpoint)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "not a valid http(s) URL",
             ));
         }
         if self.modal.idle_timeout_secs == 0 {

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub allow_weak_secrets: bool,
     /// Accept development tokens although `host` is not a loopback address.
     pub allow_dev_tokens_on_public_bind: bool,
+    /// `host:port` of the operator listener (`/metrics`, `/ops`, `/admin/*`); empty = none.
+    pub admin_listen: String,
 }
 
 /// `[backend]`: which backend new jobs use, and when `auto` falls back to local.
@@ -254,6 +256,13 @@ pub struct LegacyConfig {
     /// Base URL of the Express server that still answers the `/api/*` routes the relay
     /// does not implement; empty = those routes answer 404.
     pub upstream_url: String,
+}
+
+/// `[telemetry]`: OpenTelemetry export.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP collector (`/v1/traces` is appended); empty = no export.
+    pub otlp_endpoint: String,
 }
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {

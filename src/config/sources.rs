@@ -9,7 +9,7 @@ const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// How an environment variable's text becomes a TOML value.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Str,
     Int,
     Bool,
@@ -17,7 +17,7 @@ enum Kind {
 }
 
 /// Environment variable → configuration key. The first column is what operators set.
-const ENV_KEYS: &[(&str, &str, Kind)] = &[
+pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("HOST", "server.host", Kind::Str),
     ("PORT", "server.port", Kind::Int),
     ("DATA_DIR", "server.data_dir", Kind::Str),
@@ -29,6 +29,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "server.allow_weak_secrets",
         Kind::Bool,
     ),
+    ("ADMIN_LISTEN", "server.admin_listen", Kind::Str),
     ("USE_MODAL", "backend.use_modal", Kind::Str),
     (
         "AUTO_FAILURE_THRESHOLD",
@@ -182,6 +183,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("HTTP_FD_RESERVE", "http.fd_reserve", Kind::Int),
     ("TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "telemetry.otlp_endpoint",
+        Kind::Str,
+    ),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -202,22 +208,10 @@ pub(super) fn layered_table(
                 reason: e.to_string(),
             })?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        let overlay: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::File {
-                    path: path.into(),
-                    reason: e.message().to_string(),
-                })?;
-        merge(&mut table, overlay);
+        merge(&mut table, read_file(path)?);
     }
     for (env_key, path, kind) in ENV_KEYS {
-        // An empty list means "not set": copying .env.example must not wipe a default list.
-        let raw = env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
-        if let Some(raw) = raw {
+        if let Some(raw) = variable(&env, env_key, *kind) {
             let value = match kind {
                 Kind::Str => toml::Value::String(raw.trim().to_string()),
                 Kind::Int => toml::Value::Integer(
@@ -301,6 +295,29 @@ pub(super) fn blame<C: DeserializeOwned>(
         path: file.unwrap_or("<embedded>").to_string(),
         reason: error.message().to_string(),
     }
+}
+
+/// The text of `name` when it counts as set. An empty list does not: copying `.env.example`
+/// must not wipe a default list.
+pub(super) fn variable(
+    env: impl Fn(&str) -> Option<String>,
+    name: &str,
+    kind: Kind,
+) -> Option<String> {
+    env(name).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()))
+}
+
+/// The TOML file named by `RELAY_CONFIG`, parsed.
+pub(super) fn read_file(path: &str) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.into(),
+            reason: e.message().to_string(),
+        })
 }
 
 fn merge(base: &mut toml::Table, overlay: toml::Table) {

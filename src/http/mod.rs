@@ -30,27 +30,56 @@ use crate::metrics::METRICS;
 use crate::state::AppState;
 use admin_access::{AdminAccess, AdminGuesses};
 
+/// Every route on one listener (no `ADMIN_LISTEN`).
 pub fn router(app: AppState) -> Router {
+    layered(public_routes(&app).merge(admin_routes()), app)
+}
+
+/// What browsers and the load balancer reach when `ADMIN_LISTEN` puts the operator routes on
+/// their own listener: `/metrics`, `/ops` and `/admin/*` answer 404 here.
+pub fn public_router(app: AppState) -> Router {
+    layered(public_routes(&app), app)
+}
+
+/// The operator listener (`ADMIN_LISTEN`): metrics, the ops console, the admin API, and
+/// liveness and readiness for probes that live on the private network.
+pub fn admin_router(app: AppState) -> Router {
+    let probes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    layered(probes.merge(admin_routes()), app)
+}
+
+fn public_routes(app: &AppState) -> Router<AppState> {
     // One reader of project files per backend, shared by the editor and game routes.
     let readers = Arc::new(Readers::new(&app.config));
-    let admin_guesses = AdminGuesses::new(
-        app.config.admin.max_failed_attempts,
-        Duration::from_secs(app.config.admin.failed_attempts_window_secs),
-    );
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(rest::routes(app))
+        .merge(editor::routes(app, Arc::clone(&readers)))
+        .merge(game::routes(app, readers))
+        .merge(pages::routes(app))
+        .merge(legacy::routes(app))
+        .fallback(root)
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/ops", get(ops_page))
         .route("/admin/status", get(ops_status))
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
-        .merge(rest::routes(&app))
-        .merge(editor::routes(&app, Arc::clone(&readers)))
-        .merge(game::routes(&app, readers))
-        .merge(pages::routes(&app))
-        .merge(legacy::routes(&app))
-        .fallback(root)
+}
+
+fn layered(routes: Router<AppState>, app: AppState) -> Router {
+    // Wrong admin guesses are counted per client, across the listeners of this process.
+    let admin_guesses = AdminGuesses::new(
+        app.config.admin.max_failed_attempts,
+        Duration::from_secs(app.config.admin.failed_attempts_window_secs),
+    );
+    routes
         .layer(axum::middleware::map_response(no_sniffing))
         .layer(
             ServiceBuilder::new()
@@ -86,15 +115,24 @@ async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 only while a new job would be accepted and could run; otherwise 503 with the reason
+/// (`draining`, or `backend unusable` with `backend.problems` naming what to fix).
 async fn ready(State(app): State<AppState>) -> Response {
     let backend = app.selector.status();
+    let accepting = app.jobs.is_accepting();
+    let usable = backend.usable && backend.current.is_some();
+    let verdict = match (accepting, usable) {
+        (false, _) => "draining",
+        (true, false) => "backend unusable",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if app.jobs.is_accepting() { "ready" } else { "draining" },
+        "status": verdict,
         "backend": backend,
         "store": app.store.kind(),
         "runningJobs": app.jobs.running().len(),
     });
-    let status = if app.jobs.is_accepting() && backend.current.is_some() {
+    let status = if accepting && usable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -50,6 +50,11 @@ impl ProgressMeter {
     }
 }
 
+/// A child span of the job for one store write (`op` names the store call).
+fn store_write(op: &'static str) -> tracing::Span {
+    tracing::info_span!("store_write", op)
+}
+
 pub(super) async fn run(
     engine: Arc<Engine>,
     job: Arc<LiveJob>,
@@ -99,7 +104,12 @@ async fn drive(
             status: Some(JobStatus::Processing),
             ..JobUpdate::default()
         };
-        if let Err(e) = engine.store.update_job(job.id, &update).await {
+        let written = engine
+            .store
+            .update_job(job.id, &update)
+            .instrument(store_write("update_job"))
+            .await;
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not persist processing status");
         }
         job.channel.publish(&ServerMessage::Started { job: row });
@@ -120,7 +130,10 @@ async fn drive(
     publish_progress(15, PREPARING.to_string());
 
     let backend_cancel = job.cancel_token().child_token();
-    let mut events = backend.run(request, backend_cancel.clone());
+    // The backend's own spans (and its task) start inside this one, so a trace shows the run
+    // as one stage of the job.
+    let run_span = tracing::info_span!("backend_run", backend = backend.kind().as_str());
+    let mut events = run_span.in_scope(|| backend.run(request, backend_cancel.clone()));
     let timeout = tokio::time::sleep(engine.config.job_timeout);
     tokio::pin!(timeout);
     let mut meter = ProgressMeter { value: 20 };
@@ -130,46 +143,50 @@ async fn drive(
     let cancelled = job.cancel_token().cancelled();
     tokio::pin!(cancelled);
 
-    let outcome = loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break match engine.abort_reason() {
-                Some(failure) => Outcome::Failed(failure),
-                None => Outcome::Cancelled,
-            },
-            _ = &mut timeout => {
-                backend_cancel.cancel();
-                break Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()));
-            }
-            event = events.next() => {
-                let received = Instant::now();
-                match event {
-                    Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
-                    Some(BackendEvent::Text(text)) => {
-                        answer.push_str(&text);
-                        job.channel.publish(&ServerMessage::Stream { content: text });
-                    }
-                    Some(BackendEvent::ToolUse(name)) => {
-                        publish_progress(meter.tool(), format!("実行中: {name}"));
-                        job.channel.publish(&ServerMessage::Stream { content: format!("\n[{name}]\n") });
-                    }
-                    Some(BackendEvent::Completed { commit }) => {
-                        tracing::info!(commit = commit.as_deref().unwrap_or("-"), "backend completed");
-                        break Outcome::Completed;
-                    }
-                    Some(BackendEvent::Failed(failure)) => break Outcome::Failed(failure),
-                    None => break Outcome::Failed(Failure::stream_incomplete().with_detail("backend ended without an outcome")),
+    let outcome = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => break match engine.abort_reason() {
+                    Some(failure) => Outcome::Failed(failure),
+                    None => Outcome::Cancelled,
+                },
+                _ = &mut timeout => {
+                    backend_cancel.cancel();
+                    break Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()));
                 }
-                METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
+                event = events.next() => {
+                    let received = Instant::now();
+                    match event {
+                        Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
+                        Some(BackendEvent::Text(text)) => {
+                            answer.push_str(&text);
+                            job.channel.publish(&ServerMessage::Stream { content: text });
+                        }
+                        Some(BackendEvent::ToolUse(name)) => {
+                            publish_progress(meter.tool(), format!("実行中: {name}"));
+                            job.channel.publish(&ServerMessage::Stream { content: format!("\n[{name}]\n") });
+                        }
+                        Some(BackendEvent::Completed { commit }) => {
+                            tracing::info!(commit = commit.as_deref().unwrap_or("-"), "backend completed");
+                            break Outcome::Completed;
+                        }
+                        Some(BackendEvent::Failed(failure)) => break Outcome::Failed(failure),
+                        None => break Outcome::Failed(Failure::stream_incomplete().with_detail("backend ended without an outcome")),
+                    }
+                    METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
+                }
             }
         }
-    };
+    }
+    .instrument(run_span.clone())
+    .await;
 
     if matches!(outcome, Outcome::Cancelled | Outcome::Failed(_)) {
         // Let the backend finish stopping (process group gone, connection closed) before the
         // job is reported over, bounded so a stuck backend cannot hold the job forever.
         backend_cancel.cancel();
-        let wind_down = async { while events.next().await.is_some() {} };
+        let wind_down = async { while events.next().await.is_some() {} }.instrument(run_span);
         if tokio::time::timeout(engine.config.cancel_wait, wind_down)
             .await
             .is_err()
@@ -193,11 +210,17 @@ async fn finish_answer(engine: &Engine, job: &LiveJob, answer: String) -> Outcom
     if let Err(e) = engine
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)
+        .instrument(store_write("add_history"))
         .await
     {
         tracing::warn!(error = %e, "could not store the assistant message");
     }
-    if let Err(e) = engine.store.mark_initialized(job.project_id).await {
+    let initialized = engine
+        .store
+        .mark_initialized(job.project_id)
+        .instrument(store_write("mark_initialized"))
+        .await;
+    if let Err(e) = initialized {
         tracing::warn!(error = %e, "could not mark the project initialized");
     }
     // A new version supersedes the one a restore had made current.
@@ -244,7 +267,12 @@ async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
             result: row.result.clone(),
             error: row.error.clone(),
         };
-        if let Err(e) = engine.store.update_job(job.id, &update).await {
+        let written = engine
+            .store
+            .update_job(job.id, &update)
+            .instrument(store_write("update_job"))
+            .await;
+        if let Err(e) = written {
             tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
         }
     }
@@ -324,7 +352,11 @@ fn spawn_progress_writer(
                         progress_message: row.progress_message,
                         ..JobUpdate::default()
                     };
-                    if let Err(e) = store.update_job(job_id, &update).await {
+                    let written = store
+                        .update_job(job_id, &update)
+                        .instrument(store_write("update_job"))
+                        .await;
+                    if let Err(e) = written {
                         tracing::debug!(error = %e, "progress write failed");
                     }
                 }

@@ -236,9 +236,9 @@ async fn text_answer_yields_status_text_then_completed() {
     harness.config.model = "claude-fake-model-1".into();
     assert_eq!(harness.backend().kind(), BackendKind::Local);
     assert!(
-        harness.backend().preflight().is_empty(),
+        harness.backend().blockers().is_empty(),
         "{:?}",
-        harness.backend().preflight()
+        harness.backend().blockers()
     );
 
     let events = harness.run("Make a tiny game").await;
@@ -495,11 +495,11 @@ async fn missing_binary_is_a_spawn_error() {
     assert!(
         harness
             .backend()
-            .preflight()
+            .blockers()
             .iter()
             .any(|p| p.contains("/nonexistent/dir/claude")),
         "{:?}",
-        harness.backend().preflight()
+        harness.backend().blockers()
     );
     let events = harness.run("anything").await;
     assert_eq!(events.len(), 4, "{events:?}");

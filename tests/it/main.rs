@@ -3,20 +3,25 @@
 
 mod support;
 
+mod admin_listener;
 mod auth_jwt;
 mod backends;
+mod cli;
 mod config_refusals;
 mod decoders;
 mod drain;
 mod editor_routes;
 mod front_door;
+mod layout;
 mod local_cli;
 mod modal_backend;
 mod nginx;
 mod operations;
 mod ops_console;
+mod otel;
 mod quotas;
 mod races;
+mod ready;
 mod rest;
 mod restart;
 mod store_behaviour;

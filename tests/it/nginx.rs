@@ -42,14 +42,15 @@ async fn wait_streams_closed(fake: &FakeModal) {
 
 #[tokio::test]
 async fn health_and_ready_through_nginx() {
-    let relay = TestRelay::start(&[]).await;
+    let fake = FakeModal::start(|_| Script::success(&["ok"])).await;
+    let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;
     let nginx = Nginx::start(relay.addr).await;
     let (status, body) = http_status(&nginx.http_url("/health")).await;
     assert_eq!((status, body), (200, json!({"status":"ok"})));
     let (status, body) = http_status(&nginx.http_url("/ready")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
-    assert_eq!(body["backend"]["current"], "local");
+    assert_eq!(body["backend"]["current"], "modal");
 }
 
 #[tokio::test]

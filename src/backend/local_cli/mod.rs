@@ -53,9 +53,9 @@ impl LocalCliBackend {
         })
     }
 
-    /// Start-up problems an operator should read before the first job fails on them.
-    pub fn preflight(&self) -> Vec<String> {
-        self.settings.problems()
+    /// What degrades a run without stopping it (the [`Backend::blockers`] stop it).
+    pub fn warnings(&self) -> Vec<String> {
+        self.settings.warnings()
     }
 
     /// `<data_dir>/users/<user_id>/projects/<project_id>`.
@@ -73,6 +73,10 @@ pub fn project_dir(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf 
 impl Backend for LocalCliBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Local
+    }
+
+    fn blockers(&self) -> Vec<String> {
+        self.settings.blockers()
     }
 
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {

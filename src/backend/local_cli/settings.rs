@@ -151,8 +151,8 @@ impl Settings {
         })
     }
 
-    /// Start-up problems an operator should read before the first job fails on them.
-    pub(super) fn problems(&self) -> Vec<String> {
+    /// Why a run would fail before the agent starts: no runnable binary, no usable account.
+    pub(super) fn blockers(&self) -> Vec<String> {
         let s = self;
         let mut problems = Vec::new();
         match &s.program {
@@ -183,12 +183,17 @@ impl Settings {
                 "LOCAL_CLI_USER={name}: no such OS user (scripts/install-claude-cli.sh creates dreamcore-cli)"
             )),
         }
-        if let Some(dir) = &s.skills_dir {
-            if !dir.is_dir() {
-                problems.push(format!("SKILLS_DIR {} is not a directory", dir.display()));
-            }
-        }
         problems
+    }
+
+    /// What degrades a run without stopping it.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        match &self.skills_dir {
+            Some(dir) if !dir.is_dir() => {
+                vec![format!("SKILLS_DIR {} is not a directory", dir.display())]
+            }
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -54,6 +54,11 @@ impl Shared {
         })
     }
 
+    /// Modal refuses every request without the shared secret.
+    pub(super) fn has_secret(&self) -> bool {
+        !self.secret.is_empty()
+    }
+
     pub(super) async fn execute(&self, request: &RunRequest, tx: &mpsc::Sender<BackendEvent>) {
         let terminal = self.generate(request, tx).await;
         match &terminal {

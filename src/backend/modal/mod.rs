@@ -42,6 +42,14 @@ impl Backend for ModalBackend {
         BackendKind::Modal
     }
 
+    fn blockers(&self) -> Vec<String> {
+        if self.shared.has_secret() {
+            Vec::new()
+        } else {
+            vec!["MODAL_INTERNAL_SECRET is empty: Modal refuses every request without it".into()]
+        }
+    }
+
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = Arc::clone(&self.shared);
