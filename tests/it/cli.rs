@@ -74,7 +74,13 @@ fn config_shows_each_value_and_where_it_came_from() {
     let output = relay(
         dir.path(),
         &["config"],
-        &[("PORT", "4000"), ("SUPABASE_JWT_SECRET", "env-jwt-secret")],
+        &[
+            ("PORT", "4000"),
+            (
+                "SUPABASE_JWT_SECRET",
+                "env-jwt-secret-at-least-32-bytes-long",
+            ),
+        ],
     );
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
@@ -98,5 +104,8 @@ fn config_shows_each_value_and_where_it_came_from() {
         line("SUPABASE_JWT_SECRET"),
         ["SUPABASE_JWT_SECRET", "[redacted]", "environment"]
     );
-    assert!(!text.contains("dotenv-admin-token") && !text.contains("env-jwt-secret"));
+    assert!(
+        !text.contains("dotenv-admin-token")
+            && !text.contains("env-jwt-secret-at-least-32-bytes-long")
+    );
 }
