@@ -60,6 +60,53 @@ impl Histogram {
     }
 }
 
+/// Histograms keyed by one label value (e.g. a Modal endpoint), created on first use.
+pub struct LabeledHistogram {
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+}
+
+impl LabeledHistogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe_secs(&self, label: &str, secs: f64) {
+        let histogram = match self.values.lock() {
+            Ok(mut map) => std::sync::Arc::clone(
+                map.entry(label.to_string())
+                    .or_insert_with(|| std::sync::Arc::new(Histogram::new(self.bounds))),
+            ),
+            Err(_) => return,
+        };
+        histogram.observe_secs(secs);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
+        let Ok(map) = self.values.lock() else {
+            return;
+        };
+        if map.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        }
+        for (index, (value, histogram)) in map.iter().enumerate() {
+            let labels = format!("{label_name}=\"{}\"", escape(value));
+            let mut text = String::new();
+            histogram.render(&mut text, name, help, &labels);
+            // HELP and TYPE once per family.
+            let body = if index == 0 {
+                text.as_str()
+            } else {
+                text.splitn(3, '\n').nth(2).unwrap_or_default()
+            };
+            out.push_str(body);
+        }
+    }
+}
+
 /// A counter family keyed by one or two label values.
 #[derive(Default)]
 pub struct LabeledCounter {
@@ -116,6 +163,14 @@ pub struct Metrics {
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
     pub relay_latency: Histogram,
+    /// Modal calls of the pre-job pipeline. Labels: endpoint, outcome (ok/error/timeout).
+    pub modal_calls: LabeledCounter,
+    /// Their latency, by endpoint.
+    pub modal_call_latency: LabeledHistogram,
+    /// Local CLI calls of the pre-job pipeline. Labels: purpose, outcome.
+    pub pipeline_cli_calls: LabeledCounter,
+    /// Pipeline decisions that fell back to the keyword rules or the default. Labels: step.
+    pub pipeline_fallbacks: LabeledCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -132,6 +187,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     relay_latency: Histogram::new(&[
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
     ]),
+    modal_calls: LabeledCounter::default(),
+    modal_call_latency: LabeledHistogram::new(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+    pipeline_cli_calls: LabeledCounter::default(),
+    pipeline_fallbacks: LabeledCounter::default(),
 });
 
 pub fn counter_inc(counter: &AtomicU64) {
@@ -229,6 +288,30 @@ impl Metrics {
             "relay_event_latency_seconds",
             "Time from a backend event arriving to its frame being queued to subscribers.",
             "",
+        );
+        self.modal_calls.render(
+            &mut out,
+            "relay_modal_calls_total",
+            "Modal calls of the pre-job pipeline (intent, chat, skills, prewarm, files) by outcome.",
+            &["endpoint", "outcome"],
+        );
+        self.modal_call_latency.render(
+            &mut out,
+            "relay_modal_call_seconds",
+            "Latency of those Modal calls, by endpoint.",
+            "endpoint",
+        );
+        self.pipeline_cli_calls.render(
+            &mut out,
+            "relay_pipeline_cli_calls_total",
+            "Local Claude CLI calls of the pre-job pipeline by purpose and outcome.",
+            &["purpose", "outcome"],
+        );
+        self.pipeline_fallbacks.render(
+            &mut out,
+            "relay_pipeline_fallbacks_total",
+            "Pipeline steps that used the keyword rules or the default after a failed call.",
+            &["step"],
         );
         out
     }

@@ -3,6 +3,7 @@
 //! upstream's faults: an explicit environment instead of the relay's secrets, a per-process
 //! timeout, cancel that takes the whole process tree down, and a real commit hash.
 
+mod ask;
 mod git;
 mod output;
 mod process;
@@ -27,6 +28,7 @@ use crate::config::CliConfig;
 use output::{LineSplitter, OutputParser, MAX_LINE_BYTES};
 use process::{exit_code, CliProcess, CliUser, Launch};
 
+pub use ask::{AskError, Question};
 pub use process::RUN_MARKER_VAR;
 
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
