@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod pipeline;
 pub mod server;
 pub mod state;
 pub mod store;

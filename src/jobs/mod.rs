@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod limits;
+pub mod plan;
 pub mod prompt;
 pub mod quota;
 pub mod registry;

@@ -88,6 +88,66 @@ pub struct GenerationRequest {
     pub skip_style_selection: Option<Value>,
 }
 
+/// `message.debugOptions` (§2.10): hidden toggles of the editor.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebugOptions {
+    #[serde(default, deserialize_with = "truthy")]
+    pub disable_skills: bool,
+    #[serde(default, deserialize_with = "truthy")]
+    pub use_claude: bool,
+}
+
+/// `message.selectedStyle` (§2.10): the card the user clicked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedStyle {
+    #[serde(default)]
+    pub dimension: String,
+    #[serde(default)]
+    pub style_id: String,
+}
+
+/// JavaScript truthiness for the flags the frontend sends as `true` (the server never
+/// type-checked them, so `1` or `"yes"` count too).
+fn truthy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => false,
+        Value::Bool(b) => b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    })
+}
+
+impl GenerationRequest {
+    /// `debugOptions`, any malformed part read as off.
+    pub fn debug_options(&self) -> DebugOptions {
+        self.debug_options
+            .as_ref()
+            .and_then(|v| DebugOptions::deserialize(v).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn auto_fix(&self) -> bool {
+        self.auto_fix.as_ref().is_some_and(is_truthy)
+    }
+
+    pub fn skip_style_selection(&self) -> bool {
+        self.skip_style_selection.as_ref().is_some_and(is_truthy)
+    }
+
+    /// The clicked card, when `selectedStyle` is an object (anything else counts as absent).
+    pub fn selected_style(&self) -> Option<SelectedStyle> {
+        let value = self.selected_style.as_ref().filter(|v| is_truthy(v))?;
+        SelectedStyle::deserialize(value).ok()
+    }
+}
+
+fn is_truthy(value: &Value) -> bool {
+    truthy(value.clone()).unwrap_or(false)
+}
+
 /// Why an inbound frame could not be turned into a [`ClientMessage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
@@ -178,8 +238,27 @@ pub enum ServerMessage {
         project_id: Uuid,
         version_id: String,
     },
+    /// The style picker (§3.13).
+    StyleOptions {
+        dimension: String,
+        styles: Vec<StyleCard>,
+        original_message: String,
+    },
     Info {
         message: String,
+    },
+    /// A chat answer with suggestion buttons (§3.20); `mode` is always `chat`.
+    GeminiChat {
+        mode: String,
+        message: String,
+        suggestions: Vec<String>,
+    },
+    /// The restore confirmation (§3.21); `mode` is always `restore`.
+    GeminiRestore {
+        mode: String,
+        message: String,
+        confirm_label: String,
+        cancel_label: String,
     },
     JobStarted {
         job: JobRow,
@@ -281,6 +360,15 @@ pub struct VersionItem {
     pub message: String,
     pub timestamp: String,
     pub hash: String,
+}
+
+/// One card of `styleOptions`; `imageUrl` is `null` when the style has no picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StyleCard {
+    pub id: String,
+    pub name: String,
+    pub image_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
