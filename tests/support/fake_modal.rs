@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,7 @@ struct Inner {
     requests: Mutex<Vec<GenerateRequest>>,
     open_streams: AtomicUsize,
     shutdown: CancellationToken,
+    pipeline: PipelineFake,
 }
 
 impl FakeModal {
@@ -80,9 +81,16 @@ impl FakeModal {
             requests: Mutex::new(Vec::new()),
             open_streams: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            pipeline: PipelineFake::default(),
         });
         let app = Router::new()
             .route("/generate_game", post(generate_game))
+            .route("/detect-intent", post(detect_intent))
+            .route("/chat-haiku", post(chat_haiku))
+            .route("/detect-skills", post(detect_skills))
+            .route("/prewarm-sandbox", post(prewarm_sandbox))
+            .route("/get-file", get(get_file))
+            .route("/apply-files", post(apply_files))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -106,6 +114,275 @@ impl FakeModal {
     pub fn open_streams(&self) -> usize {
         self.inner.open_streams.load(Ordering::SeqCst)
     }
+}
+
+// --- the other endpoints (modal-and-cli.md §5.3) ------------------------------------------
+
+/// How one of the short endpoints answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// The endpoint's normal answer.
+    Normal,
+    /// Accept the request and never answer.
+    Hang,
+    /// This status with a JSON `{"error": ...}` body (chat: plus its apology and no suggestions).
+    Status(u16),
+    /// 200 with a body that is not the endpoint's JSON.
+    Garbage,
+}
+
+/// The fixed chat answer of the fake `chat_haiku`.
+pub const CHAT_MESSAGE: &str = "ジャンプ力は jumpPower の値で決まります。";
+pub const CHAT_SUGGESTIONS: [&str; 2] = ["ジャンプを高くして", "二段ジャンプを追加して"];
+
+#[derive(Default)]
+struct PipelineFake {
+    answers: Mutex<std::collections::HashMap<String, Answer>>,
+    /// (endpoint, body or query) of every authorized call, in order.
+    calls: Mutex<Vec<(String, Value)>>,
+    /// `user/project/path` → text, shared by `get_file` and `apply_files`.
+    files: Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl FakeModal {
+    /// Make `endpoint` (`detect_intent`, `chat_haiku`, `detect_skills`, `prewarm_sandbox`,
+    /// `get_file`, `apply_files`) answer this way from now on.
+    pub fn answer(&self, endpoint: &str, answer: Answer) {
+        self.inner
+            .pipeline
+            .answers
+            .lock()
+            .unwrap()
+            .insert(endpoint.to_string(), answer);
+    }
+
+    /// Bodies (query for `get_file`) of the authorized calls to `endpoint`.
+    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
+        self.inner
+            .pipeline
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// A project file on the fake volume.
+    pub fn file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str) -> Option<String> {
+        self.inner
+            .pipeline
+            .files
+            .lock()
+            .unwrap()
+            .get(&format!("{user}/{project}/{path}"))
+            .cloned()
+    }
+
+    pub fn put_file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str, text: &str) {
+        self.inner
+            .pipeline
+            .files
+            .lock()
+            .unwrap()
+            .insert(format!("{user}/{project}/{path}"), text.to_string());
+    }
+}
+
+impl Inner {
+    /// The configured answer of an authorized call (recorded), or the 401.
+    fn pipeline_call(
+        &self,
+        endpoint: &str,
+        headers: &HeaderMap,
+        body: Value,
+    ) -> Result<Answer, Response> {
+        let authorized = headers
+            .get("x-modal-secret")
+            .is_some_and(|v| v.as_bytes() == self.secret.as_bytes());
+        if !authorized {
+            return Err(json_error(401, "Unauthorized").into_response());
+        }
+        self.pipeline
+            .calls
+            .lock()
+            .unwrap()
+            .push((endpoint.to_string(), body));
+        Ok(self
+            .pipeline
+            .answers
+            .lock()
+            .unwrap()
+            .get(endpoint)
+            .cloned()
+            .unwrap_or(Answer::Normal))
+    }
+}
+
+/// The non-normal answers shared by every JSON endpoint.
+async fn abnormal(answer: &Answer, error_body: Value) -> Option<Response> {
+    match answer {
+        Answer::Normal => None,
+        Answer::Hang => {
+            std::future::pending::<()>().await;
+            None
+        }
+        Answer::Status(status) => Some(http_response(*status, error_body.to_string())),
+        Answer::Garbage => Some(http_response(200, "<html>upstream proxy error</html>".into())),
+    }
+}
+
+async fn detect_intent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = match inner.pipeline_call("detect_intent", &headers, body.clone()) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
+        return response;
+    }
+    let message = body["message"].as_str().unwrap_or_default().to_lowercase();
+    if message.is_empty() {
+        return json_error(400, "message is required").into_response();
+    }
+    // What Haiku answers for the tests' requests: undo words, then questions.
+    let intent = if ["元に戻", "戻して", "undo"].iter().any(|k| message.contains(k)) {
+        "restore"
+    } else if message.ends_with('?') || message.ends_with('？') {
+        "chat"
+    } else {
+        "edit"
+    };
+    http_response(200, json!({"intent": intent, "raw_response": intent}).to_string())
+}
+
+async fn chat_haiku(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = match inner.pipeline_call("chat_haiku", &headers, body) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    let apology = json!({
+        "error": "sandbox failed",
+        "message": "申し訳ございません。回答の生成中にエラーが発生しました。",
+        "suggestions": [],
+    });
+    if let Some(response) = abnormal(&answer, apology).await {
+        return response;
+    }
+    http_response(
+        200,
+        json!({"message": CHAT_MESSAGE, "suggestions": CHAT_SUGGESTIONS}).to_string(),
+    )
+}
+
+async fn detect_skills(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = match inner.pipeline_call("detect_skills", &headers, body.clone()) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
+        return response;
+    }
+    let skills = if body["dimension"] == "3d" {
+        json!(["threejs-setup", "threejs-lighting", "game-ai"])
+    } else {
+        json!(["p5js-setup", "p5js-input", "game-ai"])
+    };
+    http_response(200, json!({"skills": skills, "raw_response": skills.to_string()}).to_string())
+}
+
+async fn prewarm_sandbox(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = match inner.pipeline_call("prewarm_sandbox", &headers, body.clone()) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    if let Some(response) = abnormal(&answer, json!({"error": "sandbox create failed"})).await {
+        return response;
+    }
+    let user = body["user_id"].as_str().unwrap_or_default();
+    if !is_uuid(user) {
+        return json_error(400, "Invalid user_id").into_response();
+    }
+    http_response(
+        200,
+        json!({"status": "warmed", "sandbox_name": format!("user-{user}")}).to_string(),
+    )
+}
+
+async fn get_file(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let answer = match inner.pipeline_call("get_file", &headers, json!(query)) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
+        return response;
+    }
+    let field = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let path = query
+        .get("path")
+        .map(|p| p.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| "index.html".into());
+    if path.contains("..") {
+        return json_error(400, "Invalid file path").into_response();
+    }
+    let key = format!("{}/{}/{path}", field("user_id"), field("project_id"));
+    match inner.pipeline.files.lock().unwrap().get(&key) {
+        Some(text) => http_response(200, text.clone()),
+        None => json_error(404, "File not found").into_response(),
+    }
+}
+
+/// File writes only; the git actions are not part of this fake (404, as before it had them).
+async fn apply_files(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if body.get("action").is_some() {
+        return json_error(404, "Not Found").into_response();
+    }
+    let answer = match inner.pipeline_call("apply_files", &headers, body.clone()) {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    let mut events = vec![json!({"type": "status", "message": "Creating project directory..."})];
+    if answer == Answer::Normal {
+        let (user, project) = (
+            body["user_id"].as_str().unwrap_or_default(),
+            body["project_id"].as_str().unwrap_or_default(),
+        );
+        let mut written = Vec::new();
+        for file in body["files"].as_array().into_iter().flatten() {
+            let path = file["path"].as_str().unwrap_or_default();
+            let content = file["content"].as_str().unwrap_or_default();
+            inner
+                .pipeline
+                .files
+                .lock()
+                .unwrap()
+                .insert(format!("{user}/{project}/{path}"), content.to_string());
+            events.push(json!({"type": "status", "message": format!("Writing {path}...")}));
+            written.push(json!({"path": path, "action": "create", "size": content.len()}));
+        }
+        events.push(json!({"type": "log", "message": "Committed: 1a2b3c4"}));
+        events.push(json!({"type": "result", "files": written}));
+        events.push(json!({"type": "done", "exit_code": 0, "duration_ms": 12}));
+    } else if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
+        return response;
+    }
+    let text: String = events
+        .iter()
+        .map(|e| format!("data: {}\n\n", python_json(e)))
+        .collect();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from(text))
+        .unwrap()
 }
 
 impl Drop for FakeModal {
