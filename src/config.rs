@@ -256,6 +256,30 @@ pub struct PromptConfig {
     pub template: PathBuf,
 }
 
+/// The pre-job pipeline: intent, chat answers, skills, the style gate, prewarm.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineConfig {
+    /// Model of the local CLI's short questions (`claude -p --model <this>`).
+    pub small_model: String,
+    /// Total time of one intent question (Modal `detect_intent` or the local CLI).
+    pub intent_timeout_secs: u64,
+    pub chat_timeout_secs: u64,
+    pub skills_timeout_secs: u64,
+    /// Modal `get_file` / `apply_files` of the style files.
+    pub file_timeout_secs: u64,
+    pub prewarm_timeout_secs: u64,
+    /// A user is prewarmed at most once in this window.
+    pub prewarm_dedup_secs: u64,
+    /// How long an open style question is remembered per socket.
+    pub style_pending_ttl_secs: u64,
+    /// Largest project file the pipeline reads (STYLE.md, SPEC.md, index.html).
+    pub max_file_bytes: usize,
+    /// Longest chat answer kept, in characters.
+    pub max_answer_chars: usize,
+    pub prompts: PathBuf,
+    pub styles: PathBuf,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {
     pub url: Secret,
@@ -289,6 +313,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cli: CliConfig,
     pub prompt: PromptConfig,
+    pub pipeline: PipelineConfig,
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
     pub game: GameConfig,
@@ -422,6 +447,42 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLI_OUTPUT_LINE_CAP", "cli.output_line_cap", Kind::Int),
     ("CLI_ENV_PASSTHROUGH", "cli.env_passthrough", Kind::List),
     ("PROMPT_TEMPLATE", "prompt.template", Kind::Str),
+    ("PIPELINE_SMALL_MODEL", "pipeline.small_model", Kind::Str),
+    (
+        "PIPELINE_INTENT_TIMEOUT_SECS",
+        "pipeline.intent_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "PIPELINE_CHAT_TIMEOUT_SECS",
+        "pipeline.chat_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "PIPELINE_SKILLS_TIMEOUT_SECS",
+        "pipeline.skills_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "PIPELINE_FILE_TIMEOUT_SECS",
+        "pipeline.file_timeout_secs",
+        Kind::Int,
+    ),
+    ("PREWARM_TIMEOUT_SECS", "pipeline.prewarm_timeout_secs", Kind::Int),
+    ("PREWARM_DEDUP_SECS", "pipeline.prewarm_dedup_secs", Kind::Int),
+    (
+        "STYLE_PENDING_TTL_SECS",
+        "pipeline.style_pending_ttl_secs",
+        Kind::Int,
+    ),
+    ("PIPELINE_MAX_FILE_BYTES", "pipeline.max_file_bytes", Kind::Int),
+    (
+        "PIPELINE_MAX_ANSWER_CHARS",
+        "pipeline.max_answer_chars",
+        Kind::Int,
+    ),
+    ("PIPELINE_PROMPTS", "pipeline.prompts", Kind::Str),
+    ("STYLE_PRESETS", "pipeline.styles", Kind::Str),
     ("DATABASE_URL", "database.url", Kind::Str),
     ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
@@ -574,6 +635,21 @@ impl Config {
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        let p = &self.pipeline;
+        for (key, value) in [
+            ("PIPELINE_INTENT_TIMEOUT_SECS", p.intent_timeout_secs),
+            ("PIPELINE_CHAT_TIMEOUT_SECS", p.chat_timeout_secs),
+            ("PIPELINE_SKILLS_TIMEOUT_SECS", p.skills_timeout_secs),
+            ("PIPELINE_FILE_TIMEOUT_SECS", p.file_timeout_secs),
+            ("PREWARM_TIMEOUT_SECS", p.prewarm_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if p.small_model.trim().is_empty() {
+            return Err(invalid("PIPELINE_SMALL_MODEL", "must name a model"));
         }
         Ok(())
     }

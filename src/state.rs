@@ -12,6 +12,7 @@ use crate::backend::selector::BackendSelector;
 use crate::config::Config;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::Jobs;
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::ws::rate_limit::UserBuckets;
 
@@ -24,6 +25,8 @@ pub struct App {
     pub quota: QuotaPolicy,
     /// Modal's git actions, when Modal is configured (version history on the volume).
     pub modal_git: Option<ModalGit>,
+    /// The pre-job pipeline: style gate, intent, chat, skills, prewarm.
+    pub pipeline: Arc<Pipeline>,
     /// Generation messages per user per minute, across sockets.
     pub generation_limit: UserBuckets,
     /// Fired when the drain is over: every socket closes with 1012.
@@ -52,6 +55,7 @@ impl AppState {
         selector: Arc<BackendSelector>,
         quota: QuotaPolicy,
         modal_git: Option<ModalGit>,
+        pipeline: Arc<Pipeline>,
     ) -> Self {
         let generation_limit = UserBuckets::per_minute(config.limits.generations_per_minute);
         Self(Arc::new(App {
@@ -63,6 +67,7 @@ impl AppState {
             selector,
             quota,
             modal_git,
+            pipeline,
             close_sockets: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),

@@ -12,5 +12,6 @@ mod runner;
 
 pub use channel::SubscriptionKind;
 pub use registry::{
-    CancelError, CancelOutcome, Jobs, JobsConfig, LiveJob, RecentFailure, StartError, StartOutcome,
+    CancelError, CancelOutcome, JobRequest, Jobs, JobsConfig, LiveJob, RecentFailure, StartError,
+    StartOutcome,
 };

@@ -15,12 +15,13 @@ use uuid::Uuid;
 
 use super::channel::JobChannel;
 use super::limits::{SlotError, SlotLimiter};
+use super::plan::Prepare;
 use super::prompt::PromptTemplate;
 use super::quota::{QuotaPolicy, QuotaRefusal};
 use super::runner;
 use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
-use crate::backend::{BackendKind, RunRequest};
+use crate::backend::BackendKind;
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
 
@@ -122,6 +123,24 @@ pub struct JobsConfig {
     pub data_dir: PathBuf,
 }
 
+/// One generation request as the job runs it.
+pub struct JobRequest {
+    /// What the user typed: their history entry.
+    pub history: String,
+    /// What the job works on: the request plus anything the style gate added.
+    pub message: String,
+    /// The pre-job pipeline's part inside the job (intent, chat, skills).
+    pub prepare: Box<dyn Prepare>,
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest")
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A failure kept for the ops console.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -147,7 +166,7 @@ pub struct Jobs {
     pub(super) config: JobsConfig,
     limiter: SlotLimiter,
     quota: QuotaPolicy,
-    prompt: PromptTemplate,
+    pub(super) prompt: PromptTemplate,
     maps: Mutex<Maps>,
     start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
@@ -248,7 +267,7 @@ impl Jobs {
         self: &Arc<Self>,
         who: &Identity,
         project_id: Uuid,
-        content: &str,
+        request: JobRequest,
     ) -> Result<StartOutcome, StartError> {
         if !self.is_accepting() {
             return Err(StartError::Draining);
@@ -284,7 +303,7 @@ impl Jobs {
             .await
             .map_err(StartError::Quota)?;
         self.store
-            .add_user_message(who, project_id, content)
+            .add_user_message(who, project_id, &request.history)
             .await?;
         let job_id = Uuid::now_v7();
         let row = match self
@@ -320,15 +339,14 @@ impl Jobs {
             .display()
             .to_string(),
         };
-        let request = RunRequest {
-            job_id,
-            user_id: who.user_id,
-            project_id,
-            prompt: self.prompt.render(&workspace, content),
+        let work = runner::Work {
+            workspace,
+            message: request.message,
+            prepare: request.prepare,
         };
         let jobs = Arc::clone(self);
         self.tracker
-            .spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
+            .spawn(runner::run(jobs, Arc::clone(&job), backend, work, slot));
         Ok(StartOutcome::Started(job, row))
     }
 

@@ -18,6 +18,7 @@ use super::rate_limit::TokenBucket;
 use crate::auth::Identity;
 use crate::jobs::{LiveJob, SubscriptionKind};
 use crate::metrics::{gauge_add, METRICS};
+use crate::pipeline::style::PendingStyle;
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -26,6 +27,8 @@ struct Session {
     current_project: Option<Uuid>,
     /// The one job this socket follows (ws-protocol §5.7).
     following: Option<Arc<LiveJob>>,
+    /// The style picker this socket is waiting on (ws-protocol §4.2 step 3).
+    pending_style: Option<PendingStyle>,
 }
 
 pub struct Connection {
@@ -83,6 +86,15 @@ impl Connection {
 
     pub fn set_current_project(&self, project_id: Option<Uuid>) {
         self.session().current_project = project_id;
+    }
+
+    /// The open style question, taken out while a message decides what becomes of it.
+    pub fn take_pending_style(&self) -> Option<PendingStyle> {
+        self.session().pending_style.take()
+    }
+
+    pub fn set_pending_style(&self, pending: Option<PendingStyle>) {
+        self.session().pending_style = pending;
     }
 
     /// Follow `job` instead of whatever this socket followed before.
