@@ -45,6 +45,19 @@ async fn ask(client: &mut Client, message: Value) -> Vec<Value> {
     client.recv_until("gameUpdated").await
 }
 
+/// `selectProject`, waiting for everything it sends (up to `versionsList`); the
+/// `projectSelected` frame.
+async fn select(client: &mut Client, project: Uuid) -> Value {
+    client
+        .send(json!({"type":"selectProject","projectId":project}))
+        .await;
+    let frames = client.recv_until("versionsList").await;
+    frames
+        .into_iter()
+        .find(|f| f["type"] == "projectSelected")
+        .expect("projectSelected")
+}
+
 fn progress_messages(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
@@ -89,7 +102,7 @@ async fn a_question_gets_a_chat_answer_and_no_generation() {
     let project = c.create_project("新しいゲーム").await;
     modal.put_file(user, project, "index.html", GAME);
     modal.put_file(user, project, "SPEC.md", "# Neko Dash\njump with space");
-    c.select(project).await;
+    select(&mut c, project).await;
 
     let frames = ask(&mut c, json!({"type":"message","content":QUESTION})).await;
     let kinds = relay::types(&frames);
@@ -121,7 +134,7 @@ async fn a_question_gets_a_chat_answer_and_no_generation() {
     assert_eq!(call["conversation_history"][0]["content"], QUESTION);
 
     // The answer is in the history with its suggestions, as the frontend parses them back.
-    let selected = c.select(project).await;
+    let selected = select(&mut c, project).await;
     let history = selected["history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!(
@@ -261,7 +274,7 @@ async fn a_new_2d_game_offers_styles_and_the_choice_reaches_the_prompt() {
     })
     .await;
     // The history holds what the user typed, not the guide.
-    let selected = tab.select(project).await;
+    let selected = select(&mut tab, project).await;
     assert_eq!(selected["history"][0]["content"], request);
 
     // The style is decided: the same request now goes straight to a job.
