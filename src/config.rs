@@ -468,14 +468,26 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "pipeline.file_timeout_secs",
         Kind::Int,
     ),
-    ("PREWARM_TIMEOUT_SECS", "pipeline.prewarm_timeout_secs", Kind::Int),
-    ("PREWARM_DEDUP_SECS", "pipeline.prewarm_dedup_secs", Kind::Int),
+    (
+        "PREWARM_TIMEOUT_SECS",
+        "pipeline.prewarm_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "PREWARM_DEDUP_SECS",
+        "pipeline.prewarm_dedup_secs",
+        Kind::Int,
+    ),
     (
         "STYLE_PENDING_TTL_SECS",
         "pipeline.style_pending_ttl_secs",
         Kind::Int,
     ),
-    ("PIPELINE_MAX_FILE_BYTES", "pipeline.max_file_bytes", Kind::Int),
+    (
+        "PIPELINE_MAX_FILE_BYTES",
+        "pipeline.max_file_bytes",
+        Kind::Int,
+    ),
     (
         "PIPELINE_MAX_ANSWER_CHARS",
         "pipeline.max_answer_chars",

@@ -224,9 +224,15 @@ impl Relay {
             Some(ModalGit::new(&config.modal).map_err(StartupError::Modal)?)
         };
         let pipeline = build_pipeline(&config, Arc::clone(&store), pipeline_cli)?;
-        let app = AppState::new(
-            config, verifier, store, jobs, selector, quota, modal_git, pipeline,
-        );
+        let parts = crate::state::Parts {
+            store,
+            jobs,
+            selector,
+            quota,
+            modal_git,
+            pipeline,
+        };
+        let app = AppState::new(config, verifier, parts);
         spawn_modal_prober(&app, http);
         Ok(Self { app })
     }

@@ -46,17 +46,26 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What the composition root built for the handlers, next to the configuration and verifier.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub jobs: Arc<Jobs>,
+    pub selector: Arc<BackendSelector>,
+    pub quota: QuotaPolicy,
+    pub modal_git: Option<ModalGit>,
+    pub pipeline: Arc<Pipeline>,
+}
+
 impl AppState {
-    pub fn new(
-        config: Config,
-        verifier: Verifier,
-        store: Arc<dyn Store>,
-        jobs: Arc<Jobs>,
-        selector: Arc<BackendSelector>,
-        quota: QuotaPolicy,
-        modal_git: Option<ModalGit>,
-        pipeline: Arc<Pipeline>,
-    ) -> Self {
+    pub fn new(config: Config, verifier: Verifier, parts: Parts) -> Self {
+        let Parts {
+            store,
+            jobs,
+            selector,
+            quota,
+            modal_git,
+            pipeline,
+        } = parts;
         let generation_limit = UserBuckets::per_minute(config.limits.generations_per_minute);
         Self(Arc::new(App {
             generation_limit,

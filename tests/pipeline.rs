@@ -86,7 +86,10 @@ async fn metrics(relay: &TestRelay) -> String {
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + relay::WAIT;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -153,7 +156,10 @@ async fn an_undo_request_gets_the_restore_confirmation_and_no_generation() {
     let mut c = relay.user(Uuid::new_v4()).await;
     c.create_project("新しいゲーム").await;
     let frames = ask(&mut c, json!({"type":"message","content":UNDO})).await;
-    assert_eq!(progress_messages(&frames), ["意図を判定中...", "リストア確認"]);
+    assert_eq!(
+        progress_messages(&frames),
+        ["意図を判定中...", "リストア確認"]
+    );
     assert_eq!(
         find(&frames, "geminiRestore"),
         &json!({"type":"geminiRestore","mode":"restore","message":"直前の変更を取り消して、前の状態に戻しますか？","confirmLabel":"戻す","cancelLabel":"キャンセル"})
@@ -230,10 +236,7 @@ async fn a_new_2d_game_offers_styles_and_the_choice_reaches_the_prompt() {
     .await;
     let pending: Value =
         serde_json::from_str(&modal.file(user, project, ".style-pending.json").unwrap()).unwrap();
-    assert_eq!(
-        pending,
-        json!({"dimension":"2d","originalMessage":request})
-    );
+    assert_eq!(pending, json!({"dimension":"2d","originalMessage":request}));
 
     // While the picker is open, another message only gets the reminder.
     c.send(json!({"type":"message","content":"はやく"})).await;
@@ -339,7 +342,10 @@ async fn a_failed_prewarm_is_retried_at_the_next_init_and_never_delays_it() {
     let user = Uuid::new_v4();
     modal.answer("prewarm_sandbox", Answer::Status(500));
     let _c = relay.user(user).await;
-    eventually("first prewarm", || modal.calls("prewarm_sandbox").len() == 1).await;
+    eventually("first prewarm", || {
+        modal.calls("prewarm_sandbox").len() == 1
+    })
+    .await;
     // The failure forgot the user: the next init tries again.
     tokio::time::sleep(Duration::from_millis(200)).await;
     modal.answer("prewarm_sandbox", Answer::Hang);
@@ -349,7 +355,10 @@ async fn a_failed_prewarm_is_retried_at_the_next_init_and_never_delays_it() {
         started.elapsed() < Duration::from_secs(1),
         "init waited for the prewarm"
     );
-    eventually("second prewarm", || modal.calls("prewarm_sandbox").len() == 2).await;
+    eventually("second prewarm", || {
+        modal.calls("prewarm_sandbox").len() == 2
+    })
+    .await;
     // The hung one times out and is logged; nothing else happens.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(metrics(&relay)
@@ -421,7 +430,11 @@ async fn failed_skill_selection_uses_the_keyword_rules() {
     modal.answer("detect_skills", Answer::Garbage);
     let mut c = relay.user(Uuid::new_v4()).await;
     c.create_project("新しいゲーム").await;
-    let frames = ask(&mut c, json!({"type":"message","content":"3Dのボールで敵から逃げる"})).await;
+    let frames = ask(
+        &mut c,
+        json!({"type":"message","content":"3Dのボールで敵から逃げる"}),
+    )
+    .await;
     assert!(
         progress_messages(&frames)
             .contains(&"Claude CLI スキル: threejs-setup, game-ai".to_string()),
@@ -462,7 +475,11 @@ async fn a_chat_answer_is_cancellable_and_ends_once() {
 // --- local backend: the real CLI against the fake Anthropic API -------------------------
 
 /// A relay on the local backend whose CLI talks to `anthropic`.
-async fn local_relay(anthropic: &FakeAnthropic, skills: Option<&std::path::Path>, extra: &[(&str, &str)]) -> TestRelay {
+async fn local_relay(
+    anthropic: &FakeAnthropic,
+    skills: Option<&std::path::Path>,
+    extra: &[(&str, &str)],
+) -> TestRelay {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let claude = claude_bin().display().to_string();
@@ -507,7 +524,11 @@ fn skills_dir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for name in ["p5js-setup", "game-ai", "threejs-setup"] {
         std::fs::create_dir(dir.path().join(name)).unwrap();
-        std::fs::write(dir.path().join(name).join("SKILL.md"), format!("# {name}\n")).unwrap();
+        std::fs::write(
+            dir.path().join(name).join("SKILL.md"),
+            format!("# {name}\n"),
+        )
+        .unwrap();
     }
     dir
 }
@@ -521,7 +542,11 @@ async fn local_question_and_undo_are_answered_by_the_small_model() {
     let project = c.create_project("新しいゲーム").await;
 
     // First a game (an edit), so a question has something to be about.
-    let frames = ask(&mut c, json!({"type":"message","content":"ネコのゲームにして"})).await;
+    let frames = ask(
+        &mut c,
+        json!({"type":"message","content":"ネコのゲームにして"}),
+    )
+    .await;
     assert_eq!(find(&frames, "completed")["job"]["status"], "completed");
     assert_eq!(anthropic.pipeline_requests("intent").len(), 1);
     let generations = anthropic.generation_requests().len();
@@ -533,7 +558,11 @@ async fn local_question_and_undo_are_answered_by_the_small_model() {
         &json!({"type":"geminiChat","mode":"chat","message":fake_anthropic::CHAT_MESSAGE,"suggestions":fake_anthropic::CHAT_SUGGESTIONS})
     );
     assert_eq!(find(&frames, "completed")["result"]["generator"], "haiku");
-    assert_eq!(anthropic.generation_requests().len(), generations, "no generation");
+    assert_eq!(
+        anthropic.generation_requests().len(),
+        generations,
+        "no generation"
+    );
     // The small model got the conversation.
     let chat = fake_anthropic::user_texts(&anthropic.pipeline_requests("chat")[0]).join("\n");
     assert!(chat.contains("user: ネコのゲームにして") && chat.contains(QUESTION));
@@ -541,19 +570,27 @@ async fn local_question_and_undo_are_answered_by_the_small_model() {
     // An undo: the confirmation, then the frontend's restore flow restores the version.
     let frames = ask(&mut c, json!({"type":"message","content":UNDO})).await;
     assert_eq!(find(&frames, "geminiRestore")["confirmLabel"], "戻す");
-    assert_eq!(anthropic.generation_requests().len(), generations, "no generation");
+    assert_eq!(
+        anthropic.generation_requests().len(),
+        generations,
+        "no generation"
+    );
     let dir = relay.workspace(user, project);
     std::fs::write(dir.join("index.html"), "<p>broken</p>").unwrap();
     git(&dir, &["add", "-A"]);
     git(&dir, &["commit", "-qm", "a worse version"]);
-    c.send(json!({"type":"getVersions","projectId":project})).await;
+    c.send(json!({"type":"getVersions","projectId":project}))
+        .await;
     let list = c.recv_until("versionsList").await.pop().unwrap();
     let previous = list["versions"][1]["id"].as_str().unwrap().to_string();
     c.send(json!({"type":"restoreVersion","projectId":project,"versionId":previous}))
         .await;
     let done = c.recv_until("versionRestored").await.pop().unwrap();
     assert_eq!(done["versionId"], previous);
-    assert_eq!(std::fs::read_to_string(dir.join("index.html")).unwrap(), GAME);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("index.html")).unwrap(),
+        GAME
+    );
 }
 
 #[tokio::test]
@@ -586,16 +623,23 @@ async fn local_style_choice_and_skills_reach_the_prompt_and_the_workspace() {
     )
     .await;
     assert_eq!(find(&frames, "completed")["job"]["status"], "completed");
-    assert!(progress_messages(&frames)
-        .contains(&"Claude CLI スキル: p5js-setup, game-ai".to_string()));
+    assert!(
+        progress_messages(&frames).contains(&"Claude CLI スキル: p5js-setup, game-ai".to_string())
+    );
     let style = std::fs::read_to_string(dir.join("STYLE.md")).unwrap();
-    assert!(style.starts_with("# ビジュアルスタイル: レトロドット絵"), "{style}");
+    assert!(
+        style.starts_with("# ビジュアルスタイル: レトロドット絵"),
+        "{style}"
+    );
     // The generation's prompt carries the guide and the required reading, and the files it
     // names exist in the workspace.
     let first = anthropic.generation_requests()[0].clone();
     let prompt = fake_anthropic::user_texts(&first).join("\n");
     assert!(prompt.contains("ライムグリーン #00ff00"), "{prompt}");
-    assert!(prompt.contains("- .claude/skills/game-ai/SKILL.md"), "{prompt}");
+    assert!(
+        prompt.contains("- .claude/skills/game-ai/SKILL.md"),
+        "{prompt}"
+    );
     assert!(dir.join(".claude/skills/game-ai/SKILL.md").is_file());
     // The skills question listed only what SKILLS_DIR has.
     let asked = fake_anthropic::user_texts(&anthropic.pipeline_requests("skills")[0]).join("\n");
@@ -616,12 +660,15 @@ async fn local_failures_fall_back_to_edit_and_keyword_skills() {
     anthropic.pipeline("skills", Pipeline::Error);
     let mut c = relay.user(Uuid::new_v4()).await;
     c.create_project("新しいゲーム").await;
-    let frames = ask(&mut c, json!({"type":"message","content":"敵から逃げるゲームにして？"})).await;
+    let frames = ask(
+        &mut c,
+        json!({"type":"message","content":"敵から逃げるゲームにして？"}),
+    )
+    .await;
     assert!(frames.iter().all(|f| f["type"] != "geminiChat"));
     assert_eq!(find(&frames, "completed")["job"]["status"], "completed");
     assert!(
-        progress_messages(&frames)
-            .contains(&"Claude CLI スキル: p5js-setup, game-ai".to_string()),
+        progress_messages(&frames).contains(&"Claude CLI スキル: p5js-setup, game-ai".to_string()),
         "{frames:#?}"
     );
     let text = metrics(&relay).await;

@@ -246,7 +246,11 @@ impl ModalPipeline {
                 return Err(status_error(ENDPOINT, response).await);
             }
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| transport(ENDPOINT, &e))? {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport(ENDPOINT, &e))?
+            {
                 if body.len() + chunk.len() > self.max_file_bytes {
                     return Err(ModalCallError::Garbage {
                         endpoint: ENDPOINT,
@@ -296,7 +300,11 @@ impl ModalPipeline {
                 return Err(status_error(ENDPOINT, response).await);
             }
             let mut pending = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| transport(ENDPOINT, &e))? {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport(ENDPOINT, &e))?
+            {
                 pending.extend_from_slice(&chunk);
                 while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=end).collect();

@@ -52,9 +52,8 @@ impl PromptTemplate {
 
     /// Substitute in one pass, so text inside the user's message is never re-interpreted.
     pub fn render(&self, workspace: &str, skills: &str, message: &str) -> String {
-        let mut out = String::with_capacity(
-            self.text.len() + message.len() + workspace.len() + skills.len(),
-        );
+        let mut out =
+            String::with_capacity(self.text.len() + message.len() + workspace.len() + skills.len());
         let mut rest = self.text.as_str();
         while let Some(start) = rest.find("{{") {
             out.push_str(&rest[..start]);

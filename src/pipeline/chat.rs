@@ -45,8 +45,7 @@ impl ChatAnswer {
     /// `None` when there is nothing to say.
     pub fn parse(text: &str, max_chars: usize) -> Option<Self> {
         let found = text.match_indices('{').find_map(|(at, _)| {
-            let mut values =
-                serde_json::Deserializer::from_str(&text[at..]).into_iter::<Raw>();
+            let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Raw>();
             values.next()?.ok()
         });
         let answer = match found {
@@ -83,7 +82,10 @@ pub fn recent_turns(history: &[HistoryItem]) -> Vec<(&'static str, String)> {
                 ChatRole::User => "user",
                 ChatRole::Assistant => "assistant",
             };
-            (role, item.content.chars().take(HISTORY_TURN_CHARS).collect())
+            (
+                role,
+                item.content.chars().take(HISTORY_TURN_CHARS).collect(),
+            )
         })
         .collect()
 }

@@ -148,11 +148,17 @@ impl Pipeline {
     ) -> Result<Option<String>, FileError> {
         match backend {
             Some(BackendKind::Modal) => {
-                let modal = self.modal.as_ref().ok_or(FileError::NotConfigured("Modal"))?;
+                let modal = self
+                    .modal
+                    .as_ref()
+                    .ok_or(FileError::NotConfigured("Modal"))?;
                 Ok(modal.get_file(user_id, project_id, name).await?)
             }
             Some(BackendKind::Local) => {
-                let local = self.local.as_ref().ok_or(FileError::NotConfigured("local"))?;
+                let local = self
+                    .local
+                    .as_ref()
+                    .ok_or(FileError::NotConfigured("local"))?;
                 Ok(local
                     .read_project_file(user_id, project_id, name, self.settings.max_file_bytes)
                     .await?)
@@ -171,14 +177,20 @@ impl Pipeline {
     ) -> Result<(), FileError> {
         match backend {
             Some(BackendKind::Modal) => {
-                let modal = self.modal.as_ref().ok_or(FileError::NotConfigured("Modal"))?;
+                let modal = self
+                    .modal
+                    .as_ref()
+                    .ok_or(FileError::NotConfigured("Modal"))?;
                 let commit = format!("Update {name}");
                 Ok(modal
                     .put_files(user_id, project_id, &[(name, &content)], &commit)
                     .await?)
             }
             Some(BackendKind::Local) => {
-                let local = self.local.as_ref().ok_or(FileError::NotConfigured("local"))?;
+                let local = self
+                    .local
+                    .as_ref()
+                    .ok_or(FileError::NotConfigured("local"))?;
                 Ok(local
                     .write_project_file(user_id, project_id, name, content)
                     .await?)
@@ -242,7 +254,9 @@ impl Pipeline {
     ) -> (Gate, Option<PendingStyle>) {
         let content = request.content.clone().unwrap_or_default();
         let ttl = self.settings.pending_style_ttl;
-        let open = flag.as_ref().is_some_and(|f| f.is_open_for(project_id, ttl));
+        let open = flag
+            .as_ref()
+            .is_some_and(|f| f.is_open_for(project_id, ttl));
         let selected = request.selected_style();
         if selected.is_none() && !request.skip_style_selection() {
             if open {
@@ -278,7 +292,13 @@ impl Pipeline {
             return (proceed, flag);
         }
         // A pick or a skip closes the question, valid or not (upstream only logs which).
-        self.write_file_detached(backend, user_id, project_id, style::PENDING_FILE, String::new());
+        self.write_file_detached(
+            backend,
+            user_id,
+            project_id,
+            style::PENDING_FILE,
+            String::new(),
+        );
         let Some(selected) = selected else {
             if open {
                 self.write_file_detached(
@@ -398,7 +418,10 @@ impl Pipeline {
     async fn intent(&self, backend: BackendKind, user_id: Uuid, message: &str) -> Intent {
         let answer = match backend {
             BackendKind::Modal => match &self.modal {
-                Some(modal) => modal.detect_intent(message).await.map_err(|e| e.to_string()),
+                Some(modal) => modal
+                    .detect_intent(message)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("no Modal client".to_string()),
             },
             BackendKind::Local => {

@@ -54,8 +54,19 @@ fn three_d_words(lower: &str) -> bool {
     any(
         lower,
         &[
-            "3d", "３d", "3次元", "三次元", "three", "立体", "webgl", "球", "ボール", "ball",
-            "シミュレーション", "simulation", "物理",
+            "3d",
+            "３d",
+            "3次元",
+            "三次元",
+            "three",
+            "立体",
+            "webgl",
+            "球",
+            "ボール",
+            "ball",
+            "シミュレーション",
+            "simulation",
+            "物理",
         ],
     )
 }
@@ -72,7 +83,10 @@ pub fn by_keywords(message: &str, available: &[String]) -> Vec<String> {
             picked.push("image-generation");
         }
     }
-    if any(&lower, &["車", "car", "レース", "race", "ドライブ", "drive"]) {
+    if any(
+        &lower,
+        &["車", "car", "レース", "race", "ドライブ", "drive"],
+    ) {
         picked.push("vehicle-physics");
     }
     if any(&lower, &["アニメーション", "animation", "gsap"]) {
@@ -92,7 +106,11 @@ pub fn by_keywords(message: &str, available: &[String]) -> Vec<String> {
 /// A model's pick: the names of the first JSON array in `answer` that are available, each
 /// once, with the dimension's setup skill first (when available), at most five. `None` when
 /// the answer holds no JSON array of names.
-pub fn from_answer(answer: &str, dimension: Dimension, available: &[String]) -> Option<Vec<String>> {
+pub fn from_answer(
+    answer: &str,
+    dimension: Dimension,
+    available: &[String],
+) -> Option<Vec<String>> {
     let names = answer.match_indices('[').find_map(|(at, _)| {
         let mut values =
             serde_json::Deserializer::from_str(&answer[at..]).into_iter::<Vec<serde_json::Value>>();
@@ -174,14 +192,23 @@ mod tests {
         .unwrap();
         assert_eq!(
             picked,
-            vec!["p5js-setup", "game-ai", "tween-animation", "kawaii-ui", "p5js-input"]
+            vec![
+                "p5js-setup",
+                "game-ai",
+                "tween-animation",
+                "kawaii-ui",
+                "p5js-input"
+            ]
         );
         assert_eq!(from_answer("no list here", Dimension::TwoD, &all()), None);
     }
 
     #[test]
     fn dimension_comes_from_code_then_words() {
-        assert_eq!(dimension_of("2Dにして", "new THREE.Scene()"), Dimension::ThreeD);
+        assert_eq!(
+            dimension_of("2Dにして", "new THREE.Scene()"),
+            Dimension::ThreeD
+        );
         assert_eq!(dimension_of("ボールを転がす", ""), Dimension::ThreeD);
         assert_eq!(dimension_of("ネコ", ""), Dimension::TwoD);
     }
@@ -193,6 +220,9 @@ mod tests {
             skill_paths(&skills),
             "- .claude/skills/p5js-setup/SKILL.md\n- .claude/skills/game-ai/SKILL.md"
         );
-        assert_eq!(progress_line(&skills), "Claude CLI スキル: p5js-setup, game-ai");
+        assert_eq!(
+            progress_line(&skills),
+            "Claude CLI スキル: p5js-setup, game-ai"
+        );
     }
 }

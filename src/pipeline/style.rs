@@ -97,7 +97,10 @@ impl StyleCatalog {
         for (dimension, presets) in [("2d", &file.styles_2d), ("3d", &file.styles_3d)] {
             let mut seen = std::collections::HashSet::new();
             if let Some(twice) = presets.iter().find(|p| !seen.insert(p.id.as_str())) {
-                return Err(fail(format!("{dimension} style id {:?} appears twice", twice.id)));
+                return Err(fail(format!(
+                    "{dimension} style id {:?} appears twice",
+                    twice.id
+                )));
             }
         }
         let mut catalog = Self {
@@ -127,7 +130,11 @@ impl StyleCatalog {
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
                 .collect();
             folders.sort();
-            let ids: Vec<String> = self.presets(dimension).iter().map(|p| p.id.clone()).collect();
+            let ids: Vec<String> = self
+                .presets(dimension)
+                .iter()
+                .map(|p| p.id.clone())
+                .collect();
             for id in ids {
                 let found = folders.iter().find_map(|folder| {
                     ["webp", "png"].iter().find_map(|ext| {
@@ -266,7 +273,8 @@ mod tests {
         assert_eq!(retro.name, "レトロドット絵");
         assert!(catalog.find(Dimension::ThreeD, "retro").is_none());
         let file = style_file(retro, Dimension::TwoD);
-        assert!(file.starts_with("# ビジュアルスタイル: レトロドット絵\n\nID: retro\nDimension: 2d\n\n"));
+        assert!(file
+            .starts_with("# ビジュアルスタイル: レトロドット絵\n\nID: retro\nDimension: 2d\n\n"));
     }
 
     #[test]
@@ -282,8 +290,14 @@ mod tests {
         let catalog = StyleCatalog::load(Path::new(DEFAULT_PATH), Some(public.path())).unwrap();
         let cards = catalog.cards(Dimension::TwoD);
         let url = |id: &str| cards.iter().find(|c| c.id == id).unwrap().image_url.clone();
-        assert_eq!(url("kawaii").as_deref(), Some("/images/styles/2d/rpg/kawaii.webp"));
-        assert_eq!(url("retro").as_deref(), Some("/images/styles/2d/action/retro.png"));
+        assert_eq!(
+            url("kawaii").as_deref(),
+            Some("/images/styles/2d/rpg/kawaii.webp")
+        );
+        assert_eq!(
+            url("retro").as_deref(),
+            Some("/images/styles/2d/action/retro.png")
+        );
         assert_eq!(url("neon"), None);
     }
 

@@ -69,10 +69,7 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         for (name, value) in values {
-            if let Some(tail) = after
-                .strip_prefix(*name)
-                .and_then(|t| t.strip_prefix("}}"))
-            {
+            if let Some(tail) = after.strip_prefix(*name).and_then(|t| t.strip_prefix("}}")) {
                 out.push_str(value);
                 rest = tail;
                 continue 'outer;
@@ -92,10 +89,7 @@ mod tests {
     #[test]
     fn fills_once_without_reinterpreting_values() {
         assert_eq!(
-            fill(
-                "a={{a}} b={{b}} {{c}}",
-                &[("a", "{{b}}"), ("b", "x")]
-            ),
+            fill("a={{a}} b={{b}} {{c}}", &[("a", "{{b}}"), ("b", "x")]),
             "a={{b}} b=x {{c}}"
         );
     }

@@ -14,8 +14,8 @@ use super::protocol::{
 use crate::auth::Identity;
 use crate::backend::BackendKind;
 use crate::jobs::{CancelError, JobRequest, StartError, StartOutcome, SubscriptionKind};
-use crate::pipeline::Gate;
 use crate::metrics::METRICS;
+use crate::pipeline::Gate;
 use crate::store::models::{ProjectListItem, ProjectSummary};
 use crate::store::QuotaKind;
 

@@ -93,7 +93,10 @@ pub fn pipeline_answer(purpose: &str, request: &Value) -> String {
                 .unwrap_or_default()
                 .trim()
                 .to_lowercase();
-            if ["元に戻", "戻して", "undo"].iter().any(|k| asked.contains(k)) {
+            if ["元に戻", "戻して", "undo"]
+                .iter()
+                .any(|k| asked.contains(k))
+            {
                 "restore".into()
             } else if asked.ends_with('?') || asked.ends_with('？') {
                 "chat".into()
@@ -276,7 +279,8 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             Pipeline::Normal => pipeline_answer(purpose, &request),
             Pipeline::Garbage => "I am not sure what you mean.".to_string(),
             Pipeline::Error => {
-                let body = json!({"type":"error","error":{"type":"api_error","message":"fake failure"}});
+                let body =
+                    json!({"type":"error","error":{"type":"api_error","message":"fake failure"}});
                 let mut response = (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     [("content-type", "application/json")],

@@ -191,32 +191,28 @@ impl FakeModal {
 }
 
 impl Inner {
-    /// The configured answer of an authorized call (recorded), or the 401.
-    fn pipeline_call(
-        &self,
-        endpoint: &str,
-        headers: &HeaderMap,
-        body: Value,
-    ) -> Result<Answer, Response> {
+    /// The configured answer of an authorized call (recorded); `None` without the secret.
+    fn pipeline_call(&self, endpoint: &str, headers: &HeaderMap, body: Value) -> Option<Answer> {
         let authorized = headers
             .get("x-modal-secret")
             .is_some_and(|v| v.as_bytes() == self.secret.as_bytes());
         if !authorized {
-            return Err(json_error(401, "Unauthorized").into_response());
+            return None;
         }
         self.pipeline
             .calls
             .lock()
             .unwrap()
             .push((endpoint.to_string(), body));
-        Ok(self
-            .pipeline
-            .answers
-            .lock()
-            .unwrap()
-            .get(endpoint)
-            .cloned()
-            .unwrap_or(Answer::Normal))
+        Some(
+            self.pipeline
+                .answers
+                .lock()
+                .unwrap()
+                .get(endpoint)
+                .cloned()
+                .unwrap_or(Answer::Normal),
+        )
     }
 }
 
@@ -229,15 +225,21 @@ async fn abnormal(answer: &Answer, error_body: Value) -> Option<Response> {
             None
         }
         Answer::Status(status) => Some(http_response(*status, error_body.to_string())),
-        Answer::Garbage => Some(http_response(200, "<html>upstream proxy error</html>".into())),
+        Answer::Garbage => Some(http_response(
+            200,
+            "<html>upstream proxy error</html>".into(),
+        )),
     }
 }
 
-async fn detect_intent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn detect_intent(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = match inner.pipeline_call("detect_intent", &headers, body.clone()) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("detect_intent", &headers, body.clone()) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
         return response;
@@ -247,21 +249,26 @@ async fn detect_intent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body
         return json_error(400, "message is required").into_response();
     }
     // What Haiku answers for the tests' requests: undo words, then questions.
-    let intent = if ["元に戻", "戻して", "undo"].iter().any(|k| message.contains(k)) {
+    let intent = if ["元に戻", "戻して", "undo"]
+        .iter()
+        .any(|k| message.contains(k))
+    {
         "restore"
     } else if message.ends_with('?') || message.ends_with('？') {
         "chat"
     } else {
         "edit"
     };
-    http_response(200, json!({"intent": intent, "raw_response": intent}).to_string())
+    http_response(
+        200,
+        json!({"intent": intent, "raw_response": intent}).to_string(),
+    )
 }
 
 async fn chat_haiku(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = match inner.pipeline_call("chat_haiku", &headers, body) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("chat_haiku", &headers, body) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     let apology = json!({
         "error": "sandbox failed",
@@ -277,11 +284,14 @@ async fn chat_haiku(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: B
     )
 }
 
-async fn detect_skills(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn detect_skills(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = match inner.pipeline_call("detect_skills", &headers, body.clone()) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("detect_skills", &headers, body.clone()) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
         return response;
@@ -291,14 +301,20 @@ async fn detect_skills(State(inner): State<Arc<Inner>>, headers: HeaderMap, body
     } else {
         json!(["p5js-setup", "p5js-input", "game-ai"])
     };
-    http_response(200, json!({"skills": skills, "raw_response": skills.to_string()}).to_string())
+    http_response(
+        200,
+        json!({"skills": skills, "raw_response": skills.to_string()}).to_string(),
+    )
 }
 
-async fn prewarm_sandbox(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn prewarm_sandbox(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = match inner.pipeline_call("prewarm_sandbox", &headers, body.clone()) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("prewarm_sandbox", &headers, body.clone()) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     if let Some(response) = abnormal(&answer, json!({"error": "sandbox create failed"})).await {
         return response;
@@ -318,9 +334,8 @@ async fn get_file(
     headers: HeaderMap,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let answer = match inner.pipeline_call("get_file", &headers, json!(query)) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("get_file", &headers, json!(query)) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
         return response;
@@ -346,9 +361,8 @@ async fn apply_files(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
     if body.get("action").is_some() {
         return json_error(404, "Not Found").into_response();
     }
-    let answer = match inner.pipeline_call("apply_files", &headers, body.clone()) {
-        Ok(answer) => answer,
-        Err(refused) => return refused,
+    let Some(answer) = inner.pipeline_call("apply_files", &headers, body.clone()) else {
+        return json_error(401, "Unauthorized").into_response();
     };
     let mut events = vec![json!({"type": "status", "message": "Creating project directory..."})];
     if answer == Answer::Normal {

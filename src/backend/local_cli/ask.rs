@@ -59,9 +59,7 @@ impl LocalCliBackend {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        METRICS
-            .pipeline_cli_calls
-            .inc(&[question.purpose, outcome]);
+        METRICS.pipeline_cli_calls.inc(&[question.purpose, outcome]);
         result
     }
 
@@ -82,9 +80,10 @@ impl LocalCliBackend {
         };
         let owner = user.as_ref().map(|u| (u.uid, u.gid));
         let (data_dir, user_id) = (s.data_dir.clone(), question.user_id);
-        let cwd = tokio::task::spawn_blocking(move || workspace::scratch(&data_dir, user_id, owner))
-            .await
-            .map_err(|e| AskError::Unavailable(format!("scratch directory task: {e}")))??;
+        let cwd =
+            tokio::task::spawn_blocking(move || workspace::scratch(&data_dir, user_id, owner))
+                .await
+                .map_err(|e| AskError::Unavailable(format!("scratch directory task: {e}")))??;
 
         let mut env = s.base_env.clone();
         env.extend(s.cli_env.iter().cloned());

@@ -88,9 +88,13 @@ pub fn install_skills(workspace: &Path, skills_dir: &Path, owner: Option<Owner>)
 pub fn scratch(data_dir: &Path, user_id: Uuid, owner: Option<Owner>) -> io::Result<PathBuf> {
     fs::create_dir_all(data_dir)?;
     let mut dir = data_dir.to_path_buf();
-    for (depth, part) in ["users".to_string(), user_id.to_string(), ".scratch".to_string()]
-        .iter()
-        .enumerate()
+    for (depth, part) in [
+        "users".to_string(),
+        user_id.to_string(),
+        ".scratch".to_string(),
+    ]
+    .iter()
+    .enumerate()
     {
         dir.push(part);
         ensure_dir(&dir)?;
@@ -113,11 +117,20 @@ pub fn scratch(data_dir: &Path, user_id: Uuid, owner: Option<Owner>) -> io::Resu
 fn real_workspace(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> io::Result<Option<PathBuf>> {
     let dir = path(data_dir, user_id, project_id);
     let mut walked = data_dir.to_path_buf();
-    for part in dir.strip_prefix(data_dir).map_err(io::Error::other)?.components() {
+    for part in dir
+        .strip_prefix(data_dir)
+        .map_err(io::Error::other)?
+        .components()
+    {
         walked.push(part);
         match fs::symlink_metadata(&walked) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(io::Error::other(format!("{} is not a directory", walked.display()))),
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    walked.display()
+                )))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
@@ -177,10 +190,12 @@ pub fn write_file(
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&temp)?;
-    let written = file.write_all(content.as_bytes()).and_then(|()| match owner {
-        Some((uid, gid)) => lchown(&temp, Some(uid), Some(gid)),
-        None => Ok(()),
-    });
+    let written = file
+        .write_all(content.as_bytes())
+        .and_then(|()| match owner {
+            Some((uid, gid)) => lchown(&temp, Some(uid), Some(gid)),
+            None => Ok(()),
+        });
     drop(file);
     if let Err(e) = written.and_then(|()| fs::rename(&temp, dir.join(name))) {
         let _ = fs::remove_file(&temp);
@@ -264,14 +279,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let (user, project) = (Uuid::nil(), Uuid::max());
-        assert_eq!(read_file(&data, user, project, "STYLE.md", 100).unwrap(), None);
+        assert_eq!(
+            read_file(&data, user, project, "STYLE.md", 100).unwrap(),
+            None
+        );
         write_file(&data, user, project, "STYLE.md", "# pastel", None).unwrap();
         assert_eq!(
-            read_file(&data, user, project, "STYLE.md", 100).unwrap().as_deref(),
+            read_file(&data, user, project, "STYLE.md", 100)
+                .unwrap()
+                .as_deref(),
             Some("# pastel")
         );
         assert_eq!(
-            read_file(&data, user, project, "STYLE.md", 3).unwrap().as_deref(),
+            read_file(&data, user, project, "STYLE.md", 3)
+                .unwrap()
+                .as_deref(),
             Some("# p")
         );
         let outside = tmp.path().join("secret");
