@@ -6,7 +6,6 @@ pub mod failure;
 pub mod local_cli;
 pub mod modal;
 pub mod modal_git;
-pub mod modal_pipeline;
 pub mod selector;
 
 use std::pin::Pin;

@@ -2,16 +2,19 @@
 //! log each job keeps for its subscribers, daily quotas, prompts, and the runner that turns
 //! backend events into wire events.
 
-pub mod channel;
+mod channel;
+mod engine;
+mod failures;
 pub mod limits;
+mod live;
 pub mod plan;
 pub mod prompt;
 pub mod quota;
-pub mod registry;
+mod registry;
+pub mod restore_marker;
 mod runner;
 
 pub use channel::SubscriptionKind;
-pub use registry::{
-    CancelError, CancelOutcome, JobRequest, Jobs, JobsConfig, LiveJob, RecentFailure, StartError,
-    StartOutcome,
-};
+pub use engine::JobsConfig;
+pub use live::LiveJob;
+pub use registry::{CancelError, JobRequest, Jobs, StartError, StartOutcome};

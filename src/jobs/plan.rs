@@ -5,17 +5,9 @@
 //! timeout like the rest of the job, so it can never leave a job unfinished.
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use crate::backend::BackendKind;
-use crate::ws::protocol::{JobResult, ServerMessage};
-
-/// Where the job runs, for the steps that ask the same backend.
-#[derive(Debug, Clone, Copy)]
-pub struct JobInfo {
-    pub job_id: Uuid,
-    pub backend: BackendKind,
-}
+use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// Publishes `progress` on the job (value, message).
 pub type Progress<'a> = &'a (dyn Fn(i32, &str) + Send + Sync);
@@ -34,8 +26,8 @@ pub enum Plan {
     Generate { skills: String },
 }
 
-/// The per-job preparation.
+/// The per-job preparation. `backend` is where the job runs: the steps ask the same one.
 #[async_trait]
 pub trait Prepare: Send + 'static {
-    async fn prepare(self: Box<Self>, job: JobInfo, progress: Progress<'_>) -> Plan;
+    async fn prepare(self: Box<Self>, backend: BackendKind, progress: Progress<'_>) -> Plan;
 }

@@ -23,12 +23,12 @@ use uuid::Uuid;
 
 use crate::auth::Identity;
 use crate::backend::local_cli::{AskError, LocalCliBackend, Question};
-use crate::backend::modal_pipeline::{ChatTurn, ModalCallError, ModalPipeline};
+use crate::backend::modal::pipeline::{ChatTurn, ModalCallError, ModalPipeline};
 use crate::backend::BackendKind;
-use crate::jobs::plan::{JobInfo, Plan, Prepare, Progress};
+use crate::jobs::plan::{Plan, Prepare, Progress};
 use crate::metrics::METRICS;
 use crate::store::Store;
-use crate::ws::protocol::{GenerationRequest, JobResult, ServerMessage};
+use crate::wire::protocol::{GenerationRequest, JobResult, ServerMessage};
 use chat::ChatAnswer;
 pub use intent::Intent;
 use prewarm::Prewarmer;
@@ -131,10 +131,6 @@ impl Pipeline {
         if let Some(prewarmer) = &self.prewarmer {
             prewarmer.trigger(user_id);
         }
-    }
-
-    pub fn pending_style_ttl(&self) -> Duration {
-        self.settings.pending_style_ttl
     }
 
     // --- project files ---------------------------------------------------------------------
@@ -281,7 +277,7 @@ impl Pipeline {
                         );
                     }
                     let reply = self.style_options(dimension, content.clone());
-                    let flag = PendingStyle::new(project_id, dimension, content);
+                    let flag = PendingStyle::new(project_id);
                     return (Gate::Reply(reply), Some(flag));
                 }
             }
@@ -365,10 +361,7 @@ impl Pipeline {
         };
         let dimension = Dimension::from_wire(&pending.dimension);
         let reply = self.style_options(dimension, pending.original_message.clone());
-        Some((
-            reply,
-            PendingStyle::new(project_id, dimension, pending.original_message),
-        ))
+        Some((reply, PendingStyle::new(project_id)))
     }
 
     // --- inside the job ----------------------------------------------------------------------
@@ -594,10 +587,11 @@ struct Preparation {
 
 #[async_trait]
 impl Prepare for Preparation {
-    async fn prepare(self: Box<Self>, job: JobInfo, progress: Progress<'_>) -> Plan {
+    async fn prepare(self: Box<Self>, backend: BackendKind, progress: Progress<'_>) -> Plan {
         let pipeline = &self.pipeline;
         let (user_id, project_id) = (self.who.user_id, self.project_id);
-        let backend = Some(job.backend);
+        let job_backend = backend;
+        let backend = Some(backend);
         if let Some(content) = self.style_file.clone() {
             // Awaited, so the agent finds it when it starts.
             if let Err(e) = pipeline
@@ -608,7 +602,7 @@ impl Prepare for Preparation {
             }
         }
         progress(5, texts::DETECTING_INTENT);
-        let intent = pipeline.intent(job.backend, user_id, &self.message).await;
+        let intent = pipeline.intent(job_backend, user_id, &self.message).await;
         tracing::info!(intent = intent.as_str(), "intent detected");
         if intent == Intent::Restore {
             progress(100, texts::RESTORE_CONFIRM);
@@ -643,7 +637,7 @@ impl Prepare for Preparation {
             if code.is_some() {
                 progress(10, texts::ANSWERING);
                 match pipeline
-                    .chat(job.backend, &self.who, project_id, &self.message)
+                    .chat(job_backend, &self.who, project_id, &self.message)
                     .await
                 {
                     Ok(answer) => {
@@ -679,7 +673,7 @@ impl Prepare for Preparation {
         }
         let picked = pipeline
             .skills(
-                job.backend,
+                job_backend,
                 user_id,
                 &self.message,
                 code.as_deref().unwrap_or_default(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::backend::modal_pipeline::ModalPipeline;
+use crate::backend::modal::pipeline::ModalPipeline;
 
 /// Remembers whom it prewarmed recently.
 pub struct Prewarmer {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ws::protocol::StyleCard;
+use crate::wire::protocol::StyleCard;
 
 const EMBEDDED: &str = include_str!("../../config/pipeline/styles.toml");
 const DEFAULT_PATH: &str = "config/pipeline/styles.toml";
@@ -212,19 +212,15 @@ pub fn requested_dimension(content: &str) -> Option<Dimension> {
 /// An open style question on one socket (docs/protocol.md §4.2 step 3a).
 #[derive(Debug, Clone)]
 pub struct PendingStyle {
-    pub armed_at: Instant,
-    pub project_id: Uuid,
-    pub dimension: Dimension,
-    pub original_message: String,
+    armed_at: Instant,
+    project_id: Uuid,
 }
 
 impl PendingStyle {
-    pub fn new(project_id: Uuid, dimension: Dimension, original_message: String) -> Self {
+    pub fn new(project_id: Uuid) -> Self {
         Self {
             armed_at: Instant::now(),
             project_id,
-            dimension,
-            original_message,
         }
     }
 
@@ -304,7 +300,7 @@ mod tests {
     #[test]
     fn a_pending_choice_lives_five_minutes_for_its_project() {
         let project = Uuid::new_v4();
-        let pending = PendingStyle::new(project, Dimension::TwoD, "x".into());
+        let pending = PendingStyle::new(project);
         assert!(pending.is_open_for(project, Duration::from_secs(300)));
         assert!(!pending.is_open_for(Uuid::new_v4(), Duration::from_secs(300)));
         assert!(!pending.is_open_for(project, Duration::ZERO));

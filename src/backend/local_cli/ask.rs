@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::process::{exit_code, CliProcess, Launch};
-use super::{workspace, LocalCliBackend, RunAs};
+use super::settings::RunAs;
+use super::{workspace, LocalCliBackend};
 use crate::metrics::METRICS;
 
 /// Why a question got no answer. Callers fall back; the text is only logged.
