@@ -21,7 +21,7 @@ use crate::jobs::prompt::PromptTemplate;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::pipeline::style::StyleCatalog;
-use crate::pipeline::{Pipeline, PipelineSettings, Prompts};
+use crate::pipeline::{AskSettings, Pipeline, PipelineParts, Prompts};
 use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -125,24 +125,23 @@ fn build_pipeline(
             .map_err(|e| StartupError::Modal(e.to_string()))?;
         Some(Arc::new(client))
     };
-    let settings = PipelineSettings {
-        small_model: p.small_model.trim().to_string(),
-        intent_timeout: secs(p.intent_timeout_secs),
-        chat_timeout: secs(p.chat_timeout_secs),
-        skills_timeout: secs(p.skills_timeout_secs),
-        pending_style_ttl: secs(p.style_pending_ttl_secs),
-        max_file_bytes: p.max_file_bytes,
-        max_answer_chars: p.max_answer_chars,
-    };
-    Ok(Pipeline::new(
-        settings,
-        Prompts::load(&p.prompts)?,
-        StyleCatalog::load(&p.styles, config.public_dir())?,
+    Ok(Pipeline::new(PipelineParts {
+        ask: AskSettings {
+            small_model: p.small_model.trim().to_string(),
+            intent_timeout: secs(p.intent_timeout_secs),
+            chat_timeout: secs(p.chat_timeout_secs),
+            skills_timeout: secs(p.skills_timeout_secs),
+            max_answer_chars: p.max_answer_chars,
+        },
+        prompts: Prompts::load(&p.prompts)?,
+        styles: StyleCatalog::load(&p.styles, config.public_dir())?,
         store,
         modal,
         local,
-        secs(p.prewarm_dedup_secs),
-    ))
+        max_file_bytes: p.max_file_bytes,
+        pending_style_ttl: secs(p.style_pending_ttl_secs),
+        prewarm_dedup: secs(p.prewarm_dedup_secs),
+    }))
 }
 
 /// Where the local CLI's pass-through variables come from.

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::process::{exit_code, CliProcess, Launch};
-use super::settings::RunAs;
-use super::{workspace, LocalCliBackend};
+use super::settings::{RunAs, Settings};
+use super::workspace;
 use crate::metrics::METRICS;
 
 /// Why a question got no answer. Callers fall back; the text is only logged.
@@ -52,159 +52,101 @@ pub struct Question<'a> {
     pub max_output_bytes: usize,
 }
 
-impl LocalCliBackend {
-    /// Ask the small model one question and return its printed answer.
-    pub async fn ask(&self, question: Question<'_>) -> Result<String, AskError> {
-        let result = self.ask_inner(&question).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        METRICS.pipeline_cli_calls.inc(&[question.purpose, outcome]);
-        result
-    }
+/// Ask the small model one question and return its printed answer.
+pub(super) async fn ask(settings: &Settings, question: Question<'_>) -> Result<String, AskError> {
+    let result = ask_inner(settings, &question).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    };
+    METRICS.pipeline_cli_calls.inc(&[question.purpose, outcome]);
+    result
+}
 
-    async fn ask_inner(&self, question: &Question<'_>) -> Result<String, AskError> {
-        let s = &self.settings;
-        let program = match (&s.program, &s.run_as) {
-            (Err(why), _) => return Err(AskError::Unavailable(why.clone())),
-            (_, RunAs::Missing(name)) => {
-                return Err(AskError::Unavailable(format!(
-                    "LOCAL_CLI_USER {name} does not exist"
-                )))
+async fn ask_inner(s: &Settings, question: &Question<'_>) -> Result<String, AskError> {
+    let program = match (&s.program, &s.run_as) {
+        (Err(why), _) => return Err(AskError::Unavailable(why.clone())),
+        (_, RunAs::Missing(name)) => {
+            return Err(AskError::Unavailable(format!(
+                "LOCAL_CLI_USER {name} does not exist"
+            )))
+        }
+        (Ok(program), _) => program.clone(),
+    };
+    let user = match &s.run_as {
+        RunAs::User(user) => Some(user.clone()),
+        RunAs::Relay | RunAs::Missing(_) => None,
+    };
+    let owner = user.as_ref().map(|u| (u.uid, u.gid));
+    let (data_dir, user_id) = (s.data_dir.clone(), question.user_id);
+    let cwd = tokio::task::spawn_blocking(move || workspace::scratch(&data_dir, user_id, owner))
+        .await
+        .map_err(|e| AskError::Unavailable(format!("scratch directory task: {e}")))??;
+
+    let mut env = s.base_env.clone();
+    env.extend(s.cli_env.iter().cloned());
+    env.push((
+        "CLAUDE_CONFIG_DIR".into(),
+        workspace::config_dir(&s.data_dir, user_id).into(),
+    ));
+    let args: Vec<OsString> = vec!["-p".into(), "--model".into(), question.model.into()];
+    let marker = Uuid::new_v4().to_string();
+    let mut cli = CliProcess::spawn(Launch {
+        program: &program,
+        args: &args,
+        cwd: &cwd,
+        env: &env,
+        user: user.as_ref(),
+        marker: &marker,
+    })?;
+    if let Some(mut stdin) = cli.child.stdin.take() {
+        let prompt = question.prompt.as_bytes().to_vec();
+        tokio::spawn(async move {
+            if let Err(e) = stdin.write_all(&prompt).await {
+                tracing::debug!(error = %e, "question not fully written to claude");
             }
-            (Ok(program), _) => program.clone(),
-        };
-        let user = match &s.run_as {
-            RunAs::User(user) => Some(user.clone()),
-            RunAs::Relay | RunAs::Missing(_) => None,
-        };
-        let owner = user.as_ref().map(|u| (u.uid, u.gid));
-        let (data_dir, user_id) = (s.data_dir.clone(), question.user_id);
-        let cwd =
-            tokio::task::spawn_blocking(move || workspace::scratch(&data_dir, user_id, owner))
-                .await
-                .map_err(|e| AskError::Unavailable(format!("scratch directory task: {e}")))??;
-
-        let mut env = s.base_env.clone();
-        env.extend(s.cli_env.iter().cloned());
-        env.push((
-            "CLAUDE_CONFIG_DIR".into(),
-            workspace::config_dir(&s.data_dir, user_id).into(),
-        ));
-        let args: Vec<OsString> = vec!["-p".into(), "--model".into(), question.model.into()];
-        let marker = Uuid::new_v4().to_string();
-        let mut cli = CliProcess::spawn(Launch {
-            program: &program,
-            args: &args,
-            cwd: &cwd,
-            env: &env,
-            user: user.as_ref(),
-            marker: &marker,
-        })?;
-        if let Some(mut stdin) = cli.child.stdin.take() {
-            let prompt = question.prompt.as_bytes().to_vec();
-            tokio::spawn(async move {
-                if let Err(e) = stdin.write_all(&prompt).await {
-                    tracing::debug!(error = %e, "question not fully written to claude");
-                }
-            });
+        });
+    }
+    // Stderr is not needed; drained so the CLI never blocks on it.
+    if let Some(mut stderr) = cli.child.stderr.take() {
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut stderr, &mut sink).await;
+        });
+    }
+    let Some(mut stdout) = cli.child.stdout.take() else {
+        cli.terminate(s.grace).await;
+        return Err(AskError::Io(std::io::Error::other(
+            "stdout was not captured",
+        )));
+    };
+    let limit = question.max_output_bytes;
+    let read_and_wait = async {
+        let mut output = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stdout.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            let room = limit.saturating_sub(output.len());
+            output.extend_from_slice(&chunk[..n.min(room)]);
         }
-        // Stderr is not needed; drained so the CLI never blocks on it.
-        if let Some(mut stderr) = cli.child.stderr.take() {
-            tokio::spawn(async move {
-                let mut sink = tokio::io::sink();
-                let _ = tokio::io::copy(&mut stderr, &mut sink).await;
-            });
-        }
-        let Some(mut stdout) = cli.child.stdout.take() else {
+        let status = cli.wait().await?;
+        Ok::<_, std::io::Error>((output, status))
+    };
+    let (output, status) = match tokio::time::timeout(question.timeout, read_and_wait).await {
+        Ok(read) => read?,
+        Err(_) => {
             cli.terminate(s.grace).await;
-            return Err(AskError::Io(std::io::Error::other(
-                "stdout was not captured",
-            )));
-        };
-        let limit = question.max_output_bytes;
-        let read_and_wait = async {
-            let mut output = Vec::new();
-            let mut chunk = [0u8; 8192];
-            loop {
-                let n = stdout.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                let room = limit.saturating_sub(output.len());
-                output.extend_from_slice(&chunk[..n.min(room)]);
-            }
-            let status = cli.wait().await?;
-            Ok::<_, std::io::Error>((output, status))
-        };
-        let (output, status) = match tokio::time::timeout(question.timeout, read_and_wait).await {
-            Ok(read) => read?,
-            Err(_) => {
-                cli.terminate(s.grace).await;
-                return Err(AskError::Timeout(question.timeout.as_secs()));
-            }
-        };
-        // Tools the model might have started must not outlive the question.
-        cli.sweep().await;
-        let code = exit_code(status);
-        if code != 0 {
-            return Err(AskError::Exit(code));
+            return Err(AskError::Timeout(question.timeout.as_secs()));
         }
-        Ok(String::from_utf8_lossy(&output).trim().to_string())
+    };
+    // Tools the model might have started must not outlive the question.
+    cli.sweep().await;
+    let code = exit_code(status);
+    if code != 0 {
+        return Err(AskError::Exit(code));
     }
-
-    /// A top-level project file as text (`STYLE.md`, `SPEC.md`, `index.html`); `None` when
-    /// the workspace or the file does not exist.
-    pub async fn read_project_file(
-        &self,
-        user_id: Uuid,
-        project_id: Uuid,
-        name: &'static str,
-        max_bytes: usize,
-    ) -> std::io::Result<Option<String>> {
-        let data_dir = self.settings.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            workspace::read_file(&data_dir, user_id, project_id, name, max_bytes)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-    }
-
-    /// Write a top-level project file, owned by the CLI user like the rest of the workspace.
-    pub async fn write_project_file(
-        &self,
-        user_id: Uuid,
-        project_id: Uuid,
-        name: &'static str,
-        content: String,
-    ) -> std::io::Result<()> {
-        let data_dir = self.settings.data_dir.clone();
-        let owner = match &self.settings.run_as {
-            RunAs::User(user) => Some((user.uid, user.gid)),
-            RunAs::Relay | RunAs::Missing(_) => None,
-        };
-        tokio::task::spawn_blocking(move || {
-            workspace::write_file(&data_dir, user_id, project_id, name, &content, owner)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-    }
-
-    /// Names of the skills `SKILLS_DIR` provides (folders holding a `SKILL.md`).
-    pub fn available_skills(&self) -> Vec<String> {
-        let Some(dir) = &self.settings.skills_dir else {
-            return Vec::new();
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter(|e| e.path().join("SKILL.md").is_file())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect();
-        names.sort();
-        names
-    }
+    Ok(String::from_utf8_lossy(&output).trim().to_string())
 }
