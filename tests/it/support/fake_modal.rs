@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+
+use super::fake_modal_endpoints::Endpoints;
+pub use super::fake_modal_endpoints::{Answer, CHAT_MESSAGE, CHAT_SUGGESTIONS};
 
 /// A running fake; the server stops when this is dropped.
 pub struct FakeModal {
@@ -21,6 +24,8 @@ pub struct FakeModal {
     pub url: String,
     pub secret: String,
     inner: Arc<Inner>,
+    /// The other endpoints (intent, chat, skills, prewarm, files).
+    endpoints: Arc<Endpoints>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -65,7 +70,6 @@ struct Inner {
     requests: Mutex<Vec<GenerateRequest>>,
     open_streams: AtomicUsize,
     shutdown: CancellationToken,
-    pipeline: PipelineFake,
 }
 
 impl FakeModal {
@@ -79,17 +83,12 @@ impl FakeModal {
             requests: Mutex::new(Vec::new()),
             open_streams: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
-            pipeline: PipelineFake::default(),
         });
+        let endpoints = Endpoints::new(secret.clone());
         let app = Router::new()
             .route("/generate_game", post(generate_game))
-            .route("/detect-intent", post(detect_intent))
-            .route("/chat-haiku", post(chat_haiku))
-            .route("/detect-skills", post(detect_skills))
-            .route("/prewarm-sandbox", post(prewarm_sandbox))
-            .route("/get-file", get(get_file))
-            .route("/apply-files", post(apply_files))
-            .with_state(Arc::clone(&inner));
+            .with_state(Arc::clone(&inner))
+            .merge(endpoints.router());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -99,8 +98,29 @@ impl FakeModal {
             url: format!("http://{addr}/generate_game"),
             secret,
             inner,
+            endpoints,
             server,
         }
+    }
+
+    /// Make `endpoint` (`detect_intent`, `chat_haiku`, `detect_skills`, `prewarm_sandbox`,
+    /// `get_file`, `apply_files`) answer this way from now on.
+    pub fn answer(&self, endpoint: &str, answer: Answer) {
+        self.endpoints.answer(endpoint, answer);
+    }
+
+    /// Bodies (query for `get_file`) of the authorized calls to `endpoint`.
+    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
+        self.endpoints.calls(endpoint)
+    }
+
+    /// A project file on the fake volume.
+    pub fn file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str) -> Option<String> {
+        self.endpoints.file(user, project, path)
+    }
+
+    pub fn put_file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str, text: &str) {
+        self.endpoints.put_file(user, project, path, text);
     }
 
     /// Every POST that passed validation, in arrival order.
@@ -112,289 +132,6 @@ impl FakeModal {
     pub fn open_streams(&self) -> usize {
         self.inner.open_streams.load(Ordering::SeqCst)
     }
-}
-
-// --- the other endpoints (modal-and-cli.md §5.3) ------------------------------------------
-
-/// How one of the short endpoints answers.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Answer {
-    /// The endpoint's normal answer.
-    Normal,
-    /// Accept the request and never answer.
-    Hang,
-    /// This status with a JSON `{"error": ...}` body (chat: plus its apology and no suggestions).
-    Status(u16),
-    /// 200 with a body that is not the endpoint's JSON.
-    Garbage,
-}
-
-/// The fixed chat answer of the fake `chat_haiku`.
-pub const CHAT_MESSAGE: &str = "ジャンプ力は jumpPower の値で決まります。";
-pub const CHAT_SUGGESTIONS: [&str; 2] = ["ジャンプを高くして", "二段ジャンプを追加して"];
-
-#[derive(Default)]
-struct PipelineFake {
-    answers: Mutex<std::collections::HashMap<String, Answer>>,
-    /// (endpoint, body or query) of every authorized call, in order.
-    calls: Mutex<Vec<(String, Value)>>,
-    /// `user/project/path` → text, shared by `get_file` and `apply_files`.
-    files: Mutex<std::collections::HashMap<String, String>>,
-}
-
-impl FakeModal {
-    /// Make `endpoint` (`detect_intent`, `chat_haiku`, `detect_skills`, `prewarm_sandbox`,
-    /// `get_file`, `apply_files`) answer this way from now on.
-    pub fn answer(&self, endpoint: &str, answer: Answer) {
-        self.inner
-            .pipeline
-            .answers
-            .lock()
-            .unwrap()
-            .insert(endpoint.to_string(), answer);
-    }
-
-    /// Bodies (query for `get_file`) of the authorized calls to `endpoint`.
-    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
-        self.inner
-            .pipeline
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, _)| e == endpoint)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// A project file on the fake volume.
-    pub fn file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str) -> Option<String> {
-        self.inner
-            .pipeline
-            .files
-            .lock()
-            .unwrap()
-            .get(&format!("{user}/{project}/{path}"))
-            .cloned()
-    }
-
-    pub fn put_file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str, text: &str) {
-        self.inner
-            .pipeline
-            .files
-            .lock()
-            .unwrap()
-            .insert(format!("{user}/{project}/{path}"), text.to_string());
-    }
-}
-
-impl Inner {
-    /// The configured answer of an authorized call (recorded); `None` without the secret.
-    fn pipeline_call(&self, endpoint: &str, headers: &HeaderMap, body: Value) -> Option<Answer> {
-        let authorized = headers
-            .get("x-modal-secret")
-            .is_some_and(|v| v.as_bytes() == self.secret.as_bytes());
-        if !authorized {
-            return None;
-        }
-        self.pipeline
-            .calls
-            .lock()
-            .unwrap()
-            .push((endpoint.to_string(), body));
-        Some(
-            self.pipeline
-                .answers
-                .lock()
-                .unwrap()
-                .get(endpoint)
-                .cloned()
-                .unwrap_or(Answer::Normal),
-        )
-    }
-}
-
-/// The non-normal answers shared by every JSON endpoint.
-async fn abnormal(answer: &Answer, error_body: Value) -> Option<Response> {
-    match answer {
-        Answer::Normal => None,
-        Answer::Hang => {
-            std::future::pending::<()>().await;
-            None
-        }
-        Answer::Status(status) => Some(http_response(*status, error_body.to_string())),
-        Answer::Garbage => Some(http_response(
-            200,
-            "<html>upstream proxy error</html>".into(),
-        )),
-    }
-}
-
-async fn detect_intent(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(answer) = inner.pipeline_call("detect_intent", &headers, body.clone()) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
-        return response;
-    }
-    let message = body["message"].as_str().unwrap_or_default().to_lowercase();
-    if message.is_empty() {
-        return json_error(400, "message is required").into_response();
-    }
-    // What Haiku answers for the tests' requests: undo words, then questions.
-    let intent = if ["元に戻", "戻して", "undo"]
-        .iter()
-        .any(|k| message.contains(k))
-    {
-        "restore"
-    } else if message.ends_with('?') || message.ends_with('？') {
-        "chat"
-    } else {
-        "edit"
-    };
-    http_response(
-        200,
-        json!({"intent": intent, "raw_response": intent}).to_string(),
-    )
-}
-
-async fn chat_haiku(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(answer) = inner.pipeline_call("chat_haiku", &headers, body) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    let apology = json!({
-        "error": "sandbox failed",
-        "message": "申し訳ございません。回答の生成中にエラーが発生しました。",
-        "suggestions": [],
-    });
-    if let Some(response) = abnormal(&answer, apology).await {
-        return response;
-    }
-    http_response(
-        200,
-        json!({"message": CHAT_MESSAGE, "suggestions": CHAT_SUGGESTIONS}).to_string(),
-    )
-}
-
-async fn detect_skills(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(answer) = inner.pipeline_call("detect_skills", &headers, body.clone()) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    if let Some(response) = abnormal(&answer, json!({"error": "sandbox failed"})).await {
-        return response;
-    }
-    let skills = if body["dimension"] == "3d" {
-        json!(["threejs-setup", "threejs-lighting", "game-ai"])
-    } else {
-        json!(["p5js-setup", "p5js-input", "game-ai"])
-    };
-    http_response(
-        200,
-        json!({"skills": skills, "raw_response": skills.to_string()}).to_string(),
-    )
-}
-
-async fn prewarm_sandbox(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(answer) = inner.pipeline_call("prewarm_sandbox", &headers, body.clone()) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    if let Some(response) = abnormal(&answer, json!({"error": "sandbox create failed"})).await {
-        return response;
-    }
-    let user = body["user_id"].as_str().unwrap_or_default();
-    if !is_uuid(user) {
-        return json_error(400, "Invalid user_id").into_response();
-    }
-    http_response(
-        200,
-        json!({"status": "warmed", "sandbox_name": format!("user-{user}")}).to_string(),
-    )
-}
-
-async fn get_file(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-) -> Response {
-    let Some(answer) = inner.pipeline_call("get_file", &headers, json!(query)) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
-        return response;
-    }
-    let field = |name: &str| query.get(name).cloned().unwrap_or_default();
-    let path = query
-        .get("path")
-        .map(|p| p.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| "index.html".into());
-    if path.contains("..") {
-        return json_error(400, "Invalid file path").into_response();
-    }
-    let key = format!("{}/{}/{path}", field("user_id"), field("project_id"));
-    match inner.pipeline.files.lock().unwrap().get(&key) {
-        Some(text) => http_response(200, text.clone()),
-        None => json_error(404, "File not found").into_response(),
-    }
-}
-
-/// File writes only; the git actions are not part of this fake (404, as before it had them).
-async fn apply_files(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if body.get("action").is_some() {
-        return json_error(404, "Not Found").into_response();
-    }
-    let Some(answer) = inner.pipeline_call("apply_files", &headers, body.clone()) else {
-        return json_error(401, "Unauthorized").into_response();
-    };
-    let mut events = vec![json!({"type": "status", "message": "Creating project directory..."})];
-    if answer == Answer::Normal {
-        let (user, project) = (
-            body["user_id"].as_str().unwrap_or_default(),
-            body["project_id"].as_str().unwrap_or_default(),
-        );
-        let mut written = Vec::new();
-        for file in body["files"].as_array().into_iter().flatten() {
-            let path = file["path"].as_str().unwrap_or_default();
-            let content = file["content"].as_str().unwrap_or_default();
-            inner
-                .pipeline
-                .files
-                .lock()
-                .unwrap()
-                .insert(format!("{user}/{project}/{path}"), content.to_string());
-            events.push(json!({"type": "status", "message": format!("Writing {path}...")}));
-            written.push(json!({"path": path, "action": "create", "size": content.len()}));
-        }
-        events.push(json!({"type": "log", "message": "Committed: 1a2b3c4"}));
-        events.push(json!({"type": "result", "files": written}));
-        events.push(json!({"type": "done", "exit_code": 0, "duration_ms": 12}));
-    } else if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
-        return response;
-    }
-    let text: String = events
-        .iter()
-        .map(|e| format!("data: {}\n\n", python_json(e)))
-        .collect();
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .body(Body::from(text))
-        .unwrap()
 }
 
 impl Drop for FakeModal {
