@@ -57,6 +57,8 @@ impl<'a> Setup<'a> {
                 "ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CLAUDE_CODE_MAX_RETRIES",
             ),
             ("RATE_LIMIT_GENERATIONS_PER_MIN", "0"),
+            // A slow intent question falls back to an edit well within a frame's deadline.
+            ("PIPELINE_INTENT_TIMEOUT_SECS", "8"),
         ];
         if let Some(modal) = self.modal {
             env.push(("MODAL_ENDPOINT", modal.url.as_str()));

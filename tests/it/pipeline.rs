@@ -465,6 +465,10 @@ async fn a_chat_answer_is_cancellable_and_ends_once() {
 
 // --- local backend: the real CLI against the fake Anthropic API -------------------------
 
+/// How long one frame may take when the real CLI answers several questions per job on a
+/// loaded machine.
+const CLI_WAIT: Duration = Duration::from_secs(120);
+
 /// A relay on the local backend whose CLI talks to `anthropic`.
 async fn local_relay(
     anthropic: &FakeAnthropic,
@@ -530,6 +534,7 @@ async fn local_question_and_undo_are_answered_by_the_small_model() {
     let relay = local_relay(&anthropic, None, &[]).await;
     let user = Uuid::new_v4();
     let mut c = relay.user(user).await;
+    c.set_wait(CLI_WAIT);
     let project = c.create_project("新しいゲーム").await;
 
     // First a game (an edit), so a question has something to be about.
@@ -591,6 +596,7 @@ async fn local_style_choice_and_skills_reach_the_prompt_and_the_workspace() {
     let relay = local_relay(&anthropic, Some(skills.path()), &[]).await;
     let user = Uuid::new_v4();
     let mut c = relay.user(user).await;
+    c.set_wait(CLI_WAIT);
     let project = c.create_project("新しいゲーム").await;
     let request = "2Dのネコのゲームを作って";
     c.send(json!({"type":"message","content":request})).await;
@@ -603,6 +609,7 @@ async fn local_style_choice_and_skills_reach_the_prompt_and_the_workspace() {
 
     // Reconnect: offered again from the workspace's pending file.
     let mut tab = relay.user(user).await;
+    tab.set_wait(CLI_WAIT);
     tab.send(json!({"type":"selectProject","projectId":project}))
         .await;
     let frames = tab.recv_until("versionsList").await;
@@ -650,6 +657,7 @@ async fn local_failures_fall_back_to_edit_and_keyword_skills() {
     anthropic.pipeline("intent", Pipeline::Hang);
     anthropic.pipeline("skills", Pipeline::Error);
     let mut c = relay.user(Uuid::new_v4()).await;
+    c.set_wait(CLI_WAIT);
     c.create_project("新しいゲーム").await;
     let frames = ask(
         &mut c,

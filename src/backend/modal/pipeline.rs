@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::sse::SseLines;
 use crate::config::ModalConfig;
 use crate::metrics::METRICS;
 
@@ -101,7 +102,7 @@ pub struct ModalPipeline {
     client: reqwest::Client,
     secret: HeaderValue,
     timeouts: CallTimeouts,
-    max_file_bytes: usize,
+    max_bytes: usize,
     intent_url: String,
     chat_url: String,
     skills_url: String,
@@ -111,11 +112,11 @@ pub struct ModalPipeline {
 }
 
 impl ModalPipeline {
-    /// `max_file_bytes` bounds what `get_file` reads (STYLE.md, SPEC.md, index.html).
+    /// `max_bytes` bounds every answer read (STYLE.md, SPEC.md, index.html, JSON replies).
     pub fn new(
         config: &ModalConfig,
         timeouts: CallTimeouts,
-        max_file_bytes: usize,
+        max_bytes: usize,
     ) -> Result<Self, ModalCallError> {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
@@ -132,7 +133,7 @@ impl ModalPipeline {
             client,
             secret,
             timeouts,
-            max_file_bytes,
+            max_bytes,
             intent_url: config.endpoint_for("detect_intent"),
             chat_url: config.endpoint_for("chat_haiku"),
             skills_url: config.endpoint_for("detect_skills"),
@@ -226,7 +227,7 @@ impl ModalPipeline {
         const ENDPOINT: &str = "get_file";
         let started = Instant::now();
         let call = async {
-            let mut response = self
+            let response = self
                 .client
                 .get(&self.get_file_url)
                 .query(&[
@@ -245,20 +246,7 @@ impl ModalPipeline {
             if !status.is_success() {
                 return Err(status_error(ENDPOINT, response).await);
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transport(ENDPOINT, &e))?
-            {
-                if body.len() + chunk.len() > self.max_file_bytes {
-                    return Err(ModalCallError::Garbage {
-                        endpoint: ENDPOINT,
-                        detail: format!("{path} is larger than {} bytes", self.max_file_bytes),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = self.read_bounded(ENDPOINT, response).await?;
             Ok(Some(String::from_utf8_lossy(&body).into_owned()))
         };
         self.measured(ENDPOINT, started, self.timeouts.files, call)
@@ -299,32 +287,25 @@ impl ModalPipeline {
             if !response.status().is_success() {
                 return Err(status_error(ENDPOINT, response).await);
             }
-            let mut pending = Vec::new();
+            let mut lines = SseLines::new(self.max_bytes);
             while let Some(chunk) = response
                 .chunk()
                 .await
                 .map_err(|e| transport(ENDPOINT, &e))?
             {
-                pending.extend_from_slice(&chunk);
-                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    match sse_event_type(&line).as_deref() {
+                for payload in lines.push(&chunk) {
+                    let event: serde_json::Value =
+                        serde_json::from_str(&payload).unwrap_or_default();
+                    match event["type"].as_str() {
                         Some("done") => return Ok(()),
                         Some("error") => {
                             return Err(ModalCallError::Garbage {
                                 endpoint: ENDPOINT,
-                                detail: String::from_utf8_lossy(&line)
-                                    .chars()
-                                    .take(ERROR_BODY_CHARS)
-                                    .collect(),
+                                detail: payload.chars().take(ERROR_BODY_CHARS).collect(),
                             })
                         }
                         _ => {}
                     }
-                }
-                // Events are small; a line this long is not an apply_files stream.
-                if pending.len() > 64 * 1024 {
-                    break;
                 }
             }
             Err(ModalCallError::Garbage {
@@ -357,16 +338,36 @@ impl ModalPipeline {
             if !response.status().is_success() {
                 return Err(status_error(endpoint, response).await);
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| transport(endpoint, &e))?;
+            let bytes = self.read_bounded(endpoint, response).await?;
             serde_json::from_slice::<T>(&bytes).map_err(|e| ModalCallError::Garbage {
                 endpoint,
                 detail: e.to_string(),
             })
         };
         self.measured(endpoint, started, limit, call).await
+    }
+
+    /// The whole body, refused when it grows past `max_bytes` (no answer here is that large).
+    async fn read_bounded(
+        &self,
+        endpoint: &'static str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, ModalCallError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport(endpoint, &e))?
+        {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(ModalCallError::Garbage {
+                    endpoint,
+                    detail: format!("answer larger than {} bytes", self.max_bytes),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Run `call` under its total timeout and record the outcome and latency.
@@ -420,28 +421,5 @@ async fn status_error(endpoint: &'static str, response: reqwest::Response) -> Mo
         endpoint,
         status,
         body,
-    }
-}
-
-/// The `type` of an SSE `data:` line, if it is one.
-fn sse_event_type(line: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(line).ok()?.trim();
-    let payload = text.strip_prefix("data:")?.trim();
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    value.get("type")?.as_str().map(str::to_string)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_event_type_of_data_lines_only() {
-        assert_eq!(
-            sse_event_type(b"data: {\"type\": \"done\", \"exit_code\": 0}\n").as_deref(),
-            Some("done")
-        );
-        assert_eq!(sse_event_type(b"event: x\n"), None);
-        assert_eq!(sse_event_type(b"data: not json\n"), None);
     }
 }
