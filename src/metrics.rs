@@ -36,6 +36,10 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_samples(out, name, labels);
+    }
+
+    fn render_samples(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             let _ = writeln!(
@@ -57,53 +61,6 @@ impl Histogram {
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1_000_000.0
         );
         let _ = writeln!(out, "{name}_count{braces} {count}");
-    }
-}
-
-/// Histograms keyed by one label value (e.g. a Modal endpoint), created on first use.
-pub struct LabeledHistogram {
-    bounds: &'static [f64],
-    values: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
-}
-
-impl LabeledHistogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn observe_secs(&self, label: &str, secs: f64) {
-        let histogram = match self.values.lock() {
-            Ok(mut map) => std::sync::Arc::clone(
-                map.entry(label.to_string())
-                    .or_insert_with(|| std::sync::Arc::new(Histogram::new(self.bounds))),
-            ),
-            Err(_) => return,
-        };
-        histogram.observe_secs(secs);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
-        let Ok(map) = self.values.lock() else {
-            return;
-        };
-        if map.is_empty() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        }
-        for (index, (value, histogram)) in map.iter().enumerate() {
-            let labels = format!("{label_name}=\"{}\"", escape(value));
-            let mut text = String::new();
-            histogram.render(&mut text, name, help, &labels);
-            // HELP and TYPE once per family.
-            let body = if index == 0 {
-                text.as_str()
-            } else {
-                text.splitn(3, '\n').nth(2).unwrap_or_default()
-            };
-            out.push_str(body);
-        }
     }
 }
 
@@ -141,6 +98,39 @@ impl LabeledCounter {
     }
 }
 
+/// A histogram family keyed by one label value, created on first use.
+pub struct LabeledHistogram {
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl LabeledHistogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe_secs(&self, label: &str, secs: f64) {
+        if let Ok(mut map) = self.values.lock() {
+            map.entry(label.to_string())
+                .or_insert_with(|| Histogram::new(self.bounds))
+                .observe_secs(secs);
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        if let Ok(map) = self.values.lock() {
+            for (value, histogram) in map.iter() {
+                let labels = format!("{label_name}=\"{}\"", escape(value));
+                histogram.render_samples(out, name, &labels);
+            }
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -163,13 +153,15 @@ pub struct Metrics {
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
     pub relay_latency: Histogram,
-    /// Modal calls of the pre-job pipeline. Labels: endpoint, outcome (ok/error/timeout).
+    /// Labels: endpoint (the Modal function name, e.g. `get_file`).
     pub modal_calls: LabeledCounter,
-    /// Their latency, by endpoint.
-    pub modal_call_latency: LabeledHistogram,
-    /// Local CLI calls of the pre-job pipeline. Labels: purpose, outcome.
+    /// Labels: endpoint. Transport errors, timeouts and unexpected statuses.
+    pub modal_call_failures: LabeledCounter,
+    /// By endpoint: request sent → response status received (or the call failed).
+    pub modal_call_duration: LabeledHistogram,
+    /// Local CLI questions of the pre-job pipeline. Labels: purpose, outcome.
     pub pipeline_cli_calls: LabeledCounter,
-    /// Pipeline decisions that fell back to the keyword rules or the default. Labels: step.
+    /// Pipeline steps that fell back (intent → edit, chat → generation, ...). Labels: step.
     pub pipeline_fallbacks: LabeledCounter,
 }
 
@@ -188,7 +180,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
     ]),
     modal_calls: LabeledCounter::default(),
-    modal_call_latency: LabeledHistogram::new(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+    modal_call_failures: LabeledCounter::default(),
+    modal_call_duration: LabeledHistogram::new(&[
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]),
     pipeline_cli_calls: LabeledCounter::default(),
     pipeline_fallbacks: LabeledCounter::default(),
 });
@@ -207,6 +202,15 @@ impl Metrics {
             *map.entry((state.to_string(), backend.to_string()))
                 .or_insert(0) += delta;
         }
+    }
+
+    /// One finished call to a Modal endpoint other than `generate_game`.
+    pub fn modal_call(&self, endpoint: &str, ok: bool, secs: f64) {
+        self.modal_calls.inc(&[endpoint]);
+        if !ok {
+            self.modal_call_failures.inc(&[endpoint]);
+        }
+        self.modal_call_duration.observe_secs(endpoint, secs);
     }
 
     pub fn render(&self) -> String {
@@ -292,25 +296,31 @@ impl Metrics {
         self.modal_calls.render(
             &mut out,
             "relay_modal_calls_total",
-            "Modal calls of the pre-job pipeline (intent, chat, skills, prewarm, files) by outcome.",
-            &["endpoint", "outcome"],
+            "Calls to Modal endpoints other than generate_game.",
+            &["endpoint"],
         );
-        self.modal_call_latency.render(
+        self.modal_call_failures.render(
             &mut out,
-            "relay_modal_call_seconds",
-            "Latency of those Modal calls, by endpoint.",
+            "relay_modal_call_failures_total",
+            "Modal calls that failed: transport error, timeout or unexpected status.",
+            &["endpoint"],
+        );
+        self.modal_call_duration.render(
+            &mut out,
+            "relay_modal_call_duration_seconds",
+            "Modal call time, request sent to response status received.",
             "endpoint",
         );
         self.pipeline_cli_calls.render(
             &mut out,
             "relay_pipeline_cli_calls_total",
-            "Local Claude CLI calls of the pre-job pipeline by purpose and outcome.",
+            "Local Claude CLI questions of the pre-job pipeline by purpose and outcome.",
             &["purpose", "outcome"],
         );
         self.pipeline_fallbacks.render(
             &mut out,
             "relay_pipeline_fallbacks_total",
-            "Pipeline steps that used the keyword rules or the default after a failed call.",
+            "Pipeline steps that fell back after a failed call (intent: edit, chat: generation, skills: keyword rules).",
             &["step"],
         );
         out

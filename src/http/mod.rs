@@ -1,13 +1,14 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+mod editor;
 mod game;
 mod legacy;
 mod pages;
 mod rest;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,10 +33,12 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .merge(rest::routes(&app))
+        .merge(editor::routes(&app))
         .merge(game::routes(&app))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))
         .fallback(root)
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -43,6 +46,16 @@ pub fn router(app: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(app)
+}
+
+/// Every answer, whoever produced it (routes, static files, the legacy upstream), tells the
+/// browser to use the type it names and never guess one: a game file must not become a page.
+async fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// One span per request with its id; the path only — queries carry preview signatures.

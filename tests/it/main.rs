@@ -6,6 +6,7 @@ mod support;
 mod auth_jwt;
 mod backends;
 mod drain;
+mod editor_routes;
 mod local_cli;
 mod modal_backend;
 mod nginx;

@@ -45,17 +45,6 @@ pub enum ModalCallError {
     Secret,
 }
 
-impl ModalCallError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::Timeout { .. } => "timeout",
-            Self::Status { .. } => "http_error",
-            Self::Garbage { .. } => "bad_answer",
-            Self::Transport { .. } | Self::Secret => "error",
-        }
-    }
-}
-
 /// Total time each kind of call may take (connect timeout comes from `MODAL_CONNECT_TIMEOUT_SECS`).
 #[derive(Debug, Clone, Copy)]
 pub struct CallTimeouts {
@@ -385,13 +374,13 @@ impl ModalPipeline {
                 secs: limit.as_secs(),
             }),
         };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        METRICS.modal_calls.inc(&[endpoint, outcome]);
+        METRICS.modal_calls.inc(&[endpoint]);
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "Modal call failed");
+            METRICS.modal_call_failures.inc(&[endpoint]);
+        }
         METRICS
-            .modal_call_latency
+            .modal_call_duration
             .observe_secs(endpoint, started.elapsed().as_secs_f64());
         result
     }

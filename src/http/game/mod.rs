@@ -2,12 +2,13 @@
 //! iframe, from the local workspace (local CLI backend) or Modal `get_file`.
 //!
 //! Access (docs/protocol.md §8): a valid `sig`+`exp` pair or the owner's token opens any file; a
-//! Referer inside the same `/game/<userId>/<projectId>/` folder of this host opens the
-//! non-HTML files the page loads. `index.html` gets a script that sets `ASSET_BASE_URL` and
+//! Referer inside the same `/game/<userId>/<projectId>/` folder of this host opens only the
+//! sub-resources a page loads (images, audio, fonts, scripts, styles, JSON, wasm: `kinds`). `index.html` gets a script that sets `ASSET_BASE_URL` and
 //! reports errors and the load to the editor (`gameError` / `gameLoaded`).
 
 mod access;
 mod inject;
+mod kinds;
 mod paths;
 mod serve;
 

@@ -48,12 +48,6 @@ fn safe_relative_path(tail: &str) -> Option<String> {
     Some(segments.join("/"))
 }
 
-/// The file is a page (`.html`/`.htm`, any case).
-pub(super) fn is_html(file: &str) -> bool {
-    let lower = file.to_ascii_lowercase();
-    lower.ends_with(".html") || lower.ends_with(".htm")
-}
-
 /// Open `relative` inside `root` for reading, following symbolic links only while they stay
 /// inside `root` and lead to a visible regular file. Every refusal is `NotFound`, so nothing
 /// tells a caller what lies outside.

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::access::{authorize, Signed};
 use super::inject::inject_script;
-use super::paths::{is_html, open_beneath, split_path};
+use super::kinds::is_html;
+use super::paths::{open_beneath, split_path};
 use super::GameState;
 use crate::backend::BackendKind;
 use crate::http::rest::{self, json_error};
@@ -70,10 +71,6 @@ fn file_response(file: &str, body: Body, length: Option<u64>) -> Response {
         "no-cache"
     };
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
