@@ -1,6 +1,7 @@
 //! dreamcore-relay: the WebSocket tier of DreamCore-V2.
 //!
-//! Data path: `ws` (browser sockets) → `jobs` (one job per generation, slot limits,
+//! Data path: `ws` (browser sockets) → `pipeline` (the style gate; inside each job the intent,
+//! chat answers and skills) → `jobs` (one job per generation, slot limits,
 //! sequence-numbered event log) → `backend` (Modal `generate_game` or the local Claude CLI,
 //! one normalized event stream) → back through `jobs` to every subscribed socket, as typed
 //! `wire` messages. `auth` verifies Supabase tokens, `store` keeps projects, history and job
@@ -15,6 +16,7 @@ pub mod config;
 mod http;
 mod jobs;
 mod metrics;
+mod pipeline;
 mod rate_limit;
 pub mod server;
 mod state;

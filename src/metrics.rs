@@ -165,6 +165,10 @@ pub struct Metrics {
     pub http_connections_open: AtomicI64,
     /// Labels: reason (capacity, client, header_timeout, keepalive_timeout, evicted, descriptors).
     pub http_connections_shed: LabeledCounter,
+    /// Local CLI questions of the pre-job pipeline. Labels: purpose, outcome.
+    pub pipeline_cli_calls: LabeledCounter,
+    /// Pipeline steps that fell back (intent → edit, chat → generation, ...). Labels: step.
+    pub pipeline_fallbacks: LabeledCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -188,6 +192,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ]),
     http_connections_open: AtomicI64::new(0),
     http_connections_shed: LabeledCounter::default(),
+    pipeline_cli_calls: LabeledCounter::default(),
+    pipeline_fallbacks: LabeledCounter::default(),
 });
 
 pub fn counter_inc(counter: &AtomicU64) {
@@ -328,6 +334,18 @@ impl Metrics {
         if let Some(sample) = process::ProcessSample::read() {
             sample.render(&mut out);
         }
+        self.pipeline_cli_calls.render(
+            &mut out,
+            "relay_pipeline_cli_calls_total",
+            "Local Claude CLI questions of the pre-job pipeline by purpose and outcome.",
+            &["purpose", "outcome"],
+        );
+        self.pipeline_fallbacks.render(
+            &mut out,
+            "relay_pipeline_fallbacks_total",
+            "Pipeline steps that fell back after a failed call (intent: edit, chat: generation, skills: keyword rules).",
+            &["step"],
+        );
         out
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Verifier};
 use crate::backend::local_cli::LocalCliBackend;
+use crate::backend::modal::pipeline::{CallTimeouts, ModalPipeline};
 use crate::backend::modal::ModalBackend;
 use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::{probe_modal, BackendSelector};
@@ -23,6 +24,8 @@ use crate::jobs::limits::SlotLimiter;
 use crate::jobs::prompt::PromptTemplate;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::{Jobs, JobsConfig};
+use crate::pipeline::style::StyleCatalog;
+use crate::pipeline::{AskSettings, Pipeline, PipelineParts, Prompts};
 use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -39,6 +42,10 @@ pub enum StartupError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Prompt(#[from] crate::jobs::prompt::TemplateError),
+    #[error(transparent)]
+    PipelinePrompts(#[from] crate::pipeline::PromptsError),
+    #[error(transparent)]
+    Styles(#[from] crate::pipeline::style::StylesError),
     #[error("MODAL_ENDPOINT: {0}")]
     Modal(String),
     #[error("USE_MODAL={mode}: {reason}")]
@@ -100,6 +107,47 @@ fn data_dir(config: &Config) -> Result<PathBuf, StartupError> {
     dir.canonicalize().map_err(err)
 }
 
+/// The pre-job pipeline with its prompts, presets and clients.
+fn build_pipeline(
+    config: &Config,
+    store: Arc<dyn Store>,
+    local: Option<LocalCliBackend>,
+) -> Result<Arc<Pipeline>, StartupError> {
+    let p = &config.pipeline;
+    let secs = Duration::from_secs;
+    let modal = if config.modal.endpoint.is_empty() {
+        None
+    } else {
+        let timeouts = CallTimeouts {
+            intent: secs(p.intent_timeout_secs),
+            chat: secs(p.chat_timeout_secs),
+            skills: secs(p.skills_timeout_secs),
+            prewarm: secs(p.prewarm_timeout_secs),
+            files: secs(p.file_timeout_secs),
+        };
+        let client = ModalPipeline::new(&config.modal, timeouts, p.max_file_bytes)
+            .map_err(|e| StartupError::Modal(e.to_string()))?;
+        Some(Arc::new(client))
+    };
+    Ok(Pipeline::new(PipelineParts {
+        ask: AskSettings {
+            small_model: p.small_model.trim().to_string(),
+            intent_timeout: secs(p.intent_timeout_secs),
+            chat_timeout: secs(p.chat_timeout_secs),
+            skills_timeout: secs(p.skills_timeout_secs),
+            max_answer_chars: p.max_answer_chars,
+        },
+        prompts: Prompts::load(&p.prompts)?,
+        styles: StyleCatalog::load(&p.styles, config.public_dir())?,
+        store,
+        modal,
+        local,
+        max_file_bytes: p.max_file_bytes,
+        pending_style_ttl: secs(p.style_pending_ttl_secs),
+        prewarm_dedup: secs(p.prewarm_dedup_secs),
+    }))
+}
+
 /// Where the local CLI's pass-through variables come from.
 pub type EnvSource = dyn Fn(&str) -> Option<std::ffi::OsString> + Send + Sync;
 
@@ -151,6 +199,7 @@ impl Relay {
             ))
         };
         let local_cli = LocalCliBackend::with_env_source(&config.cli, &data_dir, env);
+        let pipeline_cli = local_cli.as_ref().ok().cloned();
         let mode = config.backend.use_modal;
         let local: Option<Arc<dyn Backend>> = match local_cli {
             Ok(cli) => {
@@ -217,7 +266,16 @@ impl Relay {
         } else {
             Some(ModalGit::new(&config.modal).map_err(StartupError::Modal)?)
         };
-        let app = AppState::new(config, verifier, store, jobs, selector, quota, modal_git);
+        let pipeline = build_pipeline(&config, Arc::clone(&store), pipeline_cli)?;
+        let parts = crate::state::Parts {
+            store,
+            jobs,
+            selector,
+            quota,
+            modal_git,
+            pipeline,
+        };
+        let app = AppState::new(config, verifier, parts);
         spawn_modal_prober(&app, http);
         Ok(Self { app })
     }

@@ -12,6 +12,7 @@ use crate::backend::selector::BackendSelector;
 use crate::config::Config;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::Jobs;
+use crate::pipeline::Pipeline;
 use crate::rate_limit::UserBuckets;
 use crate::store::Store;
 
@@ -24,6 +25,8 @@ pub struct App {
     pub quota: QuotaPolicy,
     /// Modal's git actions, when Modal is configured (version history on the volume).
     pub modal_git: Option<ModalGit>,
+    /// The pre-job pipeline: style gate, intent, chat, skills, prewarm.
+    pub pipeline: Arc<Pipeline>,
     /// Generation messages per user per minute, across sockets.
     pub generation_limit: UserBuckets,
     /// Fired when the drain is over: every socket closes with 1012.
@@ -43,16 +46,26 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What the composition root built for the handlers, next to the configuration and verifier.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub jobs: Arc<Jobs>,
+    pub selector: Arc<BackendSelector>,
+    pub quota: QuotaPolicy,
+    pub modal_git: Option<ModalGit>,
+    pub pipeline: Arc<Pipeline>,
+}
+
 impl AppState {
-    pub fn new(
-        config: Config,
-        verifier: Verifier,
-        store: Arc<dyn Store>,
-        jobs: Arc<Jobs>,
-        selector: Arc<BackendSelector>,
-        quota: QuotaPolicy,
-        modal_git: Option<ModalGit>,
-    ) -> Self {
+    pub fn new(config: Config, verifier: Verifier, parts: Parts) -> Self {
+        let Parts {
+            store,
+            jobs,
+            selector,
+            quota,
+            modal_git,
+            pipeline,
+        } = parts;
         let generation_limit = UserBuckets::per_minute(config.limits.generations_per_minute);
         Self(Arc::new(App {
             generation_limit,
@@ -63,6 +76,7 @@ impl AppState {
             selector,
             quota,
             modal_git,
+            pipeline,
             close_sockets: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),

@@ -18,7 +18,7 @@ pub use provenance::{explain, render, Origin, Setting};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
     AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, DatabaseConfig, GameConfig,
-    LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig,
+    LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PipelineConfig, PromptConfig, ServerConfig,
     TelemetryConfig, DEV_ISSUER,
 };
 pub use sources::env_keys;
@@ -49,6 +49,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cli: CliConfig,
     pub prompt: PromptConfig,
+    pub pipeline: PipelineConfig,
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
     pub game: GameConfig,
@@ -184,6 +185,21 @@ impl Config {
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        let p = &self.pipeline;
+        for (key, value) in [
+            ("PIPELINE_INTENT_TIMEOUT_SECS", p.intent_timeout_secs),
+            ("PIPELINE_CHAT_TIMEOUT_SECS", p.chat_timeout_secs),
+            ("PIPELINE_SKILLS_TIMEOUT_SECS", p.skills_timeout_secs),
+            ("PIPELINE_FILE_TIMEOUT_SECS", p.file_timeout_secs),
+            ("PREWARM_TIMEOUT_SECS", p.prewarm_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if p.small_model.trim().is_empty() {
+            return Err(invalid("PIPELINE_SMALL_MODEL", "must name a model"));
         }
         Ok(())
     }

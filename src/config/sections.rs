@@ -227,6 +227,30 @@ pub struct PromptConfig {
     pub template: PathBuf,
 }
 
+/// The pre-job pipeline: intent, chat answers, skills, the style gate, prewarm.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineConfig {
+    /// Model of the local CLI's short questions (`claude -p --model <this>`).
+    pub small_model: String,
+    /// Total time of one intent question (Modal `detect_intent` or the local CLI).
+    pub intent_timeout_secs: u64,
+    pub chat_timeout_secs: u64,
+    pub skills_timeout_secs: u64,
+    /// Modal `get_file` / `apply_files` of the style files.
+    pub file_timeout_secs: u64,
+    pub prewarm_timeout_secs: u64,
+    /// A user is prewarmed at most once in this window.
+    pub prewarm_dedup_secs: u64,
+    /// How long an open style question is remembered per socket.
+    pub style_pending_ttl_secs: u64,
+    /// Largest project file the pipeline reads (STYLE.md, SPEC.md, index.html).
+    pub max_file_bytes: usize,
+    /// Longest chat answer kept, in characters.
+    pub max_answer_chars: usize,
+    pub prompts: PathBuf,
+    pub styles: PathBuf,
+}
+
 /// `[database]`: PostgreSQL (Supabase) URL and pool size; an empty URL selects SQLite.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {

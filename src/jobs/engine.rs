@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::failures::FailureLog;
 use super::live::LiveJobs;
+use super::prompt::PromptTemplate;
 use crate::backend::selector::BackendSelector;
 use crate::backend::Failure;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub(super) struct Engine {
     pub(super) config: JobsConfig,
     pub(super) live: LiveJobs,
     pub(super) failures: FailureLog,
+    /// The agent's prompt, rendered once the pipeline chose the skills.
+    pub(super) prompt: PromptTemplate,
     /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
     aborted: OnceLock<Failure>,
 }
@@ -36,11 +39,13 @@ impl Engine {
         store: Arc<dyn Store>,
         selector: Arc<BackendSelector>,
         config: JobsConfig,
+        prompt: PromptTemplate,
     ) -> Self {
         Self {
             store,
             selector,
             config,
+            prompt,
             live: LiveJobs::default(),
             failures: FailureLog::default(),
             aborted: OnceLock::new(),

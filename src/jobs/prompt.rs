@@ -1,5 +1,6 @@
 //! The prompt sent to the agent, built from an operator-editable template
-//! (`config/prompt.txt`) with `{{workspace}}` and `{{message}}` placeholders.
+//! (`config/prompt.txt`) with `{{workspace}}`, `{{skills}}` (the required-reading block the
+//! pipeline chose, or nothing) and `{{message}}` placeholders.
 
 use std::path::Path;
 
@@ -50,8 +51,9 @@ impl PromptTemplate {
     }
 
     /// Substitute in one pass, so text inside the user's message is never re-interpreted.
-    pub fn render(&self, workspace: &str, message: &str) -> String {
-        let mut out = String::with_capacity(self.text.len() + message.len() + workspace.len());
+    pub fn render(&self, workspace: &str, skills: &str, message: &str) -> String {
+        let mut out =
+            String::with_capacity(self.text.len() + message.len() + workspace.len() + skills.len());
         let mut rest = self.text.as_str();
         while let Some(start) = rest.find("{{") {
             out.push_str(&rest[..start]);
@@ -61,6 +63,9 @@ impl PromptTemplate {
                 rest = tail;
             } else if let Some(tail) = after.strip_prefix("{{workspace}}") {
                 out.push_str(workspace);
+                rest = tail;
+            } else if let Some(tail) = after.strip_prefix("{{skills}}") {
+                out.push_str(skills.trim());
                 rest = tail;
             } else {
                 out.push_str("{{");
@@ -83,7 +88,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render("/w", "hi {{workspace}} $(rm -rf) `x`"),
+            t.render("/w", "", "hi {{workspace}} $(rm -rf) `x`"),
             "dir=/w {{other}}\n<user>hi {{workspace}} $(rm -rf) `x`</user>"
         );
     }
@@ -91,8 +96,13 @@ mod tests {
     #[test]
     fn embedded_template_is_valid() {
         let t = PromptTemplate::from_text(EMBEDDED.to_string()).unwrap();
-        let p = t.render("/data/users/u/projects/p", "make a cat game");
+        let p = t.render(
+            "/data/users/u/projects/p",
+            "Required reading:\n- .claude/skills/p5js-setup/SKILL.md",
+            "make a cat game",
+        );
         assert!(p.contains("make a cat game") && p.contains("/data/users/u/projects/p"));
+        assert!(p.contains("- .claude/skills/p5js-setup/SKILL.md\n</system>"));
     }
 
     #[test]

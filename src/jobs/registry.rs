@@ -15,12 +15,13 @@ use super::engine::{Engine, JobsConfig};
 use super::failures::RecentFailure;
 use super::limits::{SlotError, SlotLimiter};
 use super::live::LiveJob;
+use super::plan::Prepare;
 use super::prompt::PromptTemplate;
 use super::quota::{QuotaPolicy, QuotaRefusal};
 use super::runner;
 use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
-use crate::backend::{BackendKind, Failure, RunRequest};
+use crate::backend::{BackendKind, Failure};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
 
@@ -70,12 +71,29 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
+/// One generation request as the job runs it.
+pub struct JobRequest {
+    /// What the user typed: their history entry.
+    pub history: String,
+    /// What the job works on: the request plus anything the style gate added.
+    pub message: String,
+    /// The pre-job pipeline's part inside the job (intent, chat, skills).
+    pub prepare: Box<dyn Prepare>,
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest")
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts, finds, cancels and drains the jobs of this process.
 pub struct Jobs {
     engine: Arc<Engine>,
     limiter: SlotLimiter,
     quota: QuotaPolicy,
-    prompt: PromptTemplate,
     start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
     accepting: AtomicBool,
@@ -91,10 +109,9 @@ impl Jobs {
         config: JobsConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            engine: Arc::new(Engine::new(store, selector, config)),
+            engine: Arc::new(Engine::new(store, selector, config, prompt)),
             limiter,
             quota,
-            prompt,
             start_locks: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             accepting: AtomicBool::new(true),
@@ -160,7 +177,7 @@ impl Jobs {
         self: &Arc<Self>,
         who: &Identity,
         project_id: Uuid,
-        content: &str,
+        request: JobRequest,
     ) -> Result<StartOutcome, StartError> {
         if !self.is_accepting() {
             return Err(StartError::Draining);
@@ -202,7 +219,7 @@ impl Jobs {
             .map_err(StartError::Quota)?;
         self.engine
             .store
-            .add_user_message(who, project_id, content)
+            .add_user_message(who, project_id, &request.history)
             .await?;
         let job_id = Uuid::now_v7();
         let row = match self
@@ -226,20 +243,14 @@ impl Jobs {
             .display()
             .to_string(),
         };
-        let request = RunRequest {
-            job_id,
-            user_id: who.user_id,
-            project_id,
-            prompt: self.prompt.render(&workspace, content),
+        let work = runner::Work {
+            workspace,
+            message: request.message,
+            prepare: request.prepare,
         };
         let engine = Arc::clone(&self.engine);
-        self.tracker.spawn(runner::run(
-            engine,
-            Arc::clone(&job),
-            backend,
-            request,
-            slot,
-        ));
+        self.tracker
+            .spawn(runner::run(engine, Arc::clone(&job), backend, work, slot));
         Ok(StartOutcome::Started(job, row))
     }
 

@@ -14,6 +14,7 @@ use super::engine::Engine;
 use super::failures::RecentFailure;
 use super::limits::Slot;
 use super::live::LiveJob;
+use super::plan::{Plan, Prepare};
 use super::restore_marker::marker_path;
 use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
 use crate::metrics::METRICS;
@@ -26,6 +27,14 @@ const DEFAULT_COMPLETION: &str = "ゲームを更新しました";
 const PREPARING: &str = "実行環境を準備中...";
 /// Progress persisted at most this often while a job streams.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// What a started job works on.
+pub(super) struct Work {
+    /// The project directory as the agent sees it.
+    pub workspace: String,
+    pub message: String,
+    pub prepare: Box<dyn Prepare>,
+}
 
 enum Outcome {
     Completed,
@@ -59,7 +68,7 @@ pub(super) async fn run(
     engine: Arc<Engine>,
     job: Arc<LiveJob>,
     backend: Arc<dyn Backend>,
-    request: RunRequest,
+    work: Work,
     slot: Slot,
 ) {
     let span = tracing::info_span!(
@@ -75,7 +84,7 @@ pub(super) async fn run(
         tracing::info!("job started");
 
         let (row_tx, writer) = spawn_progress_writer(Arc::clone(&engine.store), job.id);
-        let outcome = drive(&engine, &job, backend.as_ref(), request, &row_tx).await;
+        let outcome = drive(&engine, &job, backend.as_ref(), work, &row_tx).await;
         // The terminal write is guarded by status, so an in-flight progress write can never
         // overwrite it; stop the writer instead of waiting out its interval.
         drop(row_tx);
@@ -91,12 +100,13 @@ pub(super) async fn run(
     .await
 }
 
-/// Run the backend until a terminal event, a cancel or the job timeout.
+/// Prepare (the pipeline), then run the backend until a terminal event, a cancel or the job
+/// timeout. The timeout and the cancel cover the preparation too.
 async fn drive(
     engine: &Engine,
     job: &LiveJob,
     backend: &dyn Backend,
-    request: RunRequest,
+    work: Work,
     row_tx: &watch::Sender<Option<JobRow>>,
 ) -> Outcome {
     if let Some(row) = job.update_row(|r| r.status = JobStatus::Processing) {
@@ -127,6 +137,40 @@ async fn drive(
             });
         }
     };
+    let timeout = tokio::time::sleep(engine.config.job_timeout);
+    tokio::pin!(timeout);
+    // Made once: a fresh `cancelled()` per event would join and leave the waiter list each time.
+    let cancelled = job.cancel_token().cancelled();
+    tokio::pin!(cancelled);
+
+    let progress = |value: i32, message: &str| publish_progress(value, message.to_string());
+    let plan = tokio::select! {
+        biased;
+        _ = &mut cancelled => return match engine.abort_reason() {
+            Some(failure) => Outcome::Failed(failure),
+            None => Outcome::Cancelled,
+        },
+        _ = &mut timeout => {
+            return Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()))
+        }
+        plan = work.prepare.prepare(backend.kind(), &progress) => plan,
+    };
+    let skills = match plan {
+        Plan::Answer {
+            frames,
+            history,
+            result,
+        } => return answer_without_generation(engine, job, frames, history, result).await,
+        Plan::Generate { skills } => skills,
+    };
+    let request = RunRequest {
+        job_id: job.id,
+        user_id: job.user_id,
+        project_id: job.project_id,
+        prompt: engine
+            .prompt
+            .render(&work.workspace, &skills, &work.message),
+    };
     publish_progress(15, PREPARING.to_string());
 
     let backend_cancel = job.cancel_token().child_token();
@@ -134,14 +178,8 @@ async fn drive(
     // as one stage of the job.
     let run_span = tracing::info_span!("backend_run", backend = backend.kind().as_str());
     let mut events = run_span.in_scope(|| backend.run(request, backend_cancel.clone()));
-    let timeout = tokio::time::sleep(engine.config.job_timeout);
-    tokio::pin!(timeout);
     let mut meter = ProgressMeter { value: 20 };
     let mut answer = String::new();
-
-    // Made once: a fresh `cancelled()` per event would join and leave the waiter list each time.
-    let cancelled = job.cancel_token().cancelled();
-    tokio::pin!(cancelled);
 
     let outcome = async {
         loop {
@@ -198,6 +236,31 @@ async fn drive(
         return finish_answer(engine, job, answer).await;
     }
     outcome
+}
+
+/// A job the pipeline answered itself (a chat answer, the restore confirmation): its frames,
+/// its history entry, then `completed` with its result.
+async fn answer_without_generation(
+    engine: &Engine,
+    job: &LiveJob,
+    frames: Vec<ServerMessage>,
+    history: Option<String>,
+    result: JobResult,
+) -> Outcome {
+    for frame in &frames {
+        job.channel.publish(frame);
+    }
+    if let Some(entry) = history {
+        if let Err(e) = engine
+            .store
+            .add_history(job.project_id, ChatRole::Assistant, &entry)
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the answer");
+        }
+    }
+    job.update_row(|r| r.result = serde_json::to_string(&result).ok());
+    Outcome::Completed
 }
 
 /// Store the assistant's answer before the job is reported complete, so a socket that

@@ -9,8 +9,10 @@ use uuid::Uuid;
 
 use super::session::Connection;
 use crate::auth::Identity;
-use crate::jobs::{CancelError, StartError, StartOutcome, SubscriptionKind};
+use crate::backend::BackendKind;
+use crate::jobs::{CancelError, JobRequest, StartError, StartOutcome, SubscriptionKind};
 use crate::metrics::METRICS;
+use crate::pipeline::Gate;
 use crate::store::models::{ProjectListItem, ProjectSummary};
 use crate::store::QuotaKind;
 use crate::wire::protocol::{
@@ -28,7 +30,8 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
         // Answered inline by the connection loop.
         ClientMessage::Ping => {}
         // Only used upstream to suppress web push, which the relay does not send.
-        ClientMessage::ViewState { .. } | ClientMessage::DeselectProject => {}
+        ClientMessage::ViewState { .. } => {}
+        ClientMessage::DeselectProject => conn.set_pending_style(None),
         ClientMessage::SelectProject { project_id } => select_project(&conn, project_id).await,
         ClientMessage::CreateProject { name } => create_project(&conn, name).await,
         ClientMessage::DeleteProject { project_id } => delete_project(&conn, project_id).await,
@@ -95,6 +98,10 @@ async fn init(conn: &Connection, token: Option<String>) {
     conn.authenticate(identity);
     tracing::debug!(conn_id = conn.id, %user_id, "socket authenticated");
     conn.reply(ServerMessage::Init { user_id, projects });
+    // After the reply, never before it: the first generation skips Modal's cold start.
+    if conn.app.selector.status().current == Some(BackendKind::Modal) {
+        conn.app.pipeline.prewarm(user_id);
+    }
 }
 
 async fn project_list(conn: &Connection, who: &Identity) -> Vec<ProjectListItem> {
@@ -142,6 +149,7 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
         return;
     };
     conn.set_current_project(Some(project.id));
+    conn.set_pending_style(None);
     let history = conn
         .app
         .store
@@ -167,6 +175,17 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
         versions: Vec::new(),
         active_job,
     });
+    // A style picker left open (e.g. before a reload) is offered again.
+    let backend = conn.app.selector.status().current;
+    if let Some((offer, pending)) = conn
+        .app
+        .pipeline
+        .reoffer_style(backend, who.user_id, project.id)
+        .await
+    {
+        conn.set_pending_style(Some(pending));
+        conn.reply(offer);
+    }
     if let Some(job) = live {
         // Everything the job emitted so far, then live events (docs/decisions.md, decision 6).
         conn.follow(&job, SubscriptionKind::Observer, true);
@@ -206,6 +225,7 @@ async fn create_project(conn: &Connection, name: Option<String>) {
         }
     };
     conn.set_current_project(Some(project.id));
+    conn.set_pending_style(None);
     let projects = project_list(conn, &who).await;
     conn.reply(ServerMessage::ProjectCreated {
         project: ProjectSummary::from(&project),
@@ -228,6 +248,7 @@ async fn delete_project(conn: &Connection, project_id: Option<String>) {
     }
     if conn.current_project() == Some(project.id) {
         conn.set_current_project(None);
+        conn.set_pending_style(None);
     }
     let projects = project_list(conn, &who).await;
     conn.reply(ServerMessage::ProjectDeleted {
@@ -282,7 +303,38 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
         METRICS.rate_limited.inc(&["generation"]);
         return conn.reply(ServerMessage::rate_limited());
     }
-    match conn.app.jobs.start(&who, project_id, &content).await {
+    let backend = conn.app.selector.status().current;
+    let pipeline = &conn.app.pipeline;
+    let (gate, pending) = pipeline
+        .style_gate(
+            backend,
+            who.user_id,
+            project_id,
+            &request,
+            conn.take_pending_style(),
+        )
+        .await;
+    conn.set_pending_style(pending);
+    let (message, style_file) = match gate {
+        Gate::Reply(reply) => return conn.reply(reply),
+        Gate::Proceed {
+            message,
+            style_file,
+        } => (message, style_file),
+    };
+    let prepare = pipeline.preparation(
+        who.clone(),
+        project_id,
+        message.clone(),
+        request.debug_options().disable_skills,
+        style_file,
+    );
+    let job_request = JobRequest {
+        history: content.clone(),
+        message,
+        prepare,
+    };
+    match conn.app.jobs.start(&who, project_id, job_request).await {
         Ok(StartOutcome::Started(job, row)) => {
             conn.reply(ServerMessage::JobStarted {
                 job: row,

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::auth::Identity;
 use crate::jobs::{LiveJob, SubscriptionKind};
 use crate::metrics::{gauge_add, METRICS};
+use crate::pipeline::style::PendingStyle;
 use crate::state::AppState;
 use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
@@ -19,6 +20,8 @@ struct Session {
     current_project: Option<Uuid>,
     /// The one job this socket follows (docs/protocol.md §5.7).
     following: Option<Arc<LiveJob>>,
+    /// The style picker this socket is waiting on (docs/protocol.md §4.2 step 3).
+    pending_style: Option<PendingStyle>,
 }
 
 /// One authenticated (or not yet authenticated) browser socket, as handlers see it.
@@ -87,6 +90,15 @@ impl Connection {
 
     pub fn set_current_project(&self, project_id: Option<Uuid>) {
         self.session().current_project = project_id;
+    }
+
+    /// The open style question, taken out while a message decides what becomes of it.
+    pub fn take_pending_style(&self) -> Option<PendingStyle> {
+        self.session().pending_style.take()
+    }
+
+    pub fn set_pending_style(&self, pending: Option<PendingStyle>) {
+        self.session().pending_style = pending;
     }
 
     /// Follow `job` instead of whatever this socket followed before.

@@ -57,6 +57,8 @@ impl<'a> Setup<'a> {
                 "ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CLAUDE_CODE_MAX_RETRIES",
             ),
             ("RATE_LIMIT_GENERATIONS_PER_MIN", "0"),
+            // A slow intent question falls back to an edit well within a frame's deadline.
+            ("PIPELINE_INTENT_TIMEOUT_SECS", "8"),
         ];
         if let Some(modal) = self.modal {
             env.push(("MODAL_ENDPOINT", modal.url.as_str()));
@@ -107,6 +109,9 @@ async fn real_cli_writes_the_game_and_commits_it() {
     let project = c.create_project("新しいゲーム").await;
     let message = "2Dのネコが走るゲームを作って。\"quotes\" $(whoami) `id` \n second line";
     c.send(json!({"type":"message","content":message})).await;
+    assert_eq!(c.recv().await["type"], "styleOptions");
+    c.send(json!({"type":"message","content":message,"skipStyleSelection":true}))
+        .await;
     let frames = c.recv_until("gameUpdated").await;
     let kinds = relay::types(&frames);
     assert_eq!(
@@ -140,7 +145,7 @@ async fn real_cli_writes_the_game_and_commits_it() {
     assert!(commits.next().is_none(), "{log}");
 
     // The prompt reached the model byte for byte, inside our template.
-    let first = &anthropic.requests()[0];
+    let first = &anthropic.generation_requests()[0];
     assert!(
         user_texts(first).iter().any(|t| t.contains(message)),
         "prompt not found verbatim"
@@ -188,7 +193,10 @@ async fn both_backends_show_the_browser_the_same_sequence() {
     let local = setup.start().await;
     let mut c = local.user(Uuid::new_v4()).await;
     c.create_project("p").await;
-    c.send(json!({"type":"message","content":"作って"})).await;
+    // No skills: the local relay has none to offer, so neither side names any.
+    let request =
+        json!({"type":"message","content":"作って","debugOptions":{"disableSkills":true}});
+    c.send(request.clone()).await;
     let local_frames = c.recv_until("gameUpdated").await;
 
     let lines: Vec<Value> = std::fs::read_to_string(out.join("cli.jsonl"))
@@ -204,7 +212,7 @@ async fn both_backends_show_the_browser_the_same_sequence() {
     let remote = Setup::new("true", Some(&modal), &anthropic).start().await;
     let mut c = remote.user(Uuid::new_v4()).await;
     c.create_project("p").await;
-    c.send(json!({"type":"message","content":"作って"})).await;
+    c.send(request).await;
     let modal_frames = c.recv_until("gameUpdated").await;
 
     assert_eq!(visible(&local_frames), visible(&modal_frames));
@@ -247,9 +255,15 @@ async fn cancel_leaves_no_cli_process() {
 
     c.send(json!({"type":"message","content":"hang"})).await;
     let job = c.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
-    anthropic
-        .wait_for_requests(1, Duration::from_secs(60))
-        .await;
+    // The intent question comes first; wait for the generation itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while anthropic.generation_requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no generation request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dir = relay.workspace(user, project);
     assert!(!processes_in(&dir).is_empty(), "the CLI should be running");
     c.send(json!({"type":"cancel","jobId":job})).await;

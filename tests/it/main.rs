@@ -19,6 +19,7 @@ mod nginx;
 mod operations;
 mod ops_console;
 mod otel;
+mod pipeline;
 mod quotas;
 mod races;
 mod ready;

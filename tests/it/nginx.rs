@@ -76,7 +76,11 @@ async fn full_protocol_through_nginx() {
     );
     c.recv_until("versionsList").await;
 
+    // The style picker first (a new 2D game), then the job once it is skipped.
     c.send(json!({"type":"message","content":"2Dのネコゲームを作って"}))
+        .await;
+    assert_eq!(c.recv().await["type"], "styleOptions");
+    c.send(json!({"type":"message","content":"2Dのネコゲームを作って","skipStyleSelection":true}))
         .await;
     let frames = c.recv_until("gameUpdated").await;
     let kinds = relay::types(&frames);

@@ -173,7 +173,13 @@ async fn full_generation_sequence_with_exact_fields() {
     );
     c.recv_until("versionsList").await;
 
+    // A new game that names 2D first gets the style picker; skipping it starts the job.
     c.send(json!({"type":"message","content":"2Dのネコゲームを作って"}))
+        .await;
+    let offer = c.recv().await;
+    assert_eq!(offer["type"], "styleOptions");
+    assert_eq!(offer["originalMessage"], "2Dのネコゲームを作って");
+    c.send(json!({"type":"message","content":"2Dのネコゲームを作って","skipStyleSelection":true}))
         .await;
     let frames = c.recv_until("gameUpdated").await;
     let kinds = relay::types(&frames);
@@ -204,6 +210,11 @@ async fn full_generation_sequence_with_exact_fields() {
     assert_eq!(
         progress,
         vec![
+            (5, "意図を判定中...".to_string()),
+            (
+                10,
+                "Claude CLI スキル: p5js-setup, p5js-input, game-ai".to_string()
+            ),
             (15, "実行環境を準備中...".to_string()),
             (30, "Sandbox connected (warm)".to_string()),
             (40, "Loading skills...".to_string()),

@@ -3,6 +3,8 @@
 //! upstream's faults: an explicit environment instead of the relay's secrets, a per-process
 //! timeout, cancel that takes the whole process tree down, and a real commit hash.
 
+mod ask;
+mod files;
 mod git;
 mod output;
 mod process;
@@ -25,6 +27,7 @@ use crate::config::CliConfig;
 use run::Run;
 use settings::Settings;
 
+pub use ask::{AskError, Question};
 pub use process::RUN_MARKER_VAR;
 pub use settings::LocalCliError;
 
@@ -56,6 +59,38 @@ impl LocalCliBackend {
     /// What degrades a run without stopping it (the [`Backend::blockers`] stop it).
     pub fn warnings(&self) -> Vec<String> {
         self.settings.warnings()
+    }
+
+    /// Ask the small model one short question (the pipeline's intent, chat, skills).
+    pub async fn ask(&self, question: Question<'_>) -> Result<String, AskError> {
+        ask::ask(&self.settings, question).await
+    }
+
+    /// A top-level project file as text; `None` when the workspace or the file is missing.
+    pub async fn read_project_file(
+        &self,
+        user_id: Uuid,
+        project_id: Uuid,
+        name: &'static str,
+        max_bytes: usize,
+    ) -> std::io::Result<Option<String>> {
+        files::read_project_file(&self.settings, user_id, project_id, name, max_bytes).await
+    }
+
+    /// Write a top-level project file, owned by the CLI user like the rest of the workspace.
+    pub async fn write_project_file(
+        &self,
+        user_id: Uuid,
+        project_id: Uuid,
+        name: &'static str,
+        content: String,
+    ) -> std::io::Result<()> {
+        files::write_project_file(&self.settings, user_id, project_id, name, content).await
+    }
+
+    /// Names of the skills `SKILLS_DIR` provides.
+    pub fn available_skills(&self) -> Vec<String> {
+        files::available_skills(self.settings.skills_dir.as_ref())
     }
 
     /// `<data_dir>/users/<user_id>/projects/<project_id>`.

@@ -83,6 +83,127 @@ pub fn install_skills(workspace: &Path, skills_dir: &Path, owner: Option<Owner>)
     Ok(())
 }
 
+/// An empty directory per user for the short pipeline questions (intent, chat, skills): the CLI
+/// runs there, away from the project's files. Created with the per-user configuration directory.
+pub fn scratch(data_dir: &Path, user_id: Uuid, owner: Option<Owner>) -> io::Result<PathBuf> {
+    fs::create_dir_all(data_dir)?;
+    let mut dir = data_dir.to_path_buf();
+    for (depth, part) in [
+        "users".to_string(),
+        user_id.to_string(),
+        ".scratch".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        dir.push(part);
+        ensure_dir(&dir)?;
+        if depth > 0 {
+            if let Some((uid, gid)) = owner {
+                lchown(&dir, Some(uid), Some(gid))?;
+            }
+        }
+    }
+    let config = config_dir(data_dir, user_id);
+    ensure_dir(&config)?;
+    if let Some((uid, gid)) = owner {
+        lchown(&config, Some(uid), Some(gid))?;
+    }
+    Ok(dir)
+}
+
+/// The workspace only when every component below `data_dir` is a real directory (the CLI user
+/// owns them and could plant links); `None` when it does not exist yet.
+fn real_workspace(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> io::Result<Option<PathBuf>> {
+    let dir = path(data_dir, user_id, project_id);
+    let mut walked = data_dir.to_path_buf();
+    for part in dir
+        .strip_prefix(data_dir)
+        .map_err(io::Error::other)?
+        .components()
+    {
+        walked.push(part);
+        match fs::symlink_metadata(&walked) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    walked.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(dir))
+}
+
+/// A top-level file of the workspace as text, never through a link; `None` when absent. Reads
+/// at most `max_bytes`.
+pub fn read_file(
+    data_dir: &Path,
+    user_id: Uuid,
+    project_id: Uuid,
+    name: &str,
+    max_bytes: usize,
+) -> io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(dir) = real_workspace(data_dir, user_id, project_id)? else {
+        return Ok(None);
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(name));
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(max_bytes as u64).read_to_end(&mut bytes)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Write a top-level file of the workspace (created if needed), owned by `owner`: written
+/// beside it, then renamed over whatever had the name, so a planted link is replaced, not
+/// followed.
+pub fn write_file(
+    data_dir: &Path,
+    user_id: Uuid,
+    project_id: Uuid,
+    name: &str,
+    content: &str,
+    owner: Option<Owner>,
+) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match real_workspace(data_dir, user_id, project_id)? {
+        Some(dir) => dir,
+        None => prepare(data_dir, user_id, project_id, owner)?,
+    };
+    let temp = dir.join(format!(".{name}.relay-{}", Uuid::new_v4()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&temp)?;
+    let written = file
+        .write_all(content.as_bytes())
+        .and_then(|()| match owner {
+            Some((uid, gid)) => lchown(&temp, Some(uid), Some(gid)),
+            None => Ok(()),
+        });
+    drop(file);
+    if let Err(e) = written.and_then(|()| fs::rename(&temp, dir.join(name))) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Make `dir` a real directory: a symbolic link or a file in its place is removed first.
 fn ensure_dir(dir: &Path) -> io::Result<()> {
     match fs::symlink_metadata(dir) {
@@ -151,6 +272,39 @@ mod tests {
             path(Path::new("/data"), user, project),
             PathBuf::from(format!("/data/users/{user}/projects/{project}"))
         );
+    }
+
+    #[test]
+    fn files_are_written_and_read_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let (user, project) = (Uuid::nil(), Uuid::max());
+        assert_eq!(
+            read_file(&data, user, project, "STYLE.md", 100).unwrap(),
+            None
+        );
+        write_file(&data, user, project, "STYLE.md", "# pastel", None).unwrap();
+        assert_eq!(
+            read_file(&data, user, project, "STYLE.md", 100)
+                .unwrap()
+                .as_deref(),
+            Some("# pastel")
+        );
+        assert_eq!(
+            read_file(&data, user, project, "STYLE.md", 3)
+                .unwrap()
+                .as_deref(),
+            Some("# p")
+        );
+        let outside = tmp.path().join("secret");
+        fs::write(&outside, "keep").unwrap();
+        let ws = path(&data, user, project);
+        fs::remove_file(ws.join("STYLE.md")).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("STYLE.md")).unwrap();
+        assert!(read_file(&data, user, project, "STYLE.md", 100).is_err());
+        write_file(&data, user, project, "STYLE.md", "new", None).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(ws.join("STYLE.md")).unwrap(), "new");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod client;
 mod events;
+pub mod pipeline;
 pub mod sse;
 
 use std::future::Future;

@@ -90,6 +90,60 @@ pub struct GenerationRequest {
     pub skip_style_selection: Option<Value>,
 }
 
+/// `message.debugOptions` (§2.10): hidden toggles of the editor.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebugOptions {
+    #[serde(default, deserialize_with = "truthy")]
+    pub disable_skills: bool,
+}
+
+/// `message.selectedStyle` (§2.10): the card the user clicked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedStyle {
+    #[serde(default)]
+    pub dimension: String,
+    #[serde(default)]
+    pub style_id: String,
+}
+
+/// JavaScript truthiness for the flags the frontend sends as `true` (the server never
+/// type-checked them, so `1` or `"yes"` count too).
+fn truthy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(is_truthy(&Value::deserialize(d)?))
+}
+
+fn is_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+impl GenerationRequest {
+    /// `debugOptions`, any malformed part read as off.
+    pub fn debug_options(&self) -> DebugOptions {
+        self.debug_options
+            .as_ref()
+            .and_then(|v| DebugOptions::deserialize(v).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn skip_style_selection(&self) -> bool {
+        self.skip_style_selection.as_ref().is_some_and(is_truthy)
+    }
+
+    /// The clicked card, when `selectedStyle` is an object (anything else counts as absent).
+    pub fn selected_style(&self) -> Option<SelectedStyle> {
+        let value = self.selected_style.as_ref().filter(|v| is_truthy(v))?;
+        SelectedStyle::deserialize(value).ok()
+    }
+}
+
 /// Why an inbound frame could not be turned into a [`ClientMessage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {

@@ -9,4 +9,6 @@ mod server;
 pub mod texts;
 
 pub use client::{parse_id, ClientMessage, GenerationRequest};
-pub use server::{CodedError, ErrorBody, JobResult, PendingPrompt, ServerMessage, VersionItem};
+pub use server::{
+    CodedError, ErrorBody, JobResult, PendingPrompt, ServerMessage, StyleCard, VersionItem,
+};

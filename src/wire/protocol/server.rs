@@ -65,6 +65,29 @@ pub enum ServerMessage {
         project_id: Uuid,
         version_id: String,
     },
+    /// The style picker (§3.13).
+    StyleOptions {
+        dimension: String,
+        styles: Vec<StyleCard>,
+        original_message: String,
+    },
+    /// A system line; only the style gate's reminder (§3.14).
+    Info {
+        message: String,
+    },
+    /// A chat answer with suggestion buttons (§3.20); `mode` is always `chat`.
+    GeminiChat {
+        mode: String,
+        message: String,
+        suggestions: Vec<String>,
+    },
+    /// The restore confirmation (§3.21); `mode` is always `restore`.
+    GeminiRestore {
+        mode: String,
+        message: String,
+        confirm_label: String,
+        cancel_label: String,
+    },
     JobStarted {
         job: JobRow,
         is_existing: bool,
@@ -165,6 +188,15 @@ pub struct VersionItem {
     pub message: String,
     pub timestamp: String,
     pub hash: String,
+}
+
+/// One card of `styleOptions`; `imageUrl` is `null` when the style has no picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StyleCard {
+    pub id: String,
+    pub name: String,
+    pub image_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -48,7 +48,67 @@ struct Recorded {
     other_calls: Vec<String>,
 }
 
+/// How the fake answers the relay's short pipeline questions (recognised by their prompts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pipeline {
+    /// The answer a small model would give (see [`pipeline_answer`]).
+    Normal,
+    /// `message_start`, then silence.
+    Hang,
+    /// A 500 the CLI does not retry.
+    Error,
+    /// Text that is not the requested format.
+    Garbage,
+}
+
+/// The relay's pipeline question a request carries, by a phrase of its prompt
+/// (`config/pipeline/prompts.toml`).
+pub fn pipeline_purpose(request: &Value) -> Option<&'static str> {
+    let text = user_texts(request).join("\n");
+    if text.contains("Classify the request a user sent") {
+        Some("intent")
+    } else if text.contains("Answer their question") {
+        Some("chat")
+    } else if text.contains("Pick the skills an AI game builder") {
+        Some("skills")
+    } else {
+        None
+    }
+}
+
+pub const CHAT_MESSAGE: &str = "ジャンプ力は jumpPower の値で決まります。";
+pub const CHAT_SUGGESTIONS: [&str; 2] = ["ジャンプを高くして", "二段ジャンプを追加して"];
+
+/// A small model's answer: intent by the request's words (undo words → restore, a trailing
+/// question mark → chat, else edit), a JSON chat answer, a JSON skill list.
+pub fn pipeline_answer(purpose: &str, request: &Value) -> String {
+    match purpose {
+        "intent" => {
+            let text = user_texts(request).join("\n");
+            let asked = text
+                .rsplit("Request:")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase();
+            if ["元に戻", "戻して", "undo"]
+                .iter()
+                .any(|k| asked.contains(k))
+            {
+                "restore".into()
+            } else if asked.ends_with('?') || asked.ends_with('？') {
+                "chat".into()
+            } else {
+                "edit".into()
+            }
+        }
+        "chat" => json!({"message": CHAT_MESSAGE, "suggestions": CHAT_SUGGESTIONS}).to_string(),
+        _ => r#"["p5js-setup", "game-ai"]"#.to_string(),
+    }
+}
+
 struct Shared {
+    pipeline: Mutex<std::collections::HashMap<String, Pipeline>>,
     scenario: Scenario,
     recorded: Mutex<Recorded>,
     notify: tokio::sync::Notify,
@@ -69,6 +129,7 @@ impl Drop for FakeAnthropic {
 impl FakeAnthropic {
     pub async fn start(scenario: Scenario) -> Self {
         let shared = Arc::new(Shared {
+            pipeline: Mutex::new(std::collections::HashMap::new()),
             scenario,
             recorded: Mutex::new(Recorded::default()),
             notify: tokio::sync::Notify::new(),
@@ -89,6 +150,31 @@ impl FakeAnthropic {
             shared,
             server,
         }
+    }
+
+    /// Answer the pipeline questions of `purpose` (`intent`, `chat`, `skills`) this way.
+    pub fn pipeline(&self, purpose: &str, behaviour: Pipeline) {
+        self.shared
+            .pipeline
+            .lock()
+            .unwrap()
+            .insert(purpose.to_string(), behaviour);
+    }
+
+    /// Requests that carried the pipeline question `purpose`.
+    pub fn pipeline_requests(&self, purpose: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| pipeline_purpose(r) == Some(purpose))
+            .collect()
+    }
+
+    /// Streaming requests that were not pipeline questions (the generation's turns).
+    pub fn generation_requests(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["stream"] == true && pipeline_purpose(r).is_none())
+            .collect()
     }
 
     /// Bodies of every `POST /v1/messages`, in arrival order.
@@ -179,6 +265,47 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         .unwrap_or("claude-fake")
         .to_string();
 
+    if let Some(purpose) = pipeline_purpose(&request) {
+        let behaviour = shared
+            .pipeline
+            .lock()
+            .unwrap()
+            .get(purpose)
+            .copied()
+            .unwrap_or(Pipeline::Normal);
+        let text = match behaviour {
+            Pipeline::Normal => pipeline_answer(purpose, &request),
+            Pipeline::Garbage => "I am not sure what you mean.".to_string(),
+            Pipeline::Error => {
+                let body =
+                    json!({"type":"error","error":{"type":"api_error","message":"fake failure"}});
+                let mut response = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert("x-should-retry", "false".parse().unwrap());
+                return response;
+            }
+            Pipeline::Hang => {
+                let events = stream::iter(vec![message_start(&model)]).chain(stream::pending());
+                return sse(events.boxed());
+            }
+        };
+        if request["stream"] != true {
+            let message = json!({
+                "id": "msg_fake_plain", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 1, "output_tokens": 1}
+            });
+            return ([("content-type", "application/json")], message.to_string()).into_response();
+        }
+        return sse(stream::iter(text_message(&model, &text)).boxed());
+    }
     if let Scenario::Error { status, retry } = &shared.scenario {
         let kind = if *status == 529 {
             "overloaded_error"
@@ -259,6 +386,10 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             .boxed(),
         Scenario::Error { .. } => unreachable!("answered above"),
     };
+    sse(events)
+}
+
+fn sse(events: BoxStream<'static, (&'static str, Value)>) -> Response {
     let body = events.map(|(name, data)| {
         Ok::<_, Infallible>(Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
     });

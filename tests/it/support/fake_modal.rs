@@ -15,12 +15,17 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::fake_modal_endpoints::Endpoints;
+pub use super::fake_modal_endpoints::{Answer, CHAT_MESSAGE, CHAT_SUGGESTIONS};
+
 /// A running fake; the server stops when this is dropped.
 pub struct FakeModal {
     /// Full `generate_game` URL (what `MODAL_ENDPOINT` holds).
     pub url: String,
     pub secret: String,
     inner: Arc<Inner>,
+    /// The other endpoints (intent, chat, skills, prewarm, files).
+    endpoints: Arc<Endpoints>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -79,9 +84,11 @@ impl FakeModal {
             open_streams: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         });
+        let endpoints = Endpoints::new(secret.clone());
         let app = Router::new()
             .route("/generate_game", post(generate_game))
-            .with_state(Arc::clone(&inner));
+            .with_state(Arc::clone(&inner))
+            .merge(endpoints.router());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -91,8 +98,29 @@ impl FakeModal {
             url: format!("http://{addr}/generate_game"),
             secret,
             inner,
+            endpoints,
             server,
         }
+    }
+
+    /// Make `endpoint` (`detect_intent`, `chat_haiku`, `detect_skills`, `prewarm_sandbox`,
+    /// `get_file`, `apply_files`) answer this way from now on.
+    pub fn answer(&self, endpoint: &str, answer: Answer) {
+        self.endpoints.answer(endpoint, answer);
+    }
+
+    /// Bodies (query for `get_file`) of the authorized calls to `endpoint`.
+    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
+        self.endpoints.calls(endpoint)
+    }
+
+    /// A project file on the fake volume.
+    pub fn file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str) -> Option<String> {
+        self.endpoints.file(user, project, path)
+    }
+
+    pub fn put_file(&self, user: uuid::Uuid, project: uuid::Uuid, path: &str, text: &str) {
+        self.endpoints.put_file(user, project, path, text);
     }
 
     /// Every POST that passed validation, in arrival order.

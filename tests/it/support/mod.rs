@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod fake_anthropic;
 pub mod fake_get_file;
 pub mod fake_modal;
+pub mod fake_modal_endpoints;
 pub mod nginx;
 pub mod postgres;
 pub mod relay;

@@ -158,6 +158,8 @@ pub fn token(user: Uuid, ttl_secs: i64) -> String {
 
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// How long one frame may take (`WAIT` unless a test needs longer).
+    wait: Duration,
 }
 
 #[derive(Debug, PartialEq)]
@@ -171,7 +173,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
-        Client { ws }
+        Client { ws, wait: WAIT }
     }
 
     pub async fn send(&mut self, value: Value) {
@@ -191,7 +193,7 @@ impl Client {
     /// Next text frame as JSON, or the close.
     pub async fn next(&mut self) -> Received {
         loop {
-            let item = tokio::time::timeout(WAIT, self.ws.next())
+            let item = tokio::time::timeout(self.wait, self.ws.next())
                 .await
                 .expect("frame within deadline");
             match item {
@@ -207,6 +209,12 @@ impl Client {
                 Some(Err(_)) | None => return Received::Closed(None),
             }
         }
+    }
+
+    /// Allow each frame this long: for steps that run the real CLI more than once on a
+    /// loaded machine.
+    pub fn set_wait(&mut self, wait: Duration) {
+        self.wait = wait;
     }
 
     pub async fn recv(&mut self) -> Value {
