@@ -229,6 +229,16 @@ pub struct LimitsConfig {
     pub job_timeout_secs: u64,
     pub max_message_bytes: usize,
     pub outbound_queue: usize,
+    /// Bytes queued per socket before a non-reading client is dropped.
+    pub outbound_max_bytes: usize,
+    /// What a job keeps for sockets that subscribe mid-job.
+    pub job_log_max_bytes: usize,
+    /// The answer a job accumulates, stores and sends with `completed`.
+    pub job_answer_max_bytes: usize,
+    /// Chat history entries sent with `projectSelected` (the most recent ones).
+    pub history_max_entries: usize,
+    /// Bytes of chat history text sent with `projectSelected`.
+    pub history_max_bytes: usize,
     pub ws_ping_interval_secs: u64,
     /// Messages per minute per socket (ping and viewState excluded); 0 disables.
     pub messages_per_minute: u32,
@@ -398,6 +408,23 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("WS_OUTBOUND_QUEUE", "limits.outbound_queue", Kind::Int),
     (
+        "WS_OUTBOUND_MAX_BYTES",
+        "limits.outbound_max_bytes",
+        Kind::Int,
+    ),
+    ("JOB_LOG_MAX_BYTES", "limits.job_log_max_bytes", Kind::Int),
+    (
+        "JOB_ANSWER_MAX_BYTES",
+        "limits.job_answer_max_bytes",
+        Kind::Int,
+    ),
+    (
+        "HISTORY_MAX_ENTRIES",
+        "limits.history_max_entries",
+        Kind::Int,
+    ),
+    ("HISTORY_MAX_BYTES", "limits.history_max_bytes", Kind::Int),
+    (
         "WS_PING_INTERVAL_SECS",
         "limits.ws_ping_interval_secs",
         Kind::Int,
@@ -565,6 +592,25 @@ impl Config {
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("WS_MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        if self.limits.job_log_max_bytes < 4096 {
+            return Err(invalid("JOB_LOG_MAX_BYTES", "must be at least 4096"));
+        }
+        // A late joiner's replay is one queued batch: it must fit with room to spare.
+        if self.limits.outbound_max_bytes < 2 * self.limits.job_log_max_bytes {
+            return Err(invalid(
+                "WS_OUTBOUND_MAX_BYTES",
+                "must be at least twice JOB_LOG_MAX_BYTES",
+            ));
+        }
+        if self.limits.job_answer_max_bytes < 1024 {
+            return Err(invalid("JOB_ANSWER_MAX_BYTES", "must be at least 1024"));
+        }
+        if self.limits.history_max_entries == 0 {
+            return Err(invalid("HISTORY_MAX_ENTRIES", "must be at least 1"));
+        }
+        if self.limits.history_max_bytes < 1024 {
+            return Err(invalid("HISTORY_MAX_BYTES", "must be at least 1024"));
         }
         if !self.legacy.upstream_url.is_empty()
             && !reqwest::Url::parse(&self.legacy.upstream_url)

@@ -1,12 +1,14 @@
 //! A job's event log and its subscribers. Every event gets the next sequence number and is
 //! appended and delivered under one lock, so a socket that subscribes mid-job receives the
 //! log up to some sequence number and then every later event: nothing lost, nothing twice.
+//! The log is bounded in bytes ([`EventLog`]).
 
 use std::sync::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
+use super::event_log::{EventLog, FrameKind};
 use crate::metrics::{counter_inc, METRICS};
 use crate::ws::outbound::{Outbound, OutboundSender};
 use crate::ws::protocol::ServerMessage;
@@ -26,16 +28,9 @@ struct Subscriber {
     kind: SubscriptionKind,
 }
 
-struct Entry {
-    seq: u64,
-    frame: Utf8Bytes,
-    completed: bool,
-}
-
 struct Inner {
-    log: Vec<Entry>,
+    log: EventLog,
     subscribers: Vec<Subscriber>,
-    next_seq: u64,
 }
 
 pub struct JobChannel {
@@ -45,14 +40,14 @@ pub struct JobChannel {
 }
 
 impl JobChannel {
-    pub fn new(user_id: Uuid, project_id: Uuid) -> Self {
+    /// `log_max_bytes` bounds what the job keeps for late subscribers.
+    pub fn new(user_id: Uuid, project_id: Uuid, log_max_bytes: usize) -> Self {
         Self {
             user_id,
             project_id,
             inner: Mutex::new(Inner {
-                log: Vec::new(),
+                log: EventLog::new(log_max_bytes),
                 subscribers: Vec::new(),
-                next_seq: 1,
             }),
         }
     }
@@ -73,13 +68,14 @@ impl JobChannel {
         let Ok(mut inner) = self.inner.lock() else {
             return 0;
         };
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.log.push(Entry {
-            seq,
-            frame: frame.clone(),
-            completed,
-        });
+        let seq = match message {
+            ServerMessage::Stream { content } => inner.log.append_stream(content),
+            ServerMessage::Progress { .. } => {
+                inner.log.append_frame(frame.clone(), FrameKind::Progress)
+            }
+            _ if completed => inner.log.append_frame(frame.clone(), FrameKind::Completed),
+            _ => inner.log.append_frame(frame.clone(), FrameKind::Other),
+        };
         inner.subscribers.retain(|sub| {
             let delivered = match (&game_updated, sub.kind) {
                 (Some(extra), SubscriptionKind::Message) => sub
@@ -113,15 +109,9 @@ impl JobChannel {
             }
             return;
         }
-        if replay && !inner.log.is_empty() {
-            let mut frames = Vec::with_capacity(inner.log.len() + 1);
-            for entry in &inner.log {
-                frames.push(entry.frame.clone());
-                if entry.completed && kind == SubscriptionKind::Message {
-                    frames.push(self.game_updated());
-                }
-            }
-            sink.send(Outbound::Batch(frames));
+        if replay && inner.log.last_seq() > 0 {
+            let game_updated = (kind == SubscriptionKind::Message).then(|| self.game_updated());
+            sink.send(Outbound::Batch(inner.log.replay(game_updated.as_ref())));
         }
         inner.subscribers.push(Subscriber { sink, kind });
     }
@@ -143,7 +133,7 @@ impl JobChannel {
     pub fn last_seq(&self) -> u64 {
         self.inner
             .lock()
-            .map(|i| i.log.last().map_or(0, |e| e.seq))
+            .map(|i| i.log.last_seq())
             .unwrap_or(0)
     }
 }
@@ -173,7 +163,7 @@ mod tests {
 
     #[test]
     fn late_subscriber_gets_log_then_live_without_duplicates() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
         let (early, mut early_rx, _) = OutboundSender::channel(1, 64);
         channel.subscribe(early, SubscriptionKind::Message, true);
         for n in 0..3 {
@@ -185,17 +175,20 @@ mod tests {
         for n in 3..5 {
             channel.publish(&stream(n));
         }
-        let expected: Vec<String> = (0..5)
+        let live: Vec<String> = (0..5)
             .map(|n| format!(r#"{{"type":"stream","content":"e{n}"}}"#))
             .collect();
-        assert_eq!(texts(&mut early_rx), expected);
-        assert_eq!(texts(&mut late_rx), expected);
+        assert_eq!(texts(&mut early_rx), live);
+        // The log holds consecutive stream texts as one.
+        let mut replayed = vec![r#"{"type":"stream","content":"e0e1e2"}"#.to_string()];
+        replayed.extend_from_slice(&live[3..]);
+        assert_eq!(texts(&mut late_rx), replayed);
         assert_eq!(channel.last_seq(), 5);
     }
 
     #[test]
     fn full_queue_drops_the_subscriber() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
         let (slow, _rx, overflowed) = OutboundSender::channel(1, 8);
         channel.subscribe(slow, SubscriptionKind::Observer, false);
         for n in 0..20 {

@@ -120,6 +120,10 @@ pub struct JobsConfig {
     pub cancel_wait: Duration,
     /// Absolute data directory (the local CLI's workspaces live below it).
     pub data_dir: PathBuf,
+    /// What a job keeps for sockets that subscribe mid-job (`JOB_LOG_MAX_BYTES`).
+    pub log_max_bytes: usize,
+    /// The answer a job accumulates, stores and sends with `completed` (`JOB_ANSWER_MAX_BYTES`).
+    pub answer_max_bytes: usize,
 }
 
 /// A failure kept for the ops console.
@@ -300,7 +304,7 @@ impl Jobs {
             user_id: who.user_id,
             project_id,
             backend: backend.kind(),
-            channel: JobChannel::new(who.user_id, project_id),
+            channel: JobChannel::new(who.user_id, project_id, self.config.log_max_bytes),
             started_at: Instant::now(),
             row: Mutex::new(row.clone()),
             cancel: CancellationToken::new(),

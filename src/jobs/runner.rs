@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::answer::Answer;
 use super::limits::Slot;
 use super::registry::{Jobs, LiveJob, RecentFailure};
 use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
@@ -121,7 +122,7 @@ async fn drive(
     let timeout = tokio::time::sleep(jobs.config.job_timeout);
     tokio::pin!(timeout);
     let mut meter = ProgressMeter { value: 20 };
-    let mut answer = String::new();
+    let mut answer = Answer::new(jobs.config.answer_max_bytes);
 
     // Made once: a fresh `cancelled()` per event would join and leave the waiter list each time.
     let cancelled = job.cancel_token().cancelled();
@@ -143,7 +144,7 @@ async fn drive(
                 match event {
                     Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
                     Some(BackendEvent::Text(text)) => {
-                        answer.push_str(&text);
+                        answer.push(&text);
                         job.channel.publish(&ServerMessage::Stream { content: text });
                     }
                     Some(BackendEvent::ToolUse(name)) => {
@@ -182,11 +183,10 @@ async fn drive(
 
 /// Store the assistant's answer before the job is reported complete, so a socket that
 /// re-selects the project right after `completed` sees it in `history`.
-async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
-    let message = match answer.trim() {
-        "" => DEFAULT_COMPLETION.to_string(),
-        text => text.to_string(),
-    };
+async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: Answer) -> Outcome {
+    let message = answer
+        .finish()
+        .unwrap_or_else(|| DEFAULT_COMPLETION.to_string());
     if let Err(e) = jobs
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)

@@ -2,6 +2,7 @@
 
 pub mod connection;
 mod handlers;
+mod history;
 pub mod outbound;
 pub mod protocol;
 pub mod rate_limit;
