@@ -131,10 +131,7 @@ impl JobChannel {
 
     /// Sequence number of the newest event (0 before the first).
     pub fn last_seq(&self) -> u64 {
-        self.inner
-            .lock()
-            .map(|i| i.log.last_seq())
-            .unwrap_or(0)
+        self.inner.lock().map(|i| i.log.last_seq()).unwrap_or(0)
     }
 }
 

@@ -93,7 +93,9 @@ mod tests {
         assert!(frame_len(&kept) <= 64 * 1024, "{}", frame_len(&kept));
         assert!(kept.last().unwrap().content.starts_with("49:"));
         assert!(kept[0].content.ends_with(TRUNCATED_MARKER));
-        assert!(kept[1..].iter().all(|i| !i.content.contains(TRUNCATED_MARKER)));
+        assert!(kept[1..]
+            .iter()
+            .all(|i| !i.content.contains(TRUNCATED_MARKER)));
         assert!(kept.len() >= 6);
     }
 
