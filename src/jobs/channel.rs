@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::event_log::{EventLog, FrameKind};
 use crate::metrics::{counter_inc, METRICS};
-use crate::ws::outbound::{Outbound, OutboundSender};
-use crate::ws::protocol::ServerMessage;
+use crate::wire::outbound::{Outbound, OutboundSender};
+use crate::wire::protocol::ServerMessage;
 
 /// How a socket came to follow the job; decides whether `gameUpdated` follows `completed`
-/// (ws-protocol §4.2 step 8d and §5.6).
+/// (docs/protocol.md §4.2 step 8d and §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionKind {
     /// The socket sent the `message` that started or attached to the job.
@@ -130,7 +130,8 @@ impl JobChannel {
     }
 
     /// Sequence number of the newest event (0 before the first).
-    pub fn last_seq(&self) -> u64 {
+    #[cfg(test)]
+    fn last_seq(&self) -> u64 {
         self.inner.lock().map(|i| i.log.last_seq()).unwrap_or(0)
     }
 }
@@ -138,9 +139,9 @@ impl JobChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbound::OutboundSender;
+    use crate::wire::outbound::OutboundSender;
 
-    fn texts(rx: &mut crate::ws::outbound::OutboundReceiver) -> Vec<String> {
+    fn texts(rx: &mut crate::wire::outbound::OutboundReceiver) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
             match item {
@@ -161,12 +162,12 @@ mod tests {
     #[test]
     fn late_subscriber_gets_log_then_live_without_duplicates() {
         let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
-        let (early, mut early_rx, _) = OutboundSender::channel(1, 64);
+        let (early, mut early_rx, _) = OutboundSender::channel(1, 64, 1 << 20);
         channel.subscribe(early, SubscriptionKind::Message, true);
         for n in 0..3 {
             channel.publish(&stream(n));
         }
-        let (late, mut late_rx, _) = OutboundSender::channel(2, 64);
+        let (late, mut late_rx, _) = OutboundSender::channel(2, 64, 1 << 20);
         channel.subscribe(late.clone(), SubscriptionKind::Observer, true);
         channel.subscribe(late, SubscriptionKind::Observer, true);
         for n in 3..5 {
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn full_queue_drops_the_subscriber() {
         let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
-        let (slow, _rx, overflowed) = OutboundSender::channel(1, 8);
+        let (slow, _rx, overflowed) = OutboundSender::channel(1, 8, 1 << 20);
         channel.subscribe(slow, SubscriptionKind::Observer, false);
         for n in 0..20 {
             channel.publish(&stream(n));

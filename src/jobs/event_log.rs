@@ -13,7 +13,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 
-use crate::ws::protocol::ServerMessage;
+use crate::wire::protocol::ServerMessage;
 
 /// Put where a late joiner's stream text starts when the log no longer holds the beginning
 /// ("the output before this was left out").

@@ -3,16 +3,20 @@
 //! backend events into wire events.
 
 mod answer;
-pub mod channel;
+mod channel;
+mod engine;
 mod event_log;
+mod failures;
 pub mod limits;
+mod live;
 pub mod prompt;
 pub mod quota;
-pub mod registry;
+mod registry;
+pub mod restore_marker;
 mod runner;
 
 pub use answer::TRUNCATED_MARKER;
 pub use channel::SubscriptionKind;
-pub use registry::{
-    CancelError, CancelOutcome, Jobs, JobsConfig, LiveJob, RecentFailure, StartError, StartOutcome,
-};
+pub use engine::JobsConfig;
+pub use live::LiveJob;
+pub use registry::{CancelError, Jobs, StartError, StartOutcome};

@@ -3,61 +3,26 @@
 //! has — the event log, subscribers, the cancel handle and the concurrency slot.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::channel::JobChannel;
+use super::engine::{Engine, JobsConfig};
+use super::failures::RecentFailure;
 use super::limits::{SlotError, SlotLimiter};
+use super::live::LiveJob;
 use super::prompt::PromptTemplate;
 use super::quota::{QuotaPolicy, QuotaRefusal};
 use super::runner;
 use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
-use crate::backend::{BackendKind, RunRequest};
+use crate::backend::{BackendKind, Failure, RunRequest};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
-
-/// A job running in this process.
-pub struct LiveJob {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub project_id: Uuid,
-    pub backend: BackendKind,
-    pub channel: JobChannel,
-    pub started_at: Instant,
-    row: Mutex<JobRow>,
-    cancel: CancellationToken,
-    finished: CancellationToken,
-}
-
-impl LiveJob {
-    pub fn row(&self) -> Option<JobRow> {
-        self.row.lock().ok().map(|r| r.clone())
-    }
-
-    /// Mutate the in-memory row and return a copy for the event.
-    pub(super) fn update_row(&self, f: impl FnOnce(&mut JobRow)) -> Option<JobRow> {
-        let mut row = self.row.lock().ok()?;
-        f(&mut row);
-        row.updated_at = Utc::now();
-        Some(row.clone())
-    }
-
-    pub(super) fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    pub(super) fn mark_finished(&self) {
-        self.finished.cancel();
-    }
-}
 
 #[derive(Debug)]
 pub enum StartOutcome {
@@ -67,15 +32,6 @@ pub enum StartOutcome {
     Attached(Arc<LiveJob>, JobRow),
     /// The database has an unfinished job this process does not run (another instance).
     ExistingElsewhere(JobRow),
-}
-
-impl std::fmt::Debug for LiveJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveJob")
-            .field("id", &self.id)
-            .field("backend", &self.backend)
-            .finish()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +56,8 @@ pub enum StartError {
 
 #[derive(Debug)]
 pub enum CancelOutcome {
-    /// The job was unfinished and is now cancelled; its row.
-    Cancelled(Option<JobRow>),
+    /// The job was unfinished and is now cancelled.
+    Cancelled,
     /// The job had already finished; nothing changed.
     AlreadyFinished,
 }
@@ -114,51 +70,15 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
-pub struct JobsConfig {
-    pub job_timeout: Duration,
-    /// How long a cancel waits for the backend to wind down before answering.
-    pub cancel_wait: Duration,
-    /// Absolute data directory (the local CLI's workspaces live below it).
-    pub data_dir: PathBuf,
-    /// What a job keeps for sockets that subscribe mid-job (`JOB_LOG_MAX_BYTES`).
-    pub log_max_bytes: usize,
-    /// The answer a job accumulates, stores and sends with `completed` (`JOB_ANSWER_MAX_BYTES`).
-    pub answer_max_bytes: usize,
-}
-
-/// A failure kept for the ops console.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecentFailure {
-    pub at: String,
-    pub job_id: Uuid,
-    pub backend: BackendKind,
-    pub code: String,
-    pub detail: String,
-}
-
-const RECENT_FAILURES: usize = 50;
-
-#[derive(Default)]
-struct Maps {
-    by_id: HashMap<Uuid, Arc<LiveJob>>,
-    by_project: HashMap<Uuid, Uuid>,
-}
-
+/// Starts, finds, cancels and drains the jobs of this process.
 pub struct Jobs {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) selector: Arc<BackendSelector>,
-    pub(super) config: JobsConfig,
+    engine: Arc<Engine>,
     limiter: SlotLimiter,
     quota: QuotaPolicy,
     prompt: PromptTemplate,
-    maps: Mutex<Maps>,
     start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
     accepting: AtomicBool,
-    recent_failures: Mutex<std::collections::VecDeque<RecentFailure>>,
-    /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
-    aborted: std::sync::OnceLock<crate::backend::Failure>,
 }
 
 impl Jobs {
@@ -171,36 +91,29 @@ impl Jobs {
         config: JobsConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
-            selector,
-            config,
+            engine: Arc::new(Engine::new(store, selector, config)),
             limiter,
             quota,
             prompt,
-            maps: Mutex::new(Maps::default()),
             start_locks: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             accepting: AtomicBool::new(true),
-            recent_failures: Mutex::new(std::collections::VecDeque::new()),
-            aborted: std::sync::OnceLock::new(),
         })
     }
 
+    /// The project's job, if it runs in this process.
     pub fn live_for_project(&self, project_id: Uuid) -> Option<Arc<LiveJob>> {
-        let maps = self.maps.lock().ok()?;
-        let id = maps.by_project.get(&project_id)?;
-        maps.by_id.get(id).cloned()
+        self.engine.live.for_project(project_id)
     }
 
+    /// The job, if it runs in this process.
     pub fn live(&self, job_id: Uuid) -> Option<Arc<LiveJob>> {
-        self.maps.lock().ok()?.by_id.get(&job_id).cloned()
+        self.engine.live.get(job_id)
     }
 
+    /// Every job running in this process.
     pub fn running(&self) -> Vec<Arc<LiveJob>> {
-        self.maps
-            .lock()
-            .map(|m| m.by_id.values().cloned().collect())
-            .unwrap_or_default()
+        self.engine.live.all()
     }
 
     pub fn is_accepting(&self) -> bool {
@@ -222,15 +135,10 @@ impl Jobs {
 
     /// End every running job as failed-recoverable (a drain that ran out of time).
     pub fn abort_all(&self) {
-        let _ = self.aborted.set(crate::backend::Failure::server_shutdown());
+        self.engine.abort_with(Failure::server_shutdown());
         for job in self.running() {
-            job.cancel.cancel();
+            job.request_cancel();
         }
-    }
-
-    /// Why cancelled jobs end as failures, when the instance is shutting down.
-    pub(super) fn abort_reason(&self) -> Option<crate::backend::Failure> {
-        self.aborted.get().cloned()
     }
 
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
@@ -263,14 +171,15 @@ impl Jobs {
                 return Ok(StartOutcome::Attached(job, row));
             }
         }
-        if let Some(row) = self.store.active_job(project_id).await? {
+        if let Some(row) = self.engine.store.active_job(project_id).await? {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
-        let backend = self.selector.pick()?;
+        let backend = self.engine.selector.pick()?;
         let slot = match self.limiter.try_acquire(who.user_id) {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
                 let jobs = self
+                    .engine
                     .store
                     .active_jobs_for_user(who.user_id)
                     .await
@@ -284,14 +193,20 @@ impl Jobs {
             Err(SlotError::System) => return Err(StartError::SystemBusy),
         };
         self.quota
-            .consume(self.store.as_ref(), who.user_id, QuotaKind::MessagesSent)
+            .consume(
+                self.engine.store.as_ref(),
+                who.user_id,
+                QuotaKind::MessagesSent,
+            )
             .await
             .map_err(StartError::Quota)?;
-        self.store
+        self.engine
+            .store
             .add_user_message(who, project_id, content)
             .await?;
         let job_id = Uuid::now_v7();
         let row = match self
+            .engine
             .store
             .start_job(who.user_id, project_id, job_id, Utc::now())
             .await?
@@ -299,25 +214,16 @@ impl Jobs {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
             JobStart::Created(row) => row,
         };
-        let job = Arc::new(LiveJob {
-            id: job_id,
-            user_id: who.user_id,
-            project_id,
-            backend: backend.kind(),
-            channel: JobChannel::new(who.user_id, project_id, self.config.log_max_bytes),
-            started_at: Instant::now(),
-            row: Mutex::new(row.clone()),
-            cancel: CancellationToken::new(),
-            finished: CancellationToken::new(),
-        });
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.insert(job_id, Arc::clone(&job));
-            maps.by_project.insert(project_id, job_id);
-        }
+        let job = Arc::new(LiveJob::new(
+            row.clone(),
+            backend.kind(),
+            self.engine.config.log_max_bytes,
+        ));
+        self.engine.live.insert(&job);
         let workspace = match backend.kind() {
             BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),
             BackendKind::Local => crate::backend::local_cli::project_dir(
-                &self.config.data_dir,
+                &self.engine.config.data_dir,
                 who.user_id,
                 project_id,
             )
@@ -330,37 +236,20 @@ impl Jobs {
             project_id,
             prompt: self.prompt.render(&workspace, content),
         };
-        let jobs = Arc::clone(self);
-        self.tracker
-            .spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
+        let engine = Arc::clone(&self.engine);
+        self.tracker.spawn(runner::run(
+            engine,
+            Arc::clone(&job),
+            backend,
+            request,
+            slot,
+        ));
         Ok(StartOutcome::Started(job, row))
-    }
-
-    pub(super) fn record_failure(&self, failure: RecentFailure) {
-        if let Ok(mut recent) = self.recent_failures.lock() {
-            if recent.len() == RECENT_FAILURES {
-                recent.pop_back();
-            }
-            recent.push_front(failure);
-        }
     }
 
     /// Newest first.
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
-        self.recent_failures
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Forget a finished job (called by its runner just before the terminal event).
-    pub(super) fn unregister(&self, job: &LiveJob) {
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.remove(&job.id);
-            if maps.by_project.get(&job.project_id) == Some(&job.id) {
-                maps.by_project.remove(&job.project_id);
-            }
-        }
+        self.engine.failures.snapshot()
     }
 
     /// Cancel a job the user owns. Waits (bounded) until the backend stopped and the
@@ -370,11 +259,12 @@ impl Jobs {
             if job.user_id != user_id {
                 return Err(CancelError::NotFound);
             }
-            job.cancel.cancel();
-            let _ = tokio::time::timeout(self.config.cancel_wait, job.finished.cancelled()).await;
-            return Ok(CancelOutcome::Cancelled(job.row()));
+            job.request_cancel();
+            let _ = tokio::time::timeout(self.engine.config.cancel_wait, job.finished()).await;
+            return Ok(CancelOutcome::Cancelled);
         }
         let row = self
+            .engine
             .store
             .get_job(job_id)
             .await?
@@ -388,9 +278,8 @@ impl Jobs {
             status: Some(JobStatus::Cancelled),
             ..JobUpdate::default()
         };
-        Ok(CancelOutcome::Cancelled(
-            self.store.update_job(job_id, &update).await?,
-        ))
+        self.engine.store.update_job(job_id, &update).await?;
+        Ok(CancelOutcome::Cancelled)
     }
 
     /// A job row the user owns (live copy first).
@@ -403,6 +292,7 @@ impl Jobs {
             return Ok(job.row().filter(|r| r.user_id == user_id));
         }
         Ok(self
+            .engine
             .store
             .get_job(job_id)
             .await?
@@ -414,12 +304,13 @@ impl Jobs {
         if let Some(job) = self.live_for_project(project_id) {
             return Ok(job.row());
         }
-        self.store.active_job(project_id).await
+        self.engine.store.active_job(project_id).await
     }
 
     /// At start-up: jobs a previous process left unfinished can never finish now.
     pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
-        self.store
+        self.engine
+            .store
             .fail_unfinished_jobs(
                 "サーバーの再起動により生成が中断されました。もう一度お試しください",
             )

@@ -1,4 +1,4 @@
-//! One function per client message (ws-protocol §2). Each runs in its own task and answers
+//! One function per client message (docs/protocol.md §2). Each runs in its own task and answers
 //! through the connection's outbound queue. Internal errors are typed; this is the edge
 //! where they become the exact wire replies.
 
@@ -7,15 +7,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::connection::Connection;
-use super::protocol::{
-    close, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
-};
+use super::session::Connection;
 use crate::auth::Identity;
 use crate::jobs::{CancelError, StartError, StartOutcome, SubscriptionKind};
 use crate::metrics::METRICS;
 use crate::store::models::{ProjectListItem, ProjectSummary};
 use crate::store::QuotaKind;
+use crate::wire::protocol::{
+    close, parse_id, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
+};
 
 /// Upper bound on project names; the frontend itself never sends more than a short title.
 const MAX_PROJECT_NAME_CHARS: usize = 200;
@@ -60,14 +60,6 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
         )),
         ClientMessage::Unknown => conn.reply(ServerMessage::error("Unknown message type")),
     }
-}
-
-pub fn parse_id(raw: Option<&str>) -> Option<Uuid> {
-    // Only the hyphenated 8-4-4-4-12 form, as upstream's regex accepts.
-    let raw = raw?;
-    (raw.len() == 36)
-        .then(|| Uuid::parse_str(raw).ok())
-        .flatten()
 }
 
 async fn init(conn: &Connection, token: Option<String>) {
@@ -176,7 +168,7 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
         active_job,
     });
     if let Some(job) = live {
-        // Everything the job emitted so far, then live events (spec decision 6).
+        // Everything the job emitted so far, then live events (docs/decisions.md, decision 6).
         conn.follow(&job, SubscriptionKind::Observer, true);
     }
     super::versions::send_list(conn, &who, project.id, false).await;

@@ -1,12 +1,10 @@
 //! Browser WebSocket: protocol types, the connection loop, message handlers.
 
-pub mod connection;
+mod connection;
 mod handlers;
 mod history;
-pub mod outbound;
-pub mod protocol;
-pub mod rate_limit;
-pub(crate) mod versions;
+mod session;
+mod versions;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;

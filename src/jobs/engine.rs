@@ -1,0 +1,63 @@
+//! What the registry that starts jobs and the runner that drives them share: the store,
+//! the backend selector, the live-job map, the failure log and the drain's abort reason.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::failures::FailureLog;
+use super::live::LiveJobs;
+use crate::backend::selector::BackendSelector;
+use crate::backend::Failure;
+use crate::store::Store;
+
+/// Settings of the job engine.
+pub struct JobsConfig {
+    pub job_timeout: Duration,
+    /// How long a cancel waits for the backend to wind down before answering.
+    pub cancel_wait: Duration,
+    /// Absolute data directory (the local CLI's workspaces live below it).
+    pub data_dir: PathBuf,
+    /// What a job keeps for sockets that subscribe mid-job (`JOB_LOG_MAX_BYTES`).
+    pub log_max_bytes: usize,
+    /// The answer a job accumulates, stores and sends with `completed` (`JOB_ANSWER_MAX_BYTES`).
+    pub answer_max_bytes: usize,
+}
+
+/// State shared by every job of this process.
+pub(super) struct Engine {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) selector: Arc<BackendSelector>,
+    pub(super) config: JobsConfig,
+    pub(super) live: LiveJobs,
+    pub(super) failures: FailureLog,
+    /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
+    aborted: OnceLock<Failure>,
+}
+
+impl Engine {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        selector: Arc<BackendSelector>,
+        config: JobsConfig,
+    ) -> Self {
+        Self {
+            store,
+            selector,
+            config,
+            live: LiveJobs::default(),
+            failures: FailureLog::default(),
+            aborted: OnceLock::new(),
+        }
+    }
+
+    /// From now on, cancelled jobs end as this failure (the drain ran out of time).
+    pub(super) fn abort_with(&self, failure: Failure) {
+        let _ = self.aborted.set(failure);
+    }
+
+    /// Why cancelled jobs end as failures, when the instance is shutting down.
+    pub(super) fn abort_reason(&self) -> Option<Failure> {
+        self.aborted.get().cloned()
+    }
+}

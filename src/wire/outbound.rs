@@ -1,0 +1,230 @@
+//! A connection's bounded outbound queue. Job fan-out never blocks on a socket: when a
+//! client stops reading and its queue fills — in frames or in bytes — the connection is told
+//! to close instead of letting memory grow (docs/decisions.md, decisions 7 and 14).
+//!
+//! Hand-rolled on a `VecDeque` + `Notify` rather than `tokio::sync::mpsc` because an idle
+//! queue then owns no heap memory at all, which matters with tens of thousands of mostly
+//! idle sockets.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{counter_inc, METRICS};
+
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    /// Frames that must reach the socket back to back (a job's replayed history).
+    Batch(Vec<Utf8Bytes>),
+    /// Send a close frame and end the connection.
+    Close(u16, &'static str),
+}
+
+impl Outbound {
+    /// Bytes of frame text this item holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Batch(frames) => frames.iter().map(|frame| frame.len()).sum(),
+            Outbound::Close(..) => 0,
+        }
+    }
+}
+
+/// The queued items and the bytes of text they hold.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    max_items: usize,
+    /// One item always fits an empty queue, so a frame above the budget still reaches a
+    /// client that reads; every frame is itself bounded by another budget.
+    max_bytes: usize,
+    closed: AtomicBool,
+    /// Checked on every send; the token's own check takes a lock.
+    overflow_tripped: AtomicBool,
+    /// Wakes the connection task so it closes the socket.
+    overflowed: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct OutboundSender {
+    conn_id: u64,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OutboundSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundSender")
+            .field("conn_id", &self.conn_id)
+            .finish()
+    }
+}
+
+/// The connection task's end of the queue. Dropping it closes the queue.
+pub struct OutboundReceiver {
+    shared: Arc<Shared>,
+}
+
+impl OutboundSender {
+    /// A queue of at most `max_items` items holding at most `max_bytes` of frame text.
+    pub fn channel(
+        conn_id: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> (Self, OutboundReceiver, CancellationToken) {
+        let overflowed = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            max_items,
+            max_bytes,
+            closed: AtomicBool::new(false),
+            overflow_tripped: AtomicBool::new(false),
+            overflowed: overflowed.clone(),
+        });
+        (
+            Self {
+                conn_id,
+                shared: Arc::clone(&shared),
+            },
+            OutboundReceiver { shared },
+            overflowed,
+        )
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+
+    /// Queue without waiting. False when the connection is gone or could not keep up (it is
+    /// then closed by its own task).
+    pub fn send(&self, item: Outbound) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let bytes = item.bytes();
+        {
+            let Ok(mut queue) = self.shared.queue.lock() else {
+                return false;
+            };
+            let full = queue.items.len() >= self.shared.max_items
+                || (!queue.items.is_empty() && queue.bytes + bytes > self.shared.max_bytes);
+            if full {
+                drop(queue);
+                if !self.shared.overflow_tripped.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        conn_id = self.conn_id,
+                        "outbound queue full; disconnecting slow client"
+                    );
+                    counter_inc(&METRICS.outbound_overflow_disconnects);
+                }
+                self.shared.overflowed.cancel();
+                return false;
+            }
+            queue.bytes += bytes;
+            queue.items.push_back(item);
+        }
+        // Stores a permit when the connection task is not waiting right now.
+        self.shared.ready.notify_one();
+        true
+    }
+
+    pub fn frame(&self, frame: Utf8Bytes) -> bool {
+        self.send(Outbound::Frame(frame))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+            || self.shared.overflow_tripped.load(Ordering::Acquire)
+    }
+}
+
+impl OutboundReceiver {
+    /// The next queued item, waiting for one.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return item;
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let mut queue = self.shared.queue.lock().ok()?;
+        let item = queue.items.pop_front()?;
+        queue.bytes -= item.bytes();
+        // Give back the memory of a burst once it has been written.
+        if queue.items.is_empty() && queue.items.capacity() > 64 {
+            queue.items.shrink_to(0);
+        }
+        Some(item)
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            *queue = Queue::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_in_order_and_wakes_the_receiver() {
+        let (tx, mut rx, _) = OutboundSender::channel(1, 8, 1 << 20);
+        let waiter = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                if let Outbound::Frame(f) = rx.recv().await {
+                    got.push(f.to_string());
+                }
+            }
+            got
+        });
+        for text in ["a", "b", "c"] {
+            assert!(tx.frame(Utf8Bytes::from(text)));
+        }
+        assert_eq!(waiter.await.unwrap(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn overflow_trips_and_closed_refuses() {
+        let (tx, rx, overflowed) = OutboundSender::channel(1, 2, 1 << 20);
+        assert!(tx.frame(Utf8Bytes::from_static("1")) && tx.frame(Utf8Bytes::from_static("2")));
+        assert!(!tx.frame(Utf8Bytes::from_static("3")));
+        assert!(overflowed.is_cancelled());
+        drop(rx);
+        assert!(tx.is_closed());
+    }
+
+    #[test]
+    fn bytes_trip_before_frames_and_come_back_as_frames_leave() {
+        let (tx, mut rx, overflowed) = OutboundSender::channel(1, 100, 10);
+        let six = || Utf8Bytes::from_static("123456");
+        // One item always fits an empty queue, even above the budget.
+        assert!(tx.send(Outbound::Batch(vec![six(), six()])));
+        assert!(rx.try_recv().is_some());
+        assert!(tx.frame(six()));
+        assert!(rx.try_recv().is_some());
+        assert!(tx.frame(six()));
+        assert!(!tx.frame(six()), "12 bytes queued would exceed 10");
+        assert!(overflowed.is_cancelled());
+    }
+}
