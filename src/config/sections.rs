@@ -187,6 +187,8 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Bytes queued per socket before a non-reading client is dropped.
     pub outbound_max_bytes: usize,
+    /// Frames written to a socket together are gathered up to this many bytes per write.
+    pub ws_write_coalesce_bytes: usize,
     /// What a job keeps for sockets that subscribe mid-job.
     pub job_log_max_bytes: usize,
     /// The answer a job accumulates, stores and sends with `completed`.

@@ -106,6 +106,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "limits.outbound_max_bytes",
         Kind::Int,
     ),
+    (
+        "WS_WRITE_COALESCE_BYTES",
+        "limits.ws_write_coalesce_bytes",
+        Kind::Int,
+    ),
     ("JOB_LOG_MAX_BYTES", "limits.job_log_max_bytes", Kind::Int),
     (
         "JOB_ANSWER_MAX_BYTES",

@@ -27,8 +27,14 @@ impl SseLines {
         let mut payloads = Vec::new();
         while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
             if !self.discarding {
-                self.buffer.extend_from_slice(&chunk[..at]);
-                payloads.extend(data_payload(&self.buffer));
+                // A line wholly inside this chunk is read in place, not copied first.
+                let line = if self.buffer.is_empty() {
+                    &chunk[..at]
+                } else {
+                    self.buffer.extend_from_slice(&chunk[..at]);
+                    &self.buffer
+                };
+                payloads.extend(data_payload(line));
             }
             self.buffer.clear();
             self.discarding = false;
