@@ -266,4 +266,29 @@ mod tests {
             .to_string();
         assert!(err.starts_with("LEGACY_UPSTREAM_URL:"), "{err}");
     }
+
+    #[test]
+    fn memory_budgets_are_settings_checked_against_each_other() {
+        let config = load(&[
+            ("JOB_LOG_MAX_BYTES", "65536"),
+            ("HISTORY_MAX_BYTES", "2048"),
+        ])
+        .expect("config");
+        assert_eq!(config.limits.job_log_max_bytes, 65536);
+        assert_eq!(config.limits.history_max_bytes, 2048);
+        for (key, value) in [
+            ("JOB_LOG_MAX_BYTES", "100"),
+            ("JOB_ANSWER_MAX_BYTES", "10"),
+            ("HISTORY_MAX_ENTRIES", "0"),
+            ("HISTORY_MAX_BYTES", "1"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{key}:")), "{err}");
+        }
+        // A replay batch must fit the outbound queue of the socket that receives it.
+        let err = load(&[("JOB_LOG_MAX_BYTES", "4194304")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("WS_OUTBOUND_MAX_BYTES:"), "{err}");
+    }
 }
