@@ -872,11 +872,18 @@ async fn expect_frame(ws: &mut Ws, want: &str) -> Result<()> {
 
 /// Connect, authenticate, and (for jobs) create the project that becomes current.
 async fn open_session(url: &str, secret: &str, index: usize, with_project: bool) -> Result<Ws> {
-    let token = mint_token(secret, index)?;
+    open_session_as(url, &mint_token(secret, index)?, with_project).await
+}
+
+/// Connect and authenticate with `token`, and (for jobs) create the project that becomes current.
+async fn open_session_as(url: &str, token: &str, with_project: bool) -> Result<Ws> {
     // Small buffers: ten thousand clients at tungstenite's 128 KiB default would be wasteful.
+    // Large enough for an unbounded relay's `projectSelected` (24 MB after one big job).
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 30))
+        .max_frame_size(Some(1 << 30));
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .map_err(|e| BenchError::Ws(e.to_string()))?;
@@ -1635,9 +1642,15 @@ async fn read_big_job(ws: &mut Ws) -> BigOutcome {
     }
 }
 
-/// Connect, authenticate, create a project; returns the socket and the project's id.
-async fn open_project_session(url: &str, secret: &str, index: usize) -> Result<(Ws, String)> {
-    let mut ws = open_session(url, secret, index, false).await?;
+/// Connect, authenticate, create a project; returns the socket, the project's id and the
+/// token (to open the project again from another socket).
+async fn open_project_session(
+    url: &str,
+    secret: &str,
+    index: usize,
+) -> Result<(Ws, String, String)> {
+    let token = mint_token(secret, index)?;
+    let mut ws = open_session_as(url, &token, false).await?;
     send_json(&mut ws, json!({"type": "createProject", "name": "bench"})).await?;
     loop {
         let text = next_text(&mut ws).await?;
@@ -1647,16 +1660,17 @@ async fn open_project_session(url: &str, secret: &str, index: usize) -> Result<(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            return Ok((ws, id));
+            return Ok((ws, id, token));
         }
     }
 }
 
-/// Byte length of the `projectSelected` frame the socket receives for `project`.
-async fn project_selected_bytes(ws: &mut Ws, project: &str) -> Result<usize> {
-    send_json(ws, json!({"type": "selectProject", "projectId": project})).await?;
+/// Byte length of the `projectSelected` frame a new socket of the user receives for `project`.
+async fn project_selected_bytes(url: &str, token: &str, project: &str) -> Result<usize> {
+    let mut ws = open_session_as(url, token, false).await?;
+    send_json(&mut ws, json!({"type": "selectProject", "projectId": project})).await?;
     loop {
-        let text = next_text(ws).await?;
+        let text = next_text(&mut ws).await?;
         if text.as_str().starts_with(r#"{"type":"projectSelected""#) {
             return Ok(text.len());
         }
@@ -1684,7 +1698,7 @@ async fn scenario_big(
     let machine_cpu_start = MachineCpu::read();
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for (mut ws, project) in sessions {
+    for (mut ws, project, token) in sessions {
         set.spawn(async move {
             let out = tokio::time::timeout_at(deadline, read_big_job(&mut ws))
                 .await
@@ -1692,21 +1706,21 @@ async fn scenario_big(
                     failure: Some("timed out waiting for the job to finish".into()),
                     ..BigOutcome::default()
                 });
-            (ws, project, out)
+            (ws, project, token, out)
         });
     }
     let (mut finished, mut failures) = (Vec::new(), BTreeMap::<String, usize>::new());
     let (mut stream_frames, mut stream_bytes, mut completed) = (0u64, 0u64, 0usize);
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((ws, project, out)) => {
+            Ok((ws, project, token, out)) => {
                 stream_frames += out.stream_frames;
                 stream_bytes += out.stream_bytes;
                 completed += usize::from(out.completed && out.failure.is_none());
                 if let Some(f) = out.failure {
                     *failures.entry(f).or_default() += 1;
                 }
-                finished.push((ws, project));
+                finished.push((ws, project, token));
             }
             Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
         }
@@ -1715,8 +1729,9 @@ async fn scenario_big(
     let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
     let after = relay.stats()?;
     let mut selected_bytes = 0;
-    for (ws, project) in &mut finished {
-        selected_bytes = selected_bytes.max(project_selected_bytes(ws, project).await?);
+    for (_, project, token) in &finished {
+        let bytes = project_selected_bytes(&relay.ws_url(), token, project).await?;
+        selected_bytes = selected_bytes.max(bytes);
     }
     drop(finished);
     tokio::time::sleep(AFTER_CLOSE_SETTLE).await;
