@@ -1668,7 +1668,11 @@ async fn open_project_session(
 /// Byte length of the `projectSelected` frame a new socket of the user receives for `project`.
 async fn project_selected_bytes(url: &str, token: &str, project: &str) -> Result<usize> {
     let mut ws = open_session_as(url, token, false).await?;
-    send_json(&mut ws, json!({"type": "selectProject", "projectId": project})).await?;
+    send_json(
+        &mut ws,
+        json!({"type": "selectProject", "projectId": project}),
+    )
+    .await?;
     loop {
         let text = next_text(&mut ws).await?;
         if text.as_str().starts_with(r#"{"type":"projectSelected""#) {
