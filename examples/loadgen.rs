@@ -9,6 +9,7 @@
 //! target/release/examples/loadgen jobs --jobs 1000 --events 100 [--gap-ms 0]
 //! target/release/examples/loadgen idle --sockets 10000
 //! target/release/examples/loadgen latency --jobs 200 --rate 50 --seconds 10
+//! target/release/examples/loadgen big --jobs 4 --events 3000 --event-bytes 8192
 //! ```
 //! Common flags: `--relay-bin PATH` (default `target/release/dreamcore-relay`),
 //! `--timeout-secs N` (whole scenario, default 300), `--concurrency N` (connects in flight,
@@ -100,10 +101,12 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "loadgen <jobs|idle|latency> [options]
+const USAGE: &str = "loadgen <jobs|idle|latency|big> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
+  big     --jobs N (4) --events M (3000) --event-bytes B (8192): large outputs, reading
+          clients; peak RSS growth, projectSelected size after them, RSS 12 s later
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -144,6 +147,11 @@ enum Scenario {
         rate: u32,
         seconds: u32,
     },
+    Big {
+        jobs: usize,
+        events: u32,
+        event_bytes: usize,
+    },
 }
 
 fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
@@ -176,7 +184,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
-            | "--timeout-secs" | "--concurrency" => {
+            | "--event-bytes" | "--timeout-secs" | "--concurrency" => {
                 let raw = value()?;
                 let n = raw
                     .parse::<u64>()
@@ -208,6 +216,11 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             jobs: usize_of(positive("jobs", 200)?)?,
             rate: u32_of(positive("rate", 50)?)?,
             seconds: u32_of(positive("seconds", 10)?)?,
+        },
+        "big" => Scenario::Big {
+            jobs: usize_of(positive("jobs", 4)?)?,
+            events: u32_of(positive("events", 3000)?)?,
+            event_bytes: usize_of(positive("event-bytes", 8192)?)?,
         },
         other => {
             return Err(BenchError::Usage(format!(
@@ -387,6 +400,8 @@ fn pin_to_cpu(cpu: usize) {
 struct Upstream {
     secret: String,
     events: u32,
+    /// Assistant text per event is padded to this many bytes (0: just the timing token).
+    event_bytes: usize,
     gap: Duration,
     aligned: bool,
     /// Streams started so far; spreads their phases.
@@ -413,6 +428,7 @@ const PREVIEW_HTML: &str = "<!DOCTYPE html><html><body>bench</body></html>";
 async fn start_upstream(
     secret: String,
     events: u32,
+    event_bytes: usize,
     gap: Duration,
     aligned: bool,
     stop: CancellationToken,
@@ -420,6 +436,7 @@ async fn start_upstream(
     let state = Arc::new(Upstream {
         secret,
         events,
+        event_bytes,
         gap,
         aligned,
         streams: AtomicU64::new(0),
@@ -533,9 +550,11 @@ fn game_events(st: Arc<Upstream>) -> impl Stream<Item = std::result::Result<Byte
                         tokio::time::sleep_until(start + st.gap * (seq + 1)).await;
                     }
                     st.written.fetch_add(1, Ordering::Relaxed);
+                    let token = format!("{seq}:{};", now_ns());
+                    // Padding comes first, so the timing token still ends the text.
+                    let padding = "x".repeat(st.event_bytes.saturating_sub(token.len()));
                     Bytes::from(format!(
-                        "data: {{\"type\":\"assistant\",\"message\":{{\"role\":\"assistant\",\"content\":[{{\"type\":\"text\",\"text\":\"{seq}:{};\"}}]}}}}\n\n",
-                        now_ns()
+                        "data: {{\"type\":\"assistant\",\"message\":{{\"role\":\"assistant\",\"content\":[{{\"type\":\"text\",\"text\":\"{padding}{token}\"}}]}}}}\n\n"
                     ))
                 }
                 i if i == st.events + 1 => Bytes::from_static(SSE_DEBUG.as_bytes()),
@@ -853,11 +872,18 @@ async fn expect_frame(ws: &mut Ws, want: &str) -> Result<()> {
 
 /// Connect, authenticate, and (for jobs) create the project that becomes current.
 async fn open_session(url: &str, secret: &str, index: usize, with_project: bool) -> Result<Ws> {
-    let token = mint_token(secret, index)?;
+    open_session_as(url, &mint_token(secret, index)?, with_project).await
+}
+
+/// Connect and authenticate with `token`, and (for jobs) create the project that becomes current.
+async fn open_session_as(url: &str, token: &str, with_project: bool) -> Result<Ws> {
     // Small buffers: ten thousand clients at tungstenite's 128 KiB default would be wasteful.
+    // Large enough for an unbounded relay's `projectSelected` (24 MB after one big job).
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 30))
+        .max_frame_size(Some(1 << 30));
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .map_err(|e| BenchError::Ws(e.to_string()))?;
@@ -1247,12 +1273,18 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start(common: &Common, events: u32, gap: Duration) -> Result<Self> {
+    async fn start(
+        common: &Common,
+        events: u32,
+        event_bytes: usize,
+        gap: Duration,
+    ) -> Result<Self> {
         let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
         let stop_upstream = CancellationToken::new();
         let (addr, upstream) = start_upstream(
             modal_secret.clone(),
             events,
+            event_bytes,
             gap,
             common.aligned,
             stop_upstream.clone(),
@@ -1292,7 +1324,7 @@ async fn scenario_jobs(
     gap: Duration,
     deadline: TokioInstant,
 ) -> Result<Value> {
-    let harness = Harness::start(common, events, gap).await?;
+    let harness = Harness::start(common, events, 0, gap).await?;
     let relay = &harness.relay;
     let before = relay.stats()?;
 
@@ -1366,6 +1398,9 @@ async fn scenario_jobs(
     };
     let job_cpu = after.cpu_secs - after_setup.cpu_secs;
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
+    // Includes reading upstream, every frame of the job and the sockets' writes: the whole
+    // cost of relaying, divided by the assistant events relayed.
+    let cpu_us_per_event = job_cpu * 1e6 / (integrity.events_received.max(1) as f64);
     let report = json!({
         "scenario": label,
         "params": {"jobs": jobs, "events": events, "aligned": common.aligned, "pinned": common.pin, "gap_ms": gap.as_secs_f64() * 1e3,
@@ -1383,6 +1418,7 @@ async fn scenario_jobs(
             "cpu_secs_job_phase": job_cpu,
             "cpu_secs_total": after.cpu_secs,
             "cpu_util_job_phase": job_cpu / wall.max(1e-9),
+            "cpu_us_per_event": cpu_us_per_event,
             "rss_kib_before": before.rss_kib,
             "rss_kib_after_setup": after_setup.rss_kib,
             "rss_kib_after": after.rss_kib,
@@ -1440,6 +1476,7 @@ async fn scenario_jobs(
         100.0 * job_cpu / wall.max(1e-9),
         after.cpu_secs
     );
+    println!("relay cpu    {cpu_us_per_event:.2} µs per relayed event");
     println!(
         "machine      {:.1}% of CPU time stolen by the hypervisor during jobs",
         100.0 * steal_share
@@ -1462,7 +1499,7 @@ async fn scenario_idle(common: &Common, sockets: usize, deadline: TokioInstant) 
             "--sockets must exceed the {IDLE_BASELINE_SOCKETS}-socket baseline"
         )));
     }
-    let harness = Harness::start(common, 1, Duration::ZERO).await?;
+    let harness = Harness::start(common, 1, 0, Duration::ZERO).await?;
     let relay = &harness.relay;
     let url = relay.ws_url();
     let before = relay.stats()?;
@@ -1562,6 +1599,202 @@ async fn scenario_idle(common: &Common, sockets: usize, deadline: TokioInstant) 
     Ok(report)
 }
 
+/// What one reading client saw of a large job.
+#[derive(Debug, Default)]
+struct BigOutcome {
+    stream_frames: u64,
+    stream_bytes: u64,
+    completed: bool,
+    failure: Option<String>,
+}
+
+/// Sends the generation message and reads every frame until `gameUpdated` (or a failure).
+async fn read_big_job(ws: &mut Ws) -> BigOutcome {
+    let mut out = BigOutcome::default();
+    if let Err(e) = send_json(ws, json!({"type": "message", "content": "go"})).await {
+        out.failure = Some(e.to_string());
+        return out;
+    }
+    loop {
+        let text = match next_text(ws).await {
+            Ok(text) => text,
+            Err(e) => {
+                out.failure = Some(e.to_string());
+                return out;
+            }
+        };
+        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+            continue;
+        };
+        match frame.kind.as_str() {
+            "stream" => {
+                out.stream_frames += 1;
+                out.stream_bytes += frame.content.map_or(0, |c| c.len() as u64);
+            }
+            "completed" => out.completed = true,
+            "gameUpdated" if out.completed => return out,
+            "failed" | "error" | "limitExceeded" | "cancelled" => {
+                out.failure = Some(truncate(text.as_str(), 200));
+                return out;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connect, authenticate, create a project; returns the socket, the project's id and the
+/// token (to open the project again from another socket).
+async fn open_project_session(
+    url: &str,
+    secret: &str,
+    index: usize,
+) -> Result<(Ws, String, String)> {
+    let token = mint_token(secret, index)?;
+    let mut ws = open_session_as(url, &token, false).await?;
+    send_json(&mut ws, json!({"type": "createProject", "name": "bench"})).await?;
+    loop {
+        let text = next_text(&mut ws).await?;
+        let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+        if value["type"] == "projectCreated" {
+            let id = value["project"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            return Ok((ws, id, token));
+        }
+    }
+}
+
+/// Byte length of the `projectSelected` frame a new socket of the user receives for `project`.
+async fn project_selected_bytes(url: &str, token: &str, project: &str) -> Result<usize> {
+    let mut ws = open_session_as(url, token, false).await?;
+    send_json(
+        &mut ws,
+        json!({"type": "selectProject", "projectId": project}),
+    )
+    .await?;
+    loop {
+        let text = next_text(&mut ws).await?;
+        if text.as_str().starts_with(r#"{"type":"projectSelected""#) {
+            return Ok(text.len());
+        }
+    }
+}
+
+/// `big`: N jobs at once, each M assistant events of B bytes, every client reading. What the
+/// relay holds while they run (peak RSS growth), what it sends a tab that opens the project
+/// afterwards (`projectSelected`), and what it gives back once they are over.
+async fn scenario_big(
+    common: &Common,
+    jobs: usize,
+    events: u32,
+    event_bytes: usize,
+    deadline: TokioInstant,
+) -> Result<Value> {
+    let harness = Harness::start(common, events, event_bytes, Duration::ZERO).await?;
+    let relay = &harness.relay;
+    let mut sessions = Vec::with_capacity(jobs);
+    for index in 0..jobs {
+        sessions.push(open_project_session(&relay.ws_url(), &relay.jwt_secret, index).await?);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let before = relay.stats()?;
+    let machine_cpu_start = MachineCpu::read();
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for (mut ws, project, token) in sessions {
+        set.spawn(async move {
+            let out = tokio::time::timeout_at(deadline, read_big_job(&mut ws))
+                .await
+                .unwrap_or_else(|_| BigOutcome {
+                    failure: Some("timed out waiting for the job to finish".into()),
+                    ..BigOutcome::default()
+                });
+            (ws, project, token, out)
+        });
+    }
+    let (mut finished, mut failures) = (Vec::new(), BTreeMap::<String, usize>::new());
+    let (mut stream_frames, mut stream_bytes, mut completed) = (0u64, 0u64, 0usize);
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((ws, project, token, out)) => {
+                stream_frames += out.stream_frames;
+                stream_bytes += out.stream_bytes;
+                completed += usize::from(out.completed && out.failure.is_none());
+                if let Some(f) = out.failure {
+                    *failures.entry(f).or_default() += 1;
+                }
+                finished.push((ws, project, token));
+            }
+            Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
+    let after = relay.stats()?;
+    let mut selected_bytes = 0;
+    for (_, project, token) in &finished {
+        let bytes = project_selected_bytes(&relay.ws_url(), token, project).await?;
+        selected_bytes = selected_bytes.max(bytes);
+    }
+    drop(finished);
+    tokio::time::sleep(AFTER_CLOSE_SETTLE).await;
+    let later = relay.stats()?;
+    let peak_growth_kib = after.hwm_kib.saturating_sub(before.rss_kib);
+    let report = json!({
+        "scenario": "big",
+        "params": {"jobs": jobs, "events": events, "event_bytes": event_bytes},
+        "jobs_completed": completed,
+        "failures": failures,
+        "stream_frames": stream_frames,
+        "stream_bytes": stream_bytes,
+        "wall_secs": wall,
+        "project_selected_bytes": selected_bytes,
+        "machine_steal_share_job_phase": steal_share,
+        "relay": {
+            "rss_kib_before": before.rss_kib,
+            "peak_rss_kib": after.hwm_kib,
+            "peak_rss_growth_kib": peak_growth_kib,
+            "rss_kib_after_jobs": after.rss_kib,
+            "rss_kib_12s_later": later.rss_kib,
+            "cpu_secs_job_phase": after.cpu_secs - before.cpu_secs,
+            "threads": later.threads,
+            "log": relay.log_summary(),
+        },
+        "upstream": harness.upstream_summary(),
+    });
+    println!(
+        "== big: {jobs} jobs x {events} events x {event_bytes} bytes ({:.1} MiB of assistant text each) ==",
+        f64::from(events) * event_bytes as f64 / 1048576.0
+    );
+    println!(
+        "jobs         completed {completed}/{jobs} in {wall:.2} s, failures: {}",
+        report["failures"]
+    );
+    println!(
+        "clients      {stream_frames} stream frames, {:.1} MiB of stream text received",
+        stream_bytes as f64 / 1048576.0
+    );
+    println!(
+        "relay rss    before {:.1} MiB, peak {:.1} MiB (growth {:.1} MiB), after jobs {:.1} MiB, 12 s later {:.1} MiB",
+        mib(before.rss_kib),
+        mib(after.hwm_kib),
+        mib(peak_growth_kib),
+        mib(after.rss_kib),
+        mib(later.rss_kib)
+    );
+    println!(
+        "selected     projectSelected after the jobs: {selected_bytes} bytes ({:.2} MiB)",
+        selected_bytes as f64 / 1048576.0
+    );
+    println!(
+        "machine      {:.1}% of CPU time stolen by the hypervisor during jobs",
+        100.0 * steal_share
+    );
+    print_common_tail(&report);
+    Ok(report)
+}
+
 /// Keeps each socket read (so pings get their pongs) until `stop`; counts relay closes.
 fn hold_idle(
     readers: &mut JoinSet<()>,
@@ -1624,6 +1857,11 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
                 scenario_jobs("jobs", &common, jobs, events, gap, deadline).await
             }
             Scenario::Idle { sockets } => scenario_idle(&common, sockets, deadline).await,
+            Scenario::Big {
+                jobs,
+                events,
+                event_bytes,
+            } => scenario_big(&common, jobs, events, event_bytes, deadline).await,
             Scenario::Latency {
                 jobs,
                 rate,

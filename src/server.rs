@@ -247,6 +247,8 @@ impl Relay {
                 job_timeout: config.job_timeout(),
                 cancel_wait: Duration::from_secs(config.cli.kill_grace_secs + 5),
                 data_dir,
+                log_max_bytes: config.limits.job_log_max_bytes,
+                answer_max_bytes: config.limits.job_answer_max_bytes,
             },
         );
         let orphaned = jobs.fail_orphans().await?;

@@ -138,6 +138,25 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("WS_MAX_MESSAGE_BYTES", "must be at least 1024"));
         }
+        if self.limits.job_log_max_bytes < 4096 {
+            return Err(invalid("JOB_LOG_MAX_BYTES", "must be at least 4096"));
+        }
+        // A late joiner's replay is one queued batch: it must fit with room to spare.
+        if self.limits.outbound_max_bytes < 2 * self.limits.job_log_max_bytes {
+            return Err(invalid(
+                "WS_OUTBOUND_MAX_BYTES",
+                "must be at least twice JOB_LOG_MAX_BYTES",
+            ));
+        }
+        if self.limits.job_answer_max_bytes < 1024 {
+            return Err(invalid("JOB_ANSWER_MAX_BYTES", "must be at least 1024"));
+        }
+        if self.limits.history_max_entries == 0 {
+            return Err(invalid("HISTORY_MAX_ENTRIES", "must be at least 1"));
+        }
+        if self.limits.history_max_bytes < 1024 {
+            return Err(invalid("HISTORY_MAX_BYTES", "must be at least 1024"));
+        }
         if !self.legacy.upstream_url.is_empty()
             && !reqwest::Url::parse(&self.legacy.upstream_url)
                 .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
@@ -315,5 +334,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("LEGACY_UPSTREAM_URL:"), "{err}");
+    }
+
+    #[test]
+    fn memory_budgets_are_settings_checked_against_each_other() {
+        let config = load(&[
+            ("JOB_LOG_MAX_BYTES", "65536"),
+            ("HISTORY_MAX_BYTES", "2048"),
+        ])
+        .expect("config");
+        assert_eq!(config.limits.job_log_max_bytes, 65536);
+        assert_eq!(config.limits.history_max_bytes, 2048);
+        for (key, value) in [
+            ("JOB_LOG_MAX_BYTES", "100"),
+            ("JOB_ANSWER_MAX_BYTES", "10"),
+            ("HISTORY_MAX_ENTRIES", "0"),
+            ("HISTORY_MAX_BYTES", "1"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{key}:")), "{err}");
+        }
+        // A replay batch must fit the outbound queue of the socket that receives it.
+        let err = load(&[("JOB_LOG_MAX_BYTES", "4194304")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("WS_OUTBOUND_MAX_BYTES:"), "{err}");
     }
 }

@@ -196,6 +196,18 @@ pub struct LimitsConfig {
     pub job_timeout_secs: u64,
     pub max_message_bytes: usize,
     pub outbound_queue: usize,
+    /// Bytes queued per socket before a non-reading client is dropped.
+    pub outbound_max_bytes: usize,
+    /// Frames written to a socket together are gathered up to this many bytes per write.
+    pub ws_write_coalesce_bytes: usize,
+    /// What a job keeps for sockets that subscribe mid-job.
+    pub job_log_max_bytes: usize,
+    /// The answer a job accumulates, stores and sends with `completed`.
+    pub job_answer_max_bytes: usize,
+    /// Chat history entries sent with `projectSelected` (the most recent ones).
+    pub history_max_entries: usize,
+    /// Bytes of chat history text sent with `projectSelected`.
+    pub history_max_bytes: usize,
     pub ws_ping_interval_secs: u64,
     /// Messages per minute per socket (ping and viewState excluded); 0 disables.
     pub messages_per_minute: u32,

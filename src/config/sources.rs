@@ -121,6 +121,28 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("WS_OUTBOUND_QUEUE", "limits.outbound_queue", Kind::Int),
     (
+        "WS_OUTBOUND_MAX_BYTES",
+        "limits.outbound_max_bytes",
+        Kind::Int,
+    ),
+    (
+        "WS_WRITE_COALESCE_BYTES",
+        "limits.ws_write_coalesce_bytes",
+        Kind::Int,
+    ),
+    ("JOB_LOG_MAX_BYTES", "limits.job_log_max_bytes", Kind::Int),
+    (
+        "JOB_ANSWER_MAX_BYTES",
+        "limits.job_answer_max_bytes",
+        Kind::Int,
+    ),
+    (
+        "HISTORY_MAX_ENTRIES",
+        "limits.history_max_entries",
+        Kind::Int,
+    ),
+    ("HISTORY_MAX_BYTES", "limits.history_max_bytes", Kind::Int),
+    (
         "WS_PING_INTERVAL_SECS",
         "limits.ws_ping_interval_secs",
         Kind::Int,

@@ -1,12 +1,14 @@
 //! A job's event log and its subscribers. Every event gets the next sequence number and is
 //! appended and delivered under one lock, so a socket that subscribes mid-job receives the
 //! log up to some sequence number and then every later event: nothing lost, nothing twice.
+//! The log is bounded in bytes ([`EventLog`]).
 
 use std::sync::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
+use super::event_log::{EventLog, FrameKind};
 use crate::metrics::{counter_inc, METRICS};
 use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
@@ -26,15 +28,9 @@ struct Subscriber {
     kind: SubscriptionKind,
 }
 
-struct Entry {
-    frame: Utf8Bytes,
-    completed: bool,
-}
-
 struct Inner {
-    log: Vec<Entry>,
+    log: EventLog,
     subscribers: Vec<Subscriber>,
-    next_seq: u64,
 }
 
 pub struct JobChannel {
@@ -44,14 +40,14 @@ pub struct JobChannel {
 }
 
 impl JobChannel {
-    pub fn new(user_id: Uuid, project_id: Uuid) -> Self {
+    /// `log_max_bytes` bounds what the job keeps for late subscribers.
+    pub fn new(user_id: Uuid, project_id: Uuid, log_max_bytes: usize) -> Self {
         Self {
             user_id,
             project_id,
             inner: Mutex::new(Inner {
-                log: Vec::new(),
+                log: EventLog::new(log_max_bytes),
                 subscribers: Vec::new(),
-                next_seq: 1,
             }),
         }
     }
@@ -72,12 +68,14 @@ impl JobChannel {
         let Ok(mut inner) = self.inner.lock() else {
             return 0;
         };
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.log.push(Entry {
-            frame: frame.clone(),
-            completed,
-        });
+        let seq = match message {
+            ServerMessage::Stream { content } => inner.log.append_stream(content),
+            ServerMessage::Progress { .. } => {
+                inner.log.append_frame(frame.clone(), FrameKind::Progress)
+            }
+            _ if completed => inner.log.append_frame(frame.clone(), FrameKind::Completed),
+            _ => inner.log.append_frame(frame.clone(), FrameKind::Other),
+        };
         inner.subscribers.retain(|sub| {
             let delivered = match (&game_updated, sub.kind) {
                 (Some(extra), SubscriptionKind::Message) => sub
@@ -111,15 +109,9 @@ impl JobChannel {
             }
             return;
         }
-        if replay && !inner.log.is_empty() {
-            let mut frames = Vec::with_capacity(inner.log.len() + 1);
-            for entry in &inner.log {
-                frames.push(entry.frame.clone());
-                if entry.completed && kind == SubscriptionKind::Message {
-                    frames.push(self.game_updated());
-                }
-            }
-            sink.send(Outbound::Batch(frames));
+        if replay && inner.log.last_seq() > 0 {
+            let game_updated = (kind == SubscriptionKind::Message).then(|| self.game_updated());
+            sink.send(Outbound::Batch(inner.log.replay(game_updated.as_ref())));
         }
         inner.subscribers.push(Subscriber { sink, kind });
     }
@@ -140,7 +132,7 @@ impl JobChannel {
     /// Sequence number of the newest event (0 before the first).
     #[cfg(test)]
     fn last_seq(&self) -> u64 {
-        self.inner.lock().map(|i| i.next_seq - 1).unwrap_or(0)
+        self.inner.lock().map(|i| i.log.last_seq()).unwrap_or(0)
     }
 }
 
@@ -169,30 +161,33 @@ mod tests {
 
     #[test]
     fn late_subscriber_gets_log_then_live_without_duplicates() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
-        let (early, mut early_rx, _) = OutboundSender::channel(1, 64);
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
+        let (early, mut early_rx, _) = OutboundSender::channel(1, 64, 1 << 20);
         channel.subscribe(early, SubscriptionKind::Message, true);
         for n in 0..3 {
             channel.publish(&stream(n));
         }
-        let (late, mut late_rx, _) = OutboundSender::channel(2, 64);
+        let (late, mut late_rx, _) = OutboundSender::channel(2, 64, 1 << 20);
         channel.subscribe(late.clone(), SubscriptionKind::Observer, true);
         channel.subscribe(late, SubscriptionKind::Observer, true);
         for n in 3..5 {
             channel.publish(&stream(n));
         }
-        let expected: Vec<String> = (0..5)
+        let live: Vec<String> = (0..5)
             .map(|n| format!(r#"{{"type":"stream","content":"e{n}"}}"#))
             .collect();
-        assert_eq!(texts(&mut early_rx), expected);
-        assert_eq!(texts(&mut late_rx), expected);
+        assert_eq!(texts(&mut early_rx), live);
+        // The log holds consecutive stream texts as one.
+        let mut replayed = vec![r#"{"type":"stream","content":"e0e1e2"}"#.to_string()];
+        replayed.extend_from_slice(&live[3..]);
+        assert_eq!(texts(&mut late_rx), replayed);
         assert_eq!(channel.last_seq(), 5);
     }
 
     #[test]
     fn full_queue_drops_the_subscriber() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
-        let (slow, _rx, overflowed) = OutboundSender::channel(1, 8);
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
+        let (slow, _rx, overflowed) = OutboundSender::channel(1, 8, 1 << 20);
         channel.subscribe(slow, SubscriptionKind::Observer, false);
         for n in 0..20 {
             channel.publish(&stream(n));

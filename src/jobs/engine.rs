@@ -19,6 +19,10 @@ pub struct JobsConfig {
     pub cancel_wait: Duration,
     /// Absolute data directory (the local CLI's workspaces live below it).
     pub data_dir: PathBuf,
+    /// What a job keeps for sockets that subscribe mid-job (`JOB_LOG_MAX_BYTES`).
+    pub log_max_bytes: usize,
+    /// The answer a job accumulates, stores and sends with `completed` (`JOB_ANSWER_MAX_BYTES`).
+    pub answer_max_bytes: usize,
 }
 
 /// State shared by every job of this process.

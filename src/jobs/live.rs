@@ -27,13 +27,14 @@ pub struct LiveJob {
 
 impl LiveJob {
     /// A job about to run, from its freshly created row.
-    pub(super) fn new(row: JobRow, backend: BackendKind) -> Self {
+    /// `log_max_bytes` bounds the job's replay log.
+    pub(super) fn new(row: JobRow, backend: BackendKind, log_max_bytes: usize) -> Self {
         Self {
             id: row.id,
             user_id: row.user_id,
             project_id: row.project_id,
             backend,
-            channel: JobChannel::new(row.user_id, row.project_id),
+            channel: JobChannel::new(row.user_id, row.project_id, log_max_bytes),
             started_at: Instant::now(),
             row: Mutex::new(row),
             cancel: CancellationToken::new(),

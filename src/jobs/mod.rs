@@ -2,8 +2,10 @@
 //! log each job keeps for its subscribers, daily quotas, prompts, and the runner that turns
 //! backend events into wire events.
 
+mod answer;
 mod channel;
 mod engine;
+mod event_log;
 mod failures;
 pub mod limits;
 mod live;
@@ -14,6 +16,7 @@ mod registry;
 pub mod restore_marker;
 mod runner;
 
+pub use answer::TRUNCATED_MARKER;
 pub use channel::SubscriptionKind;
 pub use engine::JobsConfig;
 pub use live::LiveJob;

@@ -231,7 +231,11 @@ impl Jobs {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
             JobStart::Created(row) => row,
         };
-        let job = Arc::new(LiveJob::new(row.clone(), backend.kind()));
+        let job = Arc::new(LiveJob::new(
+            row.clone(),
+            backend.kind(),
+            self.engine.config.log_max_bytes,
+        ));
         self.engine.live.insert(&job);
         let workspace = match backend.kind() {
             BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::answer::Answer;
 use super::engine::Engine;
 use super::failures::RecentFailure;
 use super::limits::Slot;
@@ -179,7 +180,7 @@ async fn drive(
     let run_span = tracing::info_span!("backend_run", backend = backend.kind().as_str());
     let mut events = run_span.in_scope(|| backend.run(request, backend_cancel.clone()));
     let mut meter = ProgressMeter { value: 20 };
-    let mut answer = String::new();
+    let mut answer = Answer::new(engine.config.answer_max_bytes);
 
     let outcome = async {
         loop {
@@ -198,7 +199,7 @@ async fn drive(
                     match event {
                         Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
                         Some(BackendEvent::Text(text)) => {
-                            answer.push_str(&text);
+                            answer.push(&text);
                             job.channel.publish(&ServerMessage::Stream { content: text });
                         }
                         Some(BackendEvent::ToolUse(name)) => {
@@ -265,11 +266,10 @@ async fn answer_without_generation(
 
 /// Store the assistant's answer before the job is reported complete, so a socket that
 /// re-selects the project right after `completed` sees it in `history`.
-async fn finish_answer(engine: &Engine, job: &LiveJob, answer: String) -> Outcome {
-    let message = match answer.trim() {
-        "" => DEFAULT_COMPLETION.to_string(),
-        text => text.to_string(),
-    };
+async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcome {
+    let message = answer
+        .finish()
+        .unwrap_or_else(|| DEFAULT_COMPLETION.to_string());
     if let Err(e) = engine
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)

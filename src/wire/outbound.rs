@@ -1,6 +1,6 @@
 //! A connection's bounded outbound queue. Job fan-out never blocks on a socket: when a
-//! client stops reading and its queue fills, the connection is told to close instead of
-//! letting memory grow (docs/decisions.md, decision 7).
+//! client stops reading and its queue fills — in frames or in bytes — the connection is told
+//! to close instead of letting memory grow (docs/decisions.md, decisions 7 and 14).
 //!
 //! Hand-rolled on a `VecDeque` + `Notify` rather than `tokio::sync::mpsc` because an idle
 //! queue then owns no heap memory at all, which matters with tens of thousands of mostly
@@ -25,10 +25,31 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
+impl Outbound {
+    /// Bytes of frame text this item holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Batch(frames) => frames.iter().map(|frame| frame.len()).sum(),
+            Outbound::Close(..) => 0,
+        }
+    }
+}
+
+/// The queued items and the bytes of text they hold.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+}
+
 struct Shared {
-    queue: Mutex<VecDeque<Outbound>>,
+    queue: Mutex<Queue>,
     ready: Notify,
-    capacity: usize,
+    max_items: usize,
+    /// One item always fits an empty queue, so a frame above the budget still reaches a
+    /// client that reads; every frame is itself bounded by another budget.
+    max_bytes: usize,
     closed: AtomicBool,
     /// Checked on every send; the token's own check takes a lock.
     overflow_tripped: AtomicBool,
@@ -56,12 +77,18 @@ pub struct OutboundReceiver {
 }
 
 impl OutboundSender {
-    pub fn channel(conn_id: u64, capacity: usize) -> (Self, OutboundReceiver, CancellationToken) {
+    /// A queue of at most `max_items` items holding at most `max_bytes` of frame text.
+    pub fn channel(
+        conn_id: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> (Self, OutboundReceiver, CancellationToken) {
         let overflowed = CancellationToken::new();
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
-            capacity,
+            max_items,
+            max_bytes,
             closed: AtomicBool::new(false),
             overflow_tripped: AtomicBool::new(false),
             overflowed: overflowed.clone(),
@@ -86,11 +113,14 @@ impl OutboundSender {
         if self.is_closed() {
             return false;
         }
+        let bytes = item.bytes();
         {
             let Ok(mut queue) = self.shared.queue.lock() else {
                 return false;
             };
-            if queue.len() >= self.shared.capacity {
+            let full = queue.items.len() >= self.shared.max_items
+                || (!queue.items.is_empty() && queue.bytes + bytes > self.shared.max_bytes);
+            if full {
                 drop(queue);
                 if !self.shared.overflow_tripped.swap(true, Ordering::AcqRel) {
                     tracing::warn!(
@@ -102,7 +132,8 @@ impl OutboundSender {
                 self.shared.overflowed.cancel();
                 return false;
             }
-            queue.push_back(item);
+            queue.bytes += bytes;
+            queue.items.push_back(item);
         }
         // Stores a permit when the connection task is not waiting right now.
         self.shared.ready.notify_one();
@@ -132,12 +163,13 @@ impl OutboundReceiver {
 
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let mut queue = self.shared.queue.lock().ok()?;
-        let item = queue.pop_front();
+        let item = queue.items.pop_front()?;
+        queue.bytes -= item.bytes();
         // Give back the memory of a burst once it has been written.
-        if queue.is_empty() && queue.capacity() > 64 {
-            queue.shrink_to(0);
+        if queue.items.is_empty() && queue.items.capacity() > 64 {
+            queue.items.shrink_to(0);
         }
-        item
+        Some(item)
     }
 }
 
@@ -145,8 +177,7 @@ impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         if let Ok(mut queue) = self.shared.queue.lock() {
-            queue.clear();
-            queue.shrink_to(0);
+            *queue = Queue::default();
         }
     }
 }
@@ -157,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_in_order_and_wakes_the_receiver() {
-        let (tx, mut rx, _) = OutboundSender::channel(1, 8);
+        let (tx, mut rx, _) = OutboundSender::channel(1, 8, 1 << 20);
         let waiter = tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..3 {
@@ -175,11 +206,25 @@ mod tests {
 
     #[test]
     fn overflow_trips_and_closed_refuses() {
-        let (tx, rx, overflowed) = OutboundSender::channel(1, 2);
+        let (tx, rx, overflowed) = OutboundSender::channel(1, 2, 1 << 20);
         assert!(tx.frame(Utf8Bytes::from_static("1")) && tx.frame(Utf8Bytes::from_static("2")));
         assert!(!tx.frame(Utf8Bytes::from_static("3")));
         assert!(overflowed.is_cancelled());
         drop(rx);
         assert!(tx.is_closed());
+    }
+
+    #[test]
+    fn bytes_trip_before_frames_and_come_back_as_frames_leave() {
+        let (tx, mut rx, overflowed) = OutboundSender::channel(1, 100, 10);
+        let six = || Utf8Bytes::from_static("123456");
+        // One item always fits an empty queue, even above the budget.
+        assert!(tx.send(Outbound::Batch(vec![six(), six()])));
+        assert!(rx.try_recv().is_some());
+        assert!(tx.frame(six()));
+        assert!(rx.try_recv().is_some());
+        assert!(tx.frame(six()));
+        assert!(!tx.frame(six()), "12 bytes queued would exceed 10");
+        assert!(overflowed.is_cancelled());
     }
 }

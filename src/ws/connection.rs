@@ -32,8 +32,11 @@ pub async fn run(socket: WebSocket, app: AppState) {
 
 async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     gauge_add(&METRICS.sockets_open, 1);
-    let (sink, mut outbound, overflowed) =
-        OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
+    let (sink, mut outbound, overflowed) = OutboundSender::channel(
+        conn_id,
+        app.config.limits.outbound_queue,
+        app.config.limits.outbound_max_bytes,
+    );
     let conn = Arc::new(Connection::new(conn_id, app.clone(), sink));
     let leeway = app.verifier.leeway_secs();
     // Before init: the authentication deadline; after: the token's expiry.

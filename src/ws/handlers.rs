@@ -19,7 +19,6 @@ use crate::wire::protocol::{
     close, parse_id, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
 };
 
-const HISTORY_LIMIT: usize = 50;
 /// Upper bound on project names; the frontend itself never sends more than a short title.
 const MAX_PROJECT_NAME_CHARS: usize = 200;
 const DEFAULT_PROJECT_NAME: &str = "New Game";
@@ -153,12 +152,13 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
     let history = conn
         .app
         .store
-        .history(&who, project.id, HISTORY_LIMIT)
+        .history(&who, project.id, conn.app.config.limits.history_max_entries)
         .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read history");
             Vec::new()
         });
+    let history = super::history::within_budget(history, conn.app.config.limits.history_max_bytes);
     let live = conn.app.jobs.live_for_project(project.id);
     let active_job = match &live {
         Some(job) => job.row(),

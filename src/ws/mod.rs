@@ -2,6 +2,7 @@
 
 mod connection;
 mod handlers;
+mod history;
 mod session;
 mod versions;
 
@@ -22,8 +23,10 @@ pub fn upgrade(ws: WebSocketUpgrade, app: AppState) -> Response {
     // socket stays open; only absurd frames (16x the limit) make the codec drop the socket.
     let codec_cap = app.config.limits.max_message_bytes.saturating_mul(16);
     let tracker = app.connections.clone();
+    // Frames the socket task feeds before one flush go out in one write of up to this many
+    // bytes, instead of one system call per frame.
     ws.read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(app.config.limits.ws_write_coalesce_bytes)
         .max_message_size(codec_cap)
         .max_frame_size(codec_cap)
         .on_upgrade(move |socket| tracker.track_future(connection::run(socket, app)))

@@ -14,6 +14,7 @@ mod editor_routes;
 mod front_door;
 mod layout;
 mod local_cli;
+mod memory_budget;
 mod modal_backend;
 mod nginx;
 mod operations;

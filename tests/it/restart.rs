@@ -2,79 +2,16 @@
 //! is left half-alive (no zombie job blocking the project).
 
 use crate::support::fake_modal;
+use crate::support::modal_relay_process::RelayProcess;
 use crate::support::postgres;
-use crate::support::relay;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
-use relay::{token, Client, SECRET};
 use serde_json::json;
 use uuid::Uuid;
-
-struct RelayProcess {
-    child: Child,
-    port: u16,
-}
-
-impl RelayProcess {
-    async fn start(
-        data_dir: &std::path::Path,
-        fake: &FakeModal,
-        database_url: &str,
-    ) -> RelayProcess {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_dreamcore-relay"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATA_DIR", data_dir)
-            .env("SUPABASE_JWT_SECRET", SECRET)
-            .env("USE_MODAL", "true")
-            .env("MODAL_ENDPOINT", &fake.url)
-            .env("MODAL_INTERNAL_SECRET", &fake.secret)
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("relay binary starts");
-        let process = RelayProcess { child, port };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "relay did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        process
-    }
-
-    async fn user(&self, user: Uuid) -> (Client, serde_json::Value) {
-        let mut c = Client::connect(&format!("ws://127.0.0.1:{}/", self.port)).await;
-        let init = c.init(&token(user, 3600)).await;
-        (c, init)
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {

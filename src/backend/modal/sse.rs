@@ -31,8 +31,14 @@ impl SseLines {
             if !self.discarding && self.buffer.len() + at > self.max_line {
                 tracing::warn!(limit = self.max_line, "skipping an overlong SSE line");
             } else if !self.discarding {
-                self.buffer.extend_from_slice(&chunk[..at]);
-                payloads.extend(data_payload(&self.buffer));
+                // A line wholly inside this chunk is read in place, not copied first.
+                let line = if self.buffer.is_empty() {
+                    &chunk[..at]
+                } else {
+                    self.buffer.extend_from_slice(&chunk[..at]);
+                    &self.buffer
+                };
+                payloads.extend(data_payload(line));
             }
             self.buffer.clear();
             self.discarding = false;

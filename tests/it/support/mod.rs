@@ -7,6 +7,7 @@ pub mod fake_anthropic;
 pub mod fake_get_file;
 pub mod fake_modal;
 pub mod fake_modal_endpoints;
+pub mod modal_relay_process;
 pub mod nginx;
 pub mod postgres;
 pub mod relay;

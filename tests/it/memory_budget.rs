@@ -1,0 +1,85 @@
+//! Memory is bounded by configuration, never by the input (decision 14): a generation that
+//! streams 24 MB of assistant text through a real relay process costs the relay a bounded
+//! amount of memory (RSS read from /proc), and the project's `projectSelected` afterwards
+//! stays small, with the cut answer marked.
+
+use crate::support::fake_modal::{assistant_text, FakeModal, Script};
+use crate::support::modal_relay_process::RelayProcess;
+use crate::support::relay::{stream_text, token, Client};
+use serde_json::json;
+use uuid::Uuid;
+
+/// 3,000 assistant events of 8 KB: the output that took the relay from 13 MB to 245–320 MB.
+const EVENTS: usize = 3_000;
+const EVENT_BYTES: usize = 8 * 1024;
+/// What one such job may add to the relay's resident memory at its peak.
+const PEAK_GROWTH_LIMIT_KIB: u64 = 48 * 1024;
+const PROJECT_SELECTED_LIMIT: usize = 1024 * 1024;
+/// What ends an answer cut at `JOB_ANSWER_MAX_BYTES`.
+const CUT_MARKER: &str = "\n…（長いため以降は省略されました）";
+
+/// Each event's text is distinct (its number first), so the tail a client sees can be checked.
+fn event_text(n: usize) -> String {
+    let head = format!("<{n}>");
+    format!("{head}{}", "あ".repeat((EVENT_BYTES - head.len()) / 3))
+}
+
+#[tokio::test]
+async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
+    let fake = FakeModal::start(|_| {
+        Script::wrap_cli(
+            (0..EVENTS)
+                .map(|n| assistant_text(&event_text(n)))
+                .collect(),
+        )
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(data.path(), &fake, "").await;
+    let url = format!("ws://127.0.0.1:{}/", relay.port);
+    let user = Uuid::new_v4();
+    let mut client = Client::connect(&url).await;
+    client.init(&token(user, 3600)).await;
+    let project = client.create_project("big").await;
+    client.select(project).await;
+
+    let before = relay.status_kib("VmRSS:");
+    client
+        .send(json!({"type":"message","content":"大きなゲームを作って"}))
+        .await;
+    let frames = client.recv_until("gameUpdated").await;
+    let peak_growth = relay.status_kib("VmHWM:").saturating_sub(before);
+
+    // The live stream is the whole output, unchanged.
+    let output: String = (0..EVENTS).map(event_text).collect();
+    assert!(
+        stream_text(&frames) == output,
+        "the stream differs from the output"
+    );
+    let completed = frames.iter().find(|f| f["type"] == "completed").unwrap();
+    let message = completed["result"]["message"].as_str().unwrap();
+    assert!(message.starts_with("<0>") && message.ends_with(CUT_MARKER));
+
+    // A tab that opens the project afterwards gets a bounded frame, the cut answer marked.
+    let mut late = Client::connect(&url).await;
+    late.init(&token(user, 3600)).await;
+    late.send(json!({"type":"selectProject","projectId":project}))
+        .await;
+    let selected = late.recv_until("projectSelected").await.pop().unwrap();
+    let selected_bytes = selected.to_string().len();
+    let history = selected["history"].as_array().unwrap();
+    let answer = history.last().unwrap()["content"].as_str().unwrap();
+
+    eprintln!("relay peak RSS growth {peak_growth} KiB, projectSelected {selected_bytes} bytes");
+    assert!(
+        peak_growth <= PEAK_GROWTH_LIMIT_KIB,
+        "relay RSS grew {} MiB at its peak (limit {} MiB)",
+        peak_growth / 1024,
+        PEAK_GROWTH_LIMIT_KIB / 1024
+    );
+    assert!(
+        selected_bytes <= PROJECT_SELECTED_LIMIT,
+        "projectSelected is {selected_bytes} bytes"
+    );
+    assert!(answer.ends_with(CUT_MARKER));
+}
