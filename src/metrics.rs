@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
+/// A Prometheus histogram with fixed bucket bounds.
 pub struct Histogram {
     bounds: &'static [f64],
     buckets: Vec<AtomicU64>,
@@ -25,6 +26,7 @@ impl Histogram {
         }
     }
 
+    /// Records one duration, in seconds.
     pub fn observe_secs(&self, secs: f64) {
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             if secs <= *bound {
@@ -73,6 +75,7 @@ pub struct LabeledCounter {
 }
 
 impl LabeledCounter {
+    /// Adds one to the counter for these label values.
     pub fn inc(&self, labels: &[&str]) {
         if let Ok(mut map) = self.values.lock() {
             *map.entry(labels.iter().map(|s| s.to_string()).collect())
@@ -80,6 +83,7 @@ impl LabeledCounter {
         }
     }
 
+    /// Every label set with its current count.
     pub fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
         self.values
             .lock()
@@ -114,6 +118,7 @@ impl LabeledHistogram {
         }
     }
 
+    /// Records one duration, in seconds, under `label`.
     pub fn observe_secs(&self, label: &str, secs: f64) {
         if let Ok(mut map) = self.values.lock() {
             map.entry(label.to_string())
@@ -139,6 +144,7 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Every metric the relay exports.
 pub struct Metrics {
     pub sockets_open: AtomicI64,
     pub sessions_authenticated: AtomicI64,
@@ -171,6 +177,7 @@ pub struct Metrics {
     pub pipeline_fallbacks: LabeledCounter,
 }
 
+/// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     sockets_open: AtomicI64::new(0),
     sessions_authenticated: AtomicI64::new(0),
@@ -196,15 +203,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     pipeline_fallbacks: LabeledCounter::default(),
 });
 
+/// Adds one to a counter.
 pub fn counter_inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Moves a gauge up or down by `delta`.
 pub fn gauge_add(gauge: &AtomicI64, delta: i64) {
     gauge.fetch_add(delta, Ordering::Relaxed);
 }
 
 impl Metrics {
+    /// Moves the running-jobs gauge for this state and backend by `delta`.
     pub fn job_state(&self, state: &str, backend: &str, delta: i64) {
         if let Ok(mut map) = self.jobs_running.lock() {
             *map.entry((state.to_string(), backend.to_string()))
@@ -221,6 +231,7 @@ impl Metrics {
         self.modal_call_duration.observe_secs(endpoint, secs);
     }
 
+    /// All metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let gauge = |out: &mut String, name: &str, help: &str, v: i64| {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+/// A token bucket that refills steadily over time.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     capacity: f64,
@@ -27,6 +28,7 @@ impl TokenBucket {
         }
     }
 
+    /// Takes one token if one is left; a zero capacity means no limit.
     pub fn try_take(&mut self, now: Instant) -> bool {
         if self.capacity == 0.0 {
             return true;
@@ -56,6 +58,7 @@ pub struct UserBuckets {
 }
 
 impl UserBuckets {
+    /// Per-user buckets allowing `capacity` requests a minute.
     pub fn per_minute(capacity: u32) -> Self {
         Self {
             capacity,
@@ -64,6 +67,7 @@ impl UserBuckets {
         }
     }
 
+    /// Takes one token from the user's bucket; false means rate limited.
     pub fn try_take(&self, user: Uuid) -> bool {
         let now = Instant::now();
         let Ok(mut buckets) = self.buckets.lock() else {

@@ -31,6 +31,7 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
+/// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("DATA_DIR {path}: {source}")]

@@ -16,6 +16,7 @@ use crate::pipeline::Pipeline;
 use crate::rate_limit::UserBuckets;
 use crate::store::Store;
 
+/// Everything the running server shares between requests.
 pub struct App {
     pub config: Config,
     pub verifier: Verifier,
@@ -36,6 +37,7 @@ pub struct App {
     next_conn_id: AtomicU64,
 }
 
+/// Cheap-to-clone handle on the shared server state.
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
 
@@ -57,6 +59,7 @@ pub struct Parts {
 }
 
 impl AppState {
+    /// Builds the shared state from configuration and its parts.
     pub fn new(config: Config, verifier: Verifier, parts: Parts) -> Self {
         let Parts {
             store,
@@ -83,6 +86,7 @@ impl AppState {
         }))
     }
 
+    /// A new, unique id for a connection.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

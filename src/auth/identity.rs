@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The signed-in user, taken from a verified access token.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// JWT `sub`.
@@ -42,6 +43,7 @@ impl Identity {
             })
     }
 
+    /// The user's avatar URL from the token's user metadata, if the token carries one.
     pub fn avatar_url(&self) -> Option<String> {
         let meta = self.user_metadata();
         meta.get("avatar_url")
@@ -50,6 +52,7 @@ impl Identity {
             .map(str::to_string)
     }
 
+    /// Whether the token had expired at `now_unix`, allowing `leeway_secs` of clock skew.
     pub fn is_expired_at(&self, now_unix: i64, leeway_secs: i64) -> bool {
         now_unix > self.expires_at + leeway_secs
     }

@@ -79,6 +79,7 @@ impl Verifier {
         }
     }
 
+    /// Checks a token's signature and claims and returns who it belongs to.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = read_header(token)?;
         let claims = match header.alg.as_str() {
@@ -119,6 +120,7 @@ impl Verifier {
         }
     }
 
+    /// Allowed clock skew, in seconds, when checking token expiry.
     pub fn leeway_secs(&self) -> i64 {
         i64::try_from(self.inner.leeway_secs).unwrap_or(i64::MAX)
     }

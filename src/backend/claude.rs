@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+/// One event parsed from the Claude CLI's streamed JSON output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CliEvent {
     /// Assistant text, shown in the streaming panel.

@@ -43,6 +43,7 @@ impl Failure {
         }
     }
 
+    /// Returns the same failure with `detail` attached for logs.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
@@ -79,6 +80,7 @@ impl Failure {
         Self::new("CLI_GENERAL_ERROR", MSG_GENERAL, false, exit_code)
     }
 
+    /// The CLI process could not be started.
     pub fn spawn_error(detail: impl Into<String>) -> Self {
         Self::new("CLI_SPAWN_ERROR", MSG_SPAWN, false, None).with_detail(detail)
     }

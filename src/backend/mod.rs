@@ -21,9 +21,13 @@ pub use failure::Failure;
 /// sends them on its warm path. The local backend emits the same lines at the same points,
 /// so nobody can tell from the browser which backend served a job.
 pub mod status {
+    /// Sent once the sandbox is ready.
     pub const ENVIRONMENT_READY: &str = "Sandbox connected (warm)";
+    /// Sent while skill files are loaded.
     pub const LOADING_SKILLS: &str = "Loading skills...";
+    /// Sent just before the CLI starts.
     pub const STARTING_CLI: &str = "Starting Claude CLI...";
+    /// Sent while the result is committed to version history.
     pub const SAVING_VERSION: &str = "Saving version history...";
 }
 
@@ -57,11 +61,13 @@ pub enum BackendEvent {
 }
 
 impl BackendEvent {
+    /// Whether this event ends the job (completed or failed).
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Completed { .. } | Self::Failed(_))
     }
 }
 
+/// Which backend runs a job: the Modal sandbox or the local CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -70,6 +76,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The lowercase name used in logs, metrics and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Modal => "modal",
@@ -78,8 +85,10 @@ impl BackendKind {
     }
 }
 
+/// The stream of events one backend run produces.
 pub type EventStream = Pin<Box<dyn Stream<Item = BackendEvent> + Send + 'static>>;
 
+/// Something that can run a generation job and stream its events.
 pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream;

@@ -13,6 +13,7 @@ use crate::config::ModalConfig;
 /// These are quick JSON calls; Modal itself answers a slow one with a redirect after 150 s.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a call to Modal's git endpoint failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ModalGitError {
     #[error("Modal {action} error: {status} - {body}")]
@@ -28,6 +29,7 @@ pub enum ModalGitError {
     },
 }
 
+/// One commit in a project's version history.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Commit {
     pub hash: String,
@@ -35,6 +37,7 @@ pub struct Commit {
     pub date: String,
 }
 
+/// A project's recent commits, as Modal returns them.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GitLog {
     #[serde(default)]
@@ -49,6 +52,7 @@ struct GitDiff {
     diff: String,
 }
 
+/// Modal's answer to a restore request.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GitRestore {
     #[serde(default)]
@@ -57,6 +61,7 @@ pub struct GitRestore {
     pub error: Option<String>,
 }
 
+/// Client for the version history (git) that Modal keeps per project.
 pub struct ModalGit {
     client: reqwest::Client,
     url: String,
@@ -64,6 +69,7 @@ pub struct ModalGit {
 }
 
 impl ModalGit {
+    /// Builds the client from the Modal configuration.
     pub fn new(config: &ModalConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
@@ -116,6 +122,7 @@ impl ModalGit {
         response.json::<T>().await.map_err(transport)
     }
 
+    /// Lists a project's recent commits.
     pub async fn log(&self, user_id: Uuid, project_id: Uuid) -> Result<GitLog, ModalGitError> {
         self.call(
             "git_log",
@@ -140,6 +147,7 @@ impl ModalGit {
         Ok(diff.diff)
     }
 
+    /// Restores a project's files to the given commit.
     pub async fn restore(
         &self,
         user_id: Uuid,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{Backend, BackendKind, Failure};
 use crate::config::BackendMode;
 
+/// Why a backend could not be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
     #[error("USE_MODAL={0} but that backend is not configured")]
@@ -55,6 +56,7 @@ pub struct SelectorStatus {
 }
 
 impl BackendSelector {
+    /// Builds a selector for `mode` from the backends that are configured.
     pub fn new(
         mode: BackendMode,
         modal: Option<Arc<dyn Backend>>,
@@ -128,6 +130,7 @@ impl BackendSelector {
             .unwrap_or_else(|_| vec!["backend state unavailable".to_string()])
     }
 
+    /// The current backend mode (modal, local or auto).
     pub fn mode(&self) -> BackendMode {
         self.mode.read().map(|m| *m).unwrap_or(BackendMode::Local)
     }
@@ -180,6 +183,7 @@ impl BackendSelector {
         }
     }
 
+    /// The mode and whether a job could run now, with the reasons if not.
     pub fn status(&self) -> SelectorStatus {
         let problems = self.current_blockers();
         SelectorStatus {
@@ -229,6 +233,7 @@ impl BackendSelector {
         }
     }
 
+    /// Whether Modal should be probed again to see if it has recovered.
     pub fn needs_probe(&self) -> bool {
         self.mode() == BackendMode::Auto && self.modal_tripped()
     }

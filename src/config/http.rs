@@ -26,10 +26,12 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
+    /// How long a client may take to send its request headers.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }
 
+    /// How long an idle keep-alive connection stays open.
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_secs(self.keepalive_timeout_secs)
     }

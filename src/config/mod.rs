@@ -223,10 +223,12 @@ impl Config {
         Ok(())
     }
 
+    /// The longest a generation job may run before it is stopped.
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.job_timeout_secs)
     }
 
+    /// The folder of static files to serve, if one is configured.
     pub fn public_dir(&self) -> Option<&std::path::Path> {
         let dir = self.server.public_dir.as_path();
         (!dir.as_os_str().is_empty()).then_some(dir)

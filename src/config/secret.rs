@@ -10,12 +10,15 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
+    /// The secret's plain text; use only where it is actually sent.
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// Whether no secret was configured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -32,6 +32,7 @@ impl BackendMode {
         }
     }
 
+    /// The mode as the `USE_MODAL` value it comes from.
     pub fn as_use_modal(self) -> &'static str {
         match self {
             Self::Modal => "true",
@@ -92,12 +93,15 @@ pub struct ModalConfig {
 }
 
 impl ModalConfig {
+    /// Time allowed to connect to Modal.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
     }
+    /// How long an idle Modal stream may stay silent.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }
+    /// Time allowed for one Modal file call.
     pub fn file_timeout(&self) -> Duration {
         Duration::from_secs(self.file_timeout_secs)
     }
@@ -149,6 +153,7 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// The Supabase URL without a trailing slash.
     pub fn supabase_base(&self) -> &str {
         self.supabase_url.trim_end_matches('/')
     }

@@ -15,10 +15,12 @@ pub struct ClientAddr(pub IpAddr);
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Proxies trusted to report the client address.
     pub fn new(networks: Vec<IpNet>) -> Self {
         Self(networks)
     }
 
+    /// Whether `addr` belongs to a trusted proxy.
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
         self.0.iter().any(|net| net.contains(&addr))

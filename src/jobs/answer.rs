@@ -13,6 +13,7 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An empty answer that keeps at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
         Self {
             text: String::new(),
@@ -21,6 +22,7 @@ impl Answer {
         }
     }
 
+    /// Appends text, stopping once the size limit is reached.
     pub fn push(&mut self, more: &str) {
         if self.truncated {
             return;

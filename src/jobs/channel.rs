@@ -33,6 +33,7 @@ struct Inner {
     subscribers: Vec<Subscriber>,
 }
 
+/// Fans one job's events out to the connections watching it.
 pub struct JobChannel {
     user_id: Uuid,
     project_id: Uuid,
@@ -116,12 +117,14 @@ impl JobChannel {
         inner.subscribers.push(Subscriber { sink, kind });
     }
 
+    /// Stops sending this job's events to a connection.
     pub fn unsubscribe(&self, conn_id: u64) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.subscribers.retain(|s| s.sink.conn_id() != conn_id);
         }
     }
 
+    /// Whether a connection receives this job's events.
     pub fn is_subscribed(&self, conn_id: u64) -> bool {
         self.inner
             .lock()

@@ -67,6 +67,7 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// An empty log that keeps at most `max_bytes` of events.
     pub fn new(max_bytes: usize) -> Self {
         Self {
             entries: Vec::new(),

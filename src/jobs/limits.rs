@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+/// Why a job slot was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SlotError {
     #[error("user already runs {in_progress} job(s)")]
@@ -20,18 +21,21 @@ struct Counts {
     total: usize,
 }
 
+/// Caps how many jobs run at once, per user and in total.
 pub struct SlotLimiter {
     per_user: usize,
     total: usize,
     counts: Arc<Mutex<Counts>>,
 }
 
+/// A held job slot; dropping it frees the slot.
 pub struct Slot {
     user_id: Uuid,
     counts: Arc<Mutex<Counts>>,
 }
 
 impl SlotLimiter {
+    /// A limiter allowing `per_user` jobs per user and `total` jobs overall.
     pub fn new(per_user: usize, total: usize) -> Self {
         Self {
             per_user,
@@ -40,10 +44,12 @@ impl SlotLimiter {
         }
     }
 
+    /// How many jobs one user may run at once.
     pub fn per_user_limit(&self) -> usize {
         self.per_user
     }
 
+    /// Takes a slot for the user, or says which limit is reached.
     pub fn try_acquire(&self, user_id: Uuid) -> Result<Slot, SlotError> {
         let mut counts = self.counts.lock().map_err(|_| SlotError::System)?;
         let mine = counts.per_user.get(&user_id).copied().unwrap_or(0);

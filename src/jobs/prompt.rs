@@ -6,11 +6,13 @@ use std::path::Path;
 
 const EMBEDDED: &str = include_str!("../../config/prompt.txt");
 
+/// The prompt template a job's message is filled into.
 #[derive(Debug, Clone)]
 pub struct PromptTemplate {
     text: String,
 }
 
+/// Why the prompt template could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("PROMPT_TEMPLATE {path}: {reason}")]
 pub struct TemplateError {
@@ -43,6 +45,7 @@ impl PromptTemplate {
         })
     }
 
+    /// Checks and wraps a template text; it must contain `{{message}}`.
     pub fn from_text(text: String) -> Result<Self, String> {
         if !text.contains("{{message}}") {
             return Err("the template has no {{message}} placeholder".into());

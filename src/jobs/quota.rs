@@ -8,6 +8,7 @@ use crate::store::models::iso_millis;
 use crate::store::{QuotaKind, Store};
 use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 
+/// A refusal because the user reached a daily quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRefusal {
     pub kind: QuotaKind,
@@ -16,6 +17,7 @@ pub struct QuotaRefusal {
 }
 
 impl QuotaRefusal {
+    /// The error reply the client is sent for this refusal.
     pub fn to_message(&self) -> ServerMessage {
         let (code, text) = match self.kind {
             QuotaKind::ProjectsCreated => (
@@ -50,12 +52,14 @@ pub fn next_reset(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// Decides whether daily quotas are enforced.
 #[derive(Debug, Clone)]
 pub struct QuotaPolicy {
     enabled: bool,
 }
 
 impl QuotaPolicy {
+    /// A policy that enforces quotas only when `enabled`.
     pub fn new(enabled: bool) -> Self {
         Self { enabled }
     }
@@ -72,6 +76,7 @@ impl QuotaPolicy {
         })
     }
 
+    /// Counts one use against the user's daily quota, or refuses it.
     pub async fn consume(
         &self,
         store: &dyn Store,

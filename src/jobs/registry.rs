@@ -25,6 +25,7 @@ use crate::backend::{BackendKind, Failure};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
 
+/// What happened when a job was asked to start.
 #[derive(Debug)]
 pub enum StartOutcome {
     /// A new job was created and is running here.
@@ -35,6 +36,7 @@ pub enum StartOutcome {
     ExistingElsewhere(JobRow),
 }
 
+/// Why a job could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("user slot limit reached")]
@@ -55,6 +57,7 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+/// What happened when a job was asked to cancel.
 #[derive(Debug)]
 pub enum CancelOutcome {
     /// The job was unfinished and is now cancelled.
@@ -63,6 +66,7 @@ pub enum CancelOutcome {
     AlreadyFinished,
 }
 
+/// Why a job could not be cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
     #[error("job not found")]
@@ -100,6 +104,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// Builds the registry of running jobs.
     pub fn new(
         store: Arc<dyn Store>,
         selector: Arc<BackendSelector>,
@@ -133,6 +138,7 @@ impl Jobs {
         self.engine.live.all()
     }
 
+    /// Whether new jobs are accepted (false while draining).
     pub fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
     }

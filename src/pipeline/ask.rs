@@ -70,6 +70,7 @@ impl Asker {
             .await
     }
 
+    /// Works out what the user's message asks for.
     pub async fn intent(&self, backend: BackendKind, user_id: Uuid, message: &str) -> Intent {
         let answer = match backend {
             BackendKind::Modal => match &self.modal {
@@ -96,6 +97,7 @@ impl Asker {
         }
     }
 
+    /// Answers a question about the game without changing it.
     pub async fn chat(
         &self,
         backend: BackendKind,

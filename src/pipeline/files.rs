@@ -30,6 +30,7 @@ pub struct ProjectFiles {
 }
 
 impl ProjectFiles {
+    /// Reads a project file from the backend that holds it.
     pub async fn read(
         &self,
         backend: Option<BackendKind>,
@@ -58,6 +59,7 @@ impl ProjectFiles {
         }
     }
 
+    /// Writes a project file to the backend that holds it.
     pub async fn write(
         &self,
         backend: Option<BackendKind>,

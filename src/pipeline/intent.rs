@@ -27,6 +27,7 @@ impl Intent {
         }
     }
 
+    /// The intent's name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Restore => "restore",

@@ -18,12 +18,19 @@ use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// Exact progress texts and fixed replies (docs/protocol.md §4.3).
 mod texts {
+    /// Shown while the message's intent is detected.
     pub const DETECTING_INTENT: &str = "意図を判定中...";
+    /// Title of the restore confirmation.
     pub const RESTORE_CONFIRM: &str = "リストア確認";
+    /// Question asked before undoing the last change.
     pub const RESTORE_QUESTION: &str = "直前の変更を取り消して、前の状態に戻しますか？";
+    /// Label of the button that restores.
     pub const RESTORE_CONFIRM_LABEL: &str = "戻す";
+    /// Label of the button that cancels the restore.
     pub const RESTORE_CANCEL_LABEL: &str = "キャンセル";
+    /// Shown while a chat answer is written.
     pub const ANSWERING: &str = "Claude Haikuで回答中...";
+    /// Shown when the chat answer is done.
     pub const ANSWERED: &str = "回答完了";
 }
 

@@ -19,6 +19,7 @@ pub struct Prewarmer {
 }
 
 impl Prewarmer {
+    /// A prewarmer that skips repeat requests within `dedup`.
     pub fn new(modal: Arc<ModalPipeline>, dedup: Duration) -> Arc<Self> {
         Arc::new(Self {
             modal,

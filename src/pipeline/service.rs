@@ -45,6 +45,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Builds the pipeline from its parts.
     pub fn new(parts: PipelineParts) -> Arc<Self> {
         let files = Arc::new(ProjectFiles {
             modal: parts.modal.clone(),

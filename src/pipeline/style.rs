@@ -23,6 +23,7 @@ pub const SKIPPED_MARKER: &str = "# SKIPPED\n\nThe user chose no visual style.\n
 /// The reminder while a picker is open (exact text, docs/protocol.md §3.14).
 pub const CHOOSE_REMINDER: &str = "スタイルを選択してください。";
 
+/// Whether a game is 2D or 3D.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dimension {
     TwoD,
@@ -30,6 +31,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
+    /// The dimension as it appears on the wire ("2d" or "3d").
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TwoD => "2d",
@@ -61,6 +63,7 @@ struct PresetFile {
     styles_3d: Vec<StylePreset>,
 }
 
+/// Why the style catalog could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("STYLE_PRESETS {path}: {reason}")]
 pub struct StylesError {
@@ -172,6 +175,7 @@ impl StyleCatalog {
             .collect()
     }
 
+    /// The preset with this id for this dimension, if any.
     pub fn find(&self, dimension: Dimension, id: &str) -> Option<&StylePreset> {
         self.presets(dimension).iter().find(|p| p.id == id)
     }
@@ -217,6 +221,7 @@ pub struct PendingStyle {
 }
 
 impl PendingStyle {
+    /// A style choice waiting for the user, started now.
     pub fn new(project_id: Uuid) -> Self {
         Self {
             armed_at: Instant::now(),

@@ -22,6 +22,7 @@ pub struct Prompts {
     pub skills_disabled: String,
 }
 
+/// Why the prompt templates could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("PIPELINE_PROMPTS {path}: {reason}")]
 pub struct PromptsError {

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::auth::Identity;
 use models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, JobStatus, Project};
 
+/// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -44,6 +45,7 @@ pub struct JobUpdate {
     pub error: Option<String>,
 }
 
+/// Which daily quota: projects created or messages sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaKind {
     ProjectsCreated,
@@ -51,6 +53,7 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
+    /// The database column that counts this quota.
     pub fn column(self) -> &'static str {
         match self {
             Self::ProjectsCreated => "projects_created",
@@ -59,6 +62,7 @@ impl QuotaKind {
     }
 }
 
+/// The store's answer to a quota check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaDecision {
     pub allowed: bool,
@@ -66,12 +70,14 @@ pub struct QuotaDecision {
     pub count: i64,
 }
 
+/// A user's usage today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaUsage {
     pub projects_created: i64,
     pub messages_sent: i64,
 }
 
+/// Where users, projects, jobs and chat history are kept.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which implementation, for logs and `/ready`.

@@ -13,6 +13,7 @@ fn ser_ts<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&iso_millis(at))
 }
 
+/// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -24,6 +25,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The status as stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -34,6 +36,7 @@ impl JobStatus {
         }
     }
 
+    /// Reads a status stored in the database.
     pub fn parse(raw: &str) -> Option<Self> {
         Some(match raw {
             "pending" => Self::Pending,
@@ -45,6 +48,7 @@ impl JobStatus {
         })
     }
 
+    /// Whether the job is still pending or running.
     pub fn is_active(self) -> bool {
         matches!(self, Self::Pending | Self::Processing)
     }
@@ -69,6 +73,7 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// A new pending job row.
     pub fn new_pending(id: Uuid, user_id: Uuid, project_id: Uuid, now: DateTime<Utc>) -> Self {
         Self {
             id,
@@ -151,6 +156,7 @@ impl From<&Project> for ProjectSummary {
     }
 }
 
+/// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatRole {
@@ -159,6 +165,7 @@ pub enum ChatRole {
 }
 
 impl ChatRole {
+    /// The role as stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
@@ -167,6 +174,7 @@ impl ChatRole {
     }
 }
 
+/// One message of a project's chat history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryItem {
     pub role: ChatRole,

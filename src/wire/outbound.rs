@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{counter_inc, METRICS};
 
+/// One item waiting in a connection's outbound queue.
 #[derive(Debug)]
 pub enum Outbound {
     Frame(Utf8Bytes),
@@ -57,6 +58,7 @@ struct Shared {
     overflowed: CancellationToken,
 }
 
+/// The sending side of a connection's outbound queue.
 #[derive(Clone)]
 pub struct OutboundSender {
     conn_id: u64,
@@ -103,6 +105,7 @@ impl OutboundSender {
         )
     }
 
+    /// The connection this queue belongs to.
     pub fn conn_id(&self) -> u64 {
         self.conn_id
     }
@@ -140,10 +143,12 @@ impl OutboundSender {
         true
     }
 
+    /// Queues one frame; false if the connection is closed.
     pub fn frame(&self, frame: Utf8Bytes) -> bool {
         self.send(Outbound::Frame(frame))
     }
 
+    /// Whether the connection is closed or has overflowed its queue.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
             || self.shared.overflow_tripped.load(Ordering::Acquire)
@@ -161,6 +166,7 @@ impl OutboundReceiver {
         }
     }
 
+    /// The next queued item, if any, without waiting.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let mut queue = self.shared.queue.lock().ok()?;
         let item = queue.items.pop_front()?;

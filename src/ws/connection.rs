@@ -23,6 +23,7 @@ enum Step {
     Stop,
 }
 
+/// Serves one WebSocket connection until it closes.
 pub async fn run(socket: WebSocket, app: AppState) {
     let conn_id = app.next_conn_id();
     // `user_id` is filled in once the socket authenticates.

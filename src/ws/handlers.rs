@@ -22,7 +22,7 @@ use crate::wire::protocol::{
 /// Upper bound on project names; the frontend itself never sends more than a short title.
 const MAX_PROJECT_NAME_CHARS: usize = 200;
 const DEFAULT_PROJECT_NAME: &str = "New Game";
-
+/// Handles one client message and sends its replies.
 pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
     match message {
         ClientMessage::Init { access_token, .. } => init(&conn, access_token).await,

@@ -43,6 +43,7 @@ impl Connection {
         }
     }
 
+    /// Sends a message to this connection.
     pub fn reply(&self, message: ServerMessage) {
         self.sink.frame(message.to_frame());
     }
@@ -60,6 +61,7 @@ impl Connection {
         }
     }
 
+    /// The signed-in user, once the connection has authenticated.
     pub fn identity(&self) -> Option<Identity> {
         self.session().identity.clone()
     }
@@ -84,10 +86,12 @@ impl Connection {
         }
     }
 
+    /// The project this connection has selected, if any.
     pub fn current_project(&self) -> Option<Uuid> {
         self.session().current_project
     }
 
+    /// Selects a project, or clears the selection.
     pub fn set_current_project(&self, project_id: Option<Uuid>) {
         self.session().current_project = project_id;
     }
@@ -97,6 +101,7 @@ impl Connection {
         self.session().pending_style.take()
     }
 
+    /// Stores, or clears, a style choice waiting for the user.
     pub fn set_pending_style(&self, pending: Option<PendingStyle>) {
         self.session().pending_style = pending;
     }

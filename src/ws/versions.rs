@@ -20,6 +20,7 @@ const HIDDEN_MESSAGES: [&str; 4] = [
 ];
 const MAX_VERSIONS: usize = 20;
 
+/// Whether `raw` looks like a git commit hash (7 to 40 hex digits).
 pub fn is_commit_hash(raw: &str) -> bool {
     (7..=40).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -168,6 +169,7 @@ async fn owned(
     }
 }
 
+/// Sends the project's version list.
 pub async fn list(conn: &Connection, project_id: Option<String>) {
     match owned(conn, project_id).await {
         Ok((who, id)) => send_list(conn, &who, id, true).await,
@@ -175,6 +177,7 @@ pub async fn list(conn: &Connection, project_id: Option<String>) {
     }
 }
 
+/// Sends the changes made in one version.
 pub async fn edits(conn: &Connection, project_id: Option<String>, version_hash: Option<String>) {
     let Some(hash) = version_hash.filter(|h| !h.is_empty()) else {
         return conn.reply(ServerMessage::error(texts::INVALID_REQUEST));
@@ -211,6 +214,7 @@ pub async fn edits(conn: &Connection, project_id: Option<String>, version_hash: 
     });
 }
 
+/// Restores the project to an earlier version.
 pub async fn restore(conn: &Connection, project_id: Option<String>, version_id: Option<String>) {
     let Some(version) = version_id.filter(|v| !v.is_empty()) else {
         return conn.reply(ServerMessage::error(texts::INVALID_REQUEST));

@@ -20,6 +20,7 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
+    /// A splitter that refuses lines longer than `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -82,6 +83,7 @@ pub struct OutputParser {
 }
 
 impl OutputParser {
+    /// A parser that keeps at most `cap` bytes of an unfinished line.
     pub fn new(cap: usize) -> Self {
         Self {
             fragment: None,

@@ -52,6 +52,7 @@ pub struct CliProcess {
 }
 
 impl CliProcess {
+    /// Starts the CLI in its own process group so it can be stopped as a whole.
     pub fn spawn(launch: Launch<'_>) -> io::Result<Self> {
         let mut command = Command::new(launch.program);
         command
@@ -82,6 +83,7 @@ impl CliProcess {
         })
     }
 
+    /// The process group id, used to signal the CLI and its children.
     pub fn pid(&self) -> i32 {
         self.pgid.as_raw()
     }

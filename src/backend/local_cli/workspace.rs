@@ -14,6 +14,7 @@ use uuid::Uuid;
 /// Owner given to the workspace: the CLI user's uid and gid.
 pub type Owner = (u32, u32);
 
+/// The folder holding one project of one user under the data directory.
 pub fn path(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
     data_dir
         .join("users")

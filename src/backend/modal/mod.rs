@@ -31,6 +31,7 @@ pub struct ModalBackend {
 }
 
 impl ModalBackend {
+    /// Builds the Modal backend and its HTTP client from configuration.
     pub fn new(config: &ModalConfig) -> Result<Self, reqwest::Error> {
         Ok(Self {
             shared: Arc::new(Shared::new(config)?),

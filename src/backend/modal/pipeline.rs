@@ -145,6 +145,7 @@ impl ModalPipeline {
         Ok(reply.intent)
     }
 
+    /// Asks Modal for a chat answer about the game, without changing any files.
     pub async fn chat(
         &self,
         message: &str,
@@ -172,6 +173,7 @@ impl ModalPipeline {
         Ok(reply)
     }
 
+    /// Asks Modal which skills a message needs for the given dimension.
     pub async fn detect_skills(
         &self,
         message: &str,

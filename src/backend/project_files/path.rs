@@ -15,6 +15,7 @@ impl ProjectPath {
     pub const INDEX: Self = Self(Cow::Borrowed("index.html"));
     /// The project's thumbnail, uploaded (webp) or generated (png).
     pub const THUMBNAIL_WEBP: Self = Self(Cow::Borrowed("thumbnail.webp"));
+    /// The generated (png) thumbnail.
     pub const THUMBNAIL_PNG: Self = Self(Cow::Borrowed("thumbnail.png"));
 
     /// `raw` is already decoded: `/` is the only separator.
@@ -27,6 +28,7 @@ impl ProjectPath {
             .then(|| Self(Cow::Owned(raw.to_string())))
     }
 
+    /// The path as text, relative to the project folder.
     pub fn as_str(&self) -> &str {
         &self.0
     }

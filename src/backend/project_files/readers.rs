@@ -13,6 +13,7 @@ pub struct Readers {
 }
 
 impl Readers {
+    /// Builds the file readers for every configured backend.
     pub fn new(config: &Config) -> Self {
         let list_budget = config.limits.file_list_max_bytes;
         let modal = ModalFiles::new(&config.modal, list_budget)

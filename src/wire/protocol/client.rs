@@ -133,6 +133,7 @@ impl GenerationRequest {
             .unwrap_or_default()
     }
 
+    /// Whether the client asked to skip the style choice.
     pub fn skip_style_selection(&self) -> bool {
         self.skip_style_selection.as_ref().is_some_and(is_truthy)
     }
@@ -154,6 +155,7 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The error reply sent for this parse failure.
     pub fn reply(self) -> ServerMessage {
         match self {
             Self::Malformed => ServerMessage::error("Invalid message format"),
@@ -163,6 +165,7 @@ impl ParseError {
 }
 
 impl ClientMessage {
+    /// Parses one text frame from the client.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let value: Value = serde_json::from_str(text).map_err(|_| ParseError::Malformed)?;
         match value.get("type") {

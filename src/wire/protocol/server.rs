@@ -153,6 +153,7 @@ pub struct ErrorBody {
     pub error: Option<CodedError>,
 }
 
+/// An error with a machine-readable code.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CodedError {
@@ -181,6 +182,7 @@ pub struct JobResult {
     pub html: Option<String>,
 }
 
+/// One entry of a project's version list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionItem {
     pub id: String,
@@ -199,6 +201,7 @@ pub struct StyleCard {
     pub image_url: Option<String>,
 }
 
+/// A prompt waiting for the user's style choice.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingPrompt {
@@ -209,6 +212,7 @@ pub struct PendingPrompt {
 }
 
 impl ServerMessage {
+    /// A plain error message.
     pub fn error(message: impl Into<String>) -> Self {
         Self::Error(ErrorBody {
             message: Some(message.into()),
@@ -216,6 +220,7 @@ impl ServerMessage {
         })
     }
 
+    /// An error with a code and a message.
     pub fn coded_error(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Error(ErrorBody {
             message: None,
@@ -242,6 +247,7 @@ impl ServerMessage {
         error
     }
 
+    /// The reply sent when a user is rate limited.
     pub fn rate_limited() -> Self {
         Self::retryable_error("RATE_LIMITED", texts::RATE_LIMITED)
     }
