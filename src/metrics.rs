@@ -146,11 +146,17 @@ fn escape(v: &str) -> String {
 
 /// Every metric the relay exports.
 pub struct Metrics {
+    /// Open WebSocket connections.
     pub sockets_open: AtomicI64,
+    /// Connections that have authenticated.
     pub sessions_authenticated: AtomicI64,
+    /// Job events sent to sockets.
     pub events_relayed: AtomicU64,
+    /// Connections dropped because their outbound queue overflowed.
     pub outbound_overflow_disconnects: AtomicU64,
+    /// Messages refused by rate limits, by kind.
     pub rate_limited: LabeledCounter,
+    /// Failed authentications, by reason.
     pub auth_failures: LabeledCounter,
     /// Labels: state, backend.
     pub jobs_running: Mutex<BTreeMap<(String, String), i64>>,
@@ -158,6 +164,7 @@ pub struct Metrics {
     pub jobs_finished: LabeledCounter,
     /// Labels: code.
     pub upstream_failures: LabeledCounter,
+    /// How long jobs take.
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
     pub relay_latency: Histogram,

@@ -18,11 +18,17 @@ use crate::store::Store;
 
 /// Everything the running server shares between requests.
 pub struct App {
+    /// The loaded configuration.
     pub config: Config,
+    /// Checks access tokens.
     pub verifier: Verifier,
+    /// Where users, projects and jobs are kept.
     pub store: Arc<dyn Store>,
+    /// Running jobs.
     pub jobs: Arc<Jobs>,
+    /// Chooses the backend for new jobs.
     pub selector: Arc<BackendSelector>,
+    /// Daily quota rules.
     pub quota: QuotaPolicy,
     /// Modal's git actions, when Modal is configured (version history on the volume).
     pub modal_git: Option<ModalGit>,
@@ -50,11 +56,17 @@ impl std::ops::Deref for AppState {
 
 /// What the composition root built for the handlers, next to the configuration and verifier.
 pub struct Parts {
+    /// Where users, projects and jobs are kept.
     pub store: Arc<dyn Store>,
+    /// Running jobs.
     pub jobs: Arc<Jobs>,
+    /// Chooses the backend for new jobs.
     pub selector: Arc<BackendSelector>,
+    /// Daily quota rules.
     pub quota: QuotaPolicy,
+    /// Version history on Modal, if configured.
     pub modal_git: Option<ModalGit>,
+    /// Intent, chat and style steps.
     pub pipeline: Arc<Pipeline>,
 }
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 pub struct Identity {
     /// JWT `sub`.
     pub user_id: Uuid,
+    /// The user's email address, if the token has one.
     pub email: Option<String>,
     /// JWT `exp`, seconds since the Unix epoch.
     pub expires_at: i64,

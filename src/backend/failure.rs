@@ -6,9 +6,13 @@ use serde::Deserialize;
 /// A job's failure as the browser sees it (`failed {code, userMessage, recoverable, exitCode}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// Machine-readable error code sent to the client.
     pub code: String,
+    /// Text the user is shown.
     pub user_message: String,
+    /// Whether trying again may succeed.
     pub recoverable: bool,
+    /// The CLI's exit code, when a process exited.
     pub exit_code: Option<i32>,
     /// For `USE_MODAL=auto`: the upstream failed before producing a single event
     /// (connect error, 5xx), so another backend could have served the job.
@@ -151,11 +155,17 @@ impl Failure {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamError {
+    /// Machine-readable error code.
     pub code: Option<String>,
+    /// Text meant for the user.
     pub user_message: Option<String>,
+    /// Fallback text when `user_message` is missing.
     pub message: Option<String>,
+    /// Last fallback text.
     pub error: Option<String>,
+    /// Whether trying again may succeed.
     pub recoverable: Option<bool>,
+    /// The CLI's exit code in the sandbox, if any.
     pub exit_code: Option<i32>,
 }
 

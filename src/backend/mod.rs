@@ -34,8 +34,11 @@ pub mod status {
 /// What a backend needs to run one generation.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
+    /// The job being run.
     pub job_id: Uuid,
+    /// Who started the job.
     pub user_id: Uuid,
+    /// The project the job works on.
     pub project_id: Uuid,
     /// The complete prompt, already built from the template.
     pub prompt: String,

@@ -32,16 +32,21 @@ pub enum ModalGitError {
 /// One commit in a project's version history.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Commit {
+    /// The commit hash.
     pub hash: String,
+    /// The commit message.
     pub message: String,
+    /// When the commit was made, as git reports it.
     pub date: String,
 }
 
 /// A project's recent commits, as Modal returns them.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GitLog {
+    /// The commits, in the order git lists them.
     #[serde(default)]
     pub commits: Vec<Commit>,
+    /// Whether Modal had to create the repository for this call.
     #[serde(default, rename = "autoInitialized")]
     pub auto_initialized: bool,
 }
@@ -55,8 +60,10 @@ struct GitDiff {
 /// Modal's answer to a restore request.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GitRestore {
+    /// Whether the restore worked.
     #[serde(default)]
     pub success: bool,
+    /// Why the restore failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
 }

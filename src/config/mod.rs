@@ -42,19 +42,33 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 /// The relay's whole configuration, one field per section.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
+    /// Listener, data and static file settings.
     pub server: ServerConfig,
+    /// Backend choice and fallback settings.
     pub backend: BackendConfig,
+    /// Modal endpoints and timeouts.
     pub modal: ModalConfig,
+    /// Token verification settings.
     pub auth: AuthConfig,
+    /// Job, socket and rate limits.
     pub limits: LimitsConfig,
+    /// Local Claude CLI settings.
     pub cli: CliConfig,
+    /// The generation prompt template.
     pub prompt: PromptConfig,
+    /// Intent, chat, skills and style pipeline settings.
     pub pipeline: PipelineConfig,
+    /// Database connection settings.
     pub database: DatabaseConfig,
+    /// Admin route settings.
     pub admin: AdminConfig,
+    /// Game-related settings.
     pub game: GameConfig,
+    /// Legacy HTTP route settings.
     pub legacy: LegacyConfig,
+    /// HTTP server timeouts.
     pub http: HttpConfig,
+    /// Tracing and telemetry settings.
     pub telemetry: TelemetryConfig,
 }
 

@@ -49,6 +49,7 @@ pub struct Setting {
     pub key: &'static str,
     /// The effective value as text; `[redacted]` for a secret that is set.
     pub value: String,
+    /// Where the value came from.
     pub origin: Origin,
 }
 

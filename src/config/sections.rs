@@ -53,11 +53,17 @@ pub enum LogFormat {
 /// `[server]`: where the relay listens, keeps its data and serves the frontend from.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerConfig {
+    /// Address to listen on.
     pub host: String,
+    /// Port to listen on.
     pub port: u16,
+    /// Folder for the relay's data (workspaces, SQLite).
     pub data_dir: PathBuf,
+    /// Folder of static frontend files; empty serves none.
     pub public_dir: PathBuf,
+    /// How long shutdown waits for running jobs.
     pub drain_timeout_secs: u64,
+    /// Log output format.
     pub log_format: LogFormat,
     /// Start even with secrets shorter than the minimums (development only).
     pub allow_weak_secrets: bool,
@@ -70,25 +76,37 @@ pub struct ServerConfig {
 /// `[backend]`: which backend new jobs use, and when `auto` falls back to local.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BackendConfig {
+    /// Which backend new jobs use (`USE_MODAL`).
     #[serde(deserialize_with = "de_backend_mode")]
     pub use_modal: BackendMode,
+    /// Modal failures within the window that make auto mode fall back to local.
     pub auto_failure_threshold: u32,
+    /// The window, in seconds, over which Modal failures are counted.
     pub auto_failure_window_secs: u64,
+    /// Seconds between checks whether Modal has recovered.
     pub auto_probe_interval_secs: u64,
 }
 
 /// `[modal]`: the Modal endpoints, their shared secret and timeouts.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModalConfig {
+    /// URL of the Modal generation endpoint.
     pub endpoint: String,
+    /// Shared secret sent to Modal.
     pub secret: Secret,
+    /// Seconds allowed to connect to Modal.
     pub connect_timeout_secs: u64,
+    /// Seconds a Modal stream may stay silent.
     pub idle_timeout_secs: u64,
     /// Total time of one `list_files` / `get_file` call, a file's body included.
     pub file_timeout_secs: u64,
+    /// URL of Modal's `get_file` endpoint.
     pub get_file_endpoint: String,
+    /// URL of Modal's `list_files` endpoint.
     pub list_files_endpoint: String,
+    /// URL of Modal's `apply_files` endpoint.
     pub apply_files_endpoint: String,
+    /// URL of Modal's prewarm endpoint.
     pub prewarm_endpoint: String,
 }
 
@@ -139,16 +157,27 @@ impl ModalConfig {
 /// `[auth]`: how Supabase tokens are verified (HS256 secret, issuers, JWKS).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthConfig {
+    /// Base URL of the Supabase project.
     pub supabase_url: String,
+    /// Secret for HS256 tokens.
     pub jwt_secret: Secret,
+    /// How `jwt_secret` is written (plain text or base64).
     pub jwt_secret_encoding: SecretEncoding,
+    /// Token issuers that are accepted.
     pub issuers: Vec<String>,
+    /// Where the public signing keys are fetched from.
     pub jwks_url: String,
+    /// Allowed clock skew, in seconds, when checking token times.
     pub leeway_secs: u64,
+    /// Seconds the fetched keys are used before refetching.
     pub jwks_ttl_secs: u64,
+    /// Least seconds between refetches for an unknown key id.
     pub jwks_refetch_cooldown_secs: u64,
+    /// Seconds allowed for one key fetch.
     pub jwks_fetch_timeout_secs: u64,
+    /// Longest, in seconds, stale keys are still used when fetching fails.
     pub jwks_max_stale_secs: u64,
+    /// Seconds a new socket has to send `init`.
     pub init_timeout_secs: u64,
 }
 
@@ -196,10 +225,15 @@ pub const DEV_ISSUER: &str = "dreamcore-relay-dev";
 /// `[limits]`: job, socket and rate budgets.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitsConfig {
+    /// Jobs one user may run at once.
     pub max_jobs_per_user: usize,
+    /// Jobs that may run at once in total.
     pub max_jobs_total: usize,
+    /// Seconds a job may run before it is stopped.
     pub job_timeout_secs: u64,
+    /// Largest client message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Frames queued per socket before a non-reading client is dropped.
     pub outbound_queue: usize,
     /// Bytes queued per socket before a non-reading client is dropped.
     pub outbound_max_bytes: usize,
@@ -213,6 +247,7 @@ pub struct LimitsConfig {
     pub history_max_entries: usize,
     /// Bytes of chat history text sent with `projectSelected`.
     pub history_max_bytes: usize,
+    /// Seconds between pings to each socket.
     pub ws_ping_interval_secs: u64,
     /// Messages per minute per socket (ping and viewState excluded); 0 disables.
     pub messages_per_minute: u32,
@@ -227,12 +262,19 @@ pub struct LimitsConfig {
 /// `[cli]`: the local Claude CLI backend.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CliConfig {
+    /// Path or name of the Claude CLI binary.
     pub claude_bin: String,
+    /// Account the CLI runs as.
     pub user: String,
+    /// Model the CLI uses for generation.
     pub model: String,
+    /// Seconds a CLI run may take.
     pub timeout_secs: u64,
+    /// Seconds between asking the CLI to stop and killing it.
     pub kill_grace_secs: u64,
+    /// Folder of skill files given to the CLI.
     pub skills_dir: PathBuf,
+    /// Longest CLI output line kept, in bytes.
     pub output_line_cap: usize,
     /// Names of relay environment variables handed to the CLI; nothing else is inherited.
     pub env_passthrough: Vec<String>,
@@ -241,6 +283,7 @@ pub struct CliConfig {
 /// `[prompt]`: the generation prompt template.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PromptConfig {
+    /// Path of the generation prompt template.
     pub template: PathBuf,
 }
 
@@ -251,10 +294,13 @@ pub struct PipelineConfig {
     pub small_model: String,
     /// Total time of one intent question (Modal `detect_intent` or the local CLI).
     pub intent_timeout_secs: u64,
+    /// Total time of one chat answer, in seconds.
     pub chat_timeout_secs: u64,
+    /// Total time of one skills question, in seconds.
     pub skills_timeout_secs: u64,
     /// Modal `get_file` / `apply_files` of the style files.
     pub file_timeout_secs: u64,
+    /// Total time of one prewarm call, in seconds.
     pub prewarm_timeout_secs: u64,
     /// A user is prewarmed at most once in this window.
     pub prewarm_dedup_secs: u64,
@@ -264,23 +310,29 @@ pub struct PipelineConfig {
     pub max_file_bytes: usize,
     /// Longest chat answer kept, in characters.
     pub max_answer_chars: usize,
+    /// Path of the pipeline's prompt texts.
     pub prompts: PathBuf,
+    /// Path of the style catalog.
     pub styles: PathBuf,
 }
 
 /// `[database]`: PostgreSQL (Supabase) URL and pool size; an empty URL selects SQLite.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {
+    /// Database URL; empty selects SQLite.
     pub url: Secret,
+    /// Most database connections kept open.
     pub pool_size: usize,
 }
 
 /// `[admin]`: the bearer token of the admin routes; empty turns them off.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminConfig {
+    /// Bearer token of the admin routes; empty turns them off.
     pub token: Secret,
     /// Wrong tokens a client may present per window before it gets 429; 0 = no limit.
     pub max_failed_attempts: u32,
+    /// Seconds over which wrong admin tokens are counted.
     pub failed_attempts_window_secs: u64,
 }
 

@@ -14,6 +14,7 @@ use crate::store::Store;
 
 /// Settings of the job engine.
 pub struct JobsConfig {
+    /// The longest a job may run.
     pub job_timeout: Duration,
     /// How long a cancel waits for the backend to wind down before answering.
     pub cancel_wait: Duration,

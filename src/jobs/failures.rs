@@ -11,10 +11,15 @@ use crate::backend::BackendKind;
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentFailure {
+    /// When it failed.
     pub at: String,
+    /// The job that failed.
     pub job_id: Uuid,
+    /// The backend that ran it.
     pub backend: BackendKind,
+    /// The failure code.
     pub code: String,
+    /// Details for operators.
     pub detail: String,
 }
 

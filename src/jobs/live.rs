@@ -14,11 +14,17 @@ use crate::store::models::JobRow;
 
 /// A job running in this process.
 pub struct LiveJob {
+    /// The job's id.
     pub id: Uuid,
+    /// Who started it.
     pub user_id: Uuid,
+    /// The project it works on.
     pub project_id: Uuid,
+    /// The backend running it.
     pub backend: BackendKind,
+    /// Sends its events to watching connections.
     pub channel: JobChannel,
+    /// When it started, for its duration.
     pub started_at: Instant,
     row: Mutex<JobRow>,
     cancel: CancellationToken,

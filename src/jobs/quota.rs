@@ -11,8 +11,11 @@ use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 /// A refusal because the user reached a daily quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRefusal {
+    /// Which quota was reached.
     pub kind: QuotaKind,
+    /// The daily limit.
     pub limit: i64,
+    /// When the quota resets.
     pub reset_at: DateTime<Utc>,
 }
 

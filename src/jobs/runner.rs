@@ -33,7 +33,9 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
 pub(super) struct Work {
     /// The project directory as the agent sees it.
     pub workspace: String,
+    /// The user's message.
     pub message: String,
+    /// The steps run before the backend starts.
     pub prepare: Box<dyn Prepare>,
 }
 

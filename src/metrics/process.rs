@@ -8,9 +8,13 @@ use std::fmt::Write;
 pub struct ProcessSample {
     /// User plus system CPU time.
     pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
     pub resident_bytes: u64,
+    /// Virtual memory, in bytes.
     pub virtual_bytes: u64,
+    /// Number of threads.
     pub threads: u64,
+    /// Number of open file descriptors.
     pub open_fds: u64,
     /// The soft limit on open descriptors; `None` when unlimited.
     pub max_fds: Option<u64>,

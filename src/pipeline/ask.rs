@@ -29,8 +29,11 @@ const MAX_CLI_OUTPUT_BYTES: usize = 64 * 1024;
 pub struct AskSettings {
     /// Model of the local CLI's short questions (`claude -p --model <this>`).
     pub small_model: String,
+    /// Time allowed to detect intent.
     pub intent_timeout: Duration,
+    /// Time allowed for a chat answer.
     pub chat_timeout: Duration,
+    /// Time allowed to detect skills.
     pub skills_timeout: Duration,
     /// Longest chat answer kept (characters).
     pub max_answer_chars: usize,
@@ -38,11 +41,17 @@ pub struct AskSettings {
 
 /// Asks the questions.
 pub struct Asker {
+    /// Timeouts and other settings.
     pub settings: AskSettings,
+    /// The prompt texts.
     pub prompts: Prompts,
+    /// Where chat history is kept.
     pub store: Arc<dyn Store>,
+    /// Reads project files.
     pub files: Arc<ProjectFiles>,
+    /// The Modal pipeline, if configured.
     pub modal: Option<Arc<ModalPipeline>>,
+    /// The local CLI, if configured.
     pub local: Option<LocalCliBackend>,
 }
 

@@ -15,7 +15,9 @@ const SUGGESTION_CHARS: usize = 200;
 /// A chat answer ready for `geminiChat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatAnswer {
+    /// The answer text.
     pub message: String,
+    /// Follow-up prompts offered to the user.
     pub suggestions: Vec<String>,
 }
 

@@ -23,7 +23,9 @@ pub enum FileError {
 
 /// Project files on either backend.
 pub struct ProjectFiles {
+    /// Modal file access, if configured.
     pub modal: Option<Arc<ModalPipeline>>,
+    /// Local file access, if configured.
     pub local: Option<LocalCliBackend>,
     /// Largest file read.
     pub max_bytes: usize,

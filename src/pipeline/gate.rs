@@ -27,8 +27,11 @@ pub enum Gate {
 
 /// The presets, the project files and how long a picker stays open.
 pub struct StyleGate {
+    /// Reads and writes project files.
     pub files: Arc<ProjectFiles>,
+    /// The style presets.
     pub styles: StyleCatalog,
+    /// How long a style question waits for an answer.
     pub pending_ttl: Duration,
 }
 

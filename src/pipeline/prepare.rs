@@ -36,12 +36,19 @@ mod texts {
 
 /// One job's preparation.
 pub struct Preparation {
+    /// Asks the model about the message.
     pub asker: Arc<Asker>,
+    /// Reads project files.
     pub files: Arc<ProjectFiles>,
+    /// Who sent the message.
     pub who: Identity,
+    /// The project the message is about.
     pub project_id: Uuid,
+    /// The user's message.
     pub message: String,
+    /// Whether skills are turned off for this job.
     pub disable_skills: bool,
+    /// The chosen style file, if any.
     pub style_file: Option<String>,
 }
 

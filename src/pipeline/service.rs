@@ -22,11 +22,17 @@ use crate::wire::protocol::{GenerationRequest, ServerMessage};
 
 /// What the pipeline is built from.
 pub struct PipelineParts {
+    /// Timeouts and other settings.
     pub ask: AskSettings,
+    /// The prompt texts.
     pub prompts: Prompts,
+    /// The style presets.
     pub styles: StyleCatalog,
+    /// Where chat history is kept.
     pub store: Arc<dyn Store>,
+    /// The Modal pipeline, if configured.
     pub modal: Option<Arc<ModalPipeline>>,
+    /// The local CLI, if configured.
     pub local: Option<LocalCliBackend>,
     /// Largest project file read (STYLE.md, SPEC.md, index.html).
     pub max_file_bytes: usize,

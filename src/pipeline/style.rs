@@ -52,8 +52,11 @@ impl Dimension {
 /// One preset: what the card shows and the guide the agent follows.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StylePreset {
+    /// Stable id the client sends back.
     pub id: String,
+    /// Name shown to the user.
     pub name: String,
+    /// Style guide text given to the model.
     pub guide: String,
 }
 
@@ -239,7 +242,9 @@ impl PendingStyle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingFile {
+    /// "2d" or "3d".
     pub dimension: String,
+    /// The message that was waiting for a style choice.
     pub original_message: String,
 }
 

@@ -19,6 +19,7 @@ pub struct Prompts {
     pub skills: String,
     /// `{{skill_paths}}`.
     pub skill_list: String,
+    /// Prompt text used when skills are turned off.
     pub skills_disabled: String,
 }
 

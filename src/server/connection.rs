@@ -38,7 +38,9 @@ const NOT_STARTED: u64 = u64::MAX;
 /// The two clocks of an HTTP connection.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
+    /// Time allowed to read request headers.
     pub header_read: Duration,
+    /// How long an idle keep-alive connection stays open.
     pub keepalive: Duration,
 }
 
@@ -258,8 +260,11 @@ impl http_body::Body for GuardedBody {
 
 /// What every request needs, whichever connection it arrives on.
 pub(super) struct RequestContext {
+    /// Routes requests to handlers.
     pub router: Router,
+    /// Proxies trusted to report the client address.
     pub trusted: TrustedProxies,
+    /// Limits connections per client.
     pub clients: Arc<ClientSlots>,
 }
 

@@ -38,10 +38,15 @@ pub enum JobStart {
 /// so a terminal status is written exactly once and never overwritten.
 #[derive(Debug, Clone, Default)]
 pub struct JobUpdate {
+    /// New status, if it changes.
     pub status: Option<JobStatus>,
+    /// New progress percentage, if it changes.
     pub progress: Option<i32>,
+    /// New progress text, if it changes.
     pub progress_message: Option<String>,
+    /// The result, once there is one.
     pub result: Option<String>,
+    /// The error, once there is one.
     pub error: Option<String>,
 }
 
@@ -65,6 +70,7 @@ impl QuotaKind {
 /// The store's answer to a quota check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaDecision {
+    /// Whether the use was allowed.
     pub allowed: bool,
     /// Today's count after the call (post-increment when allowed).
     pub count: i64,
@@ -73,7 +79,9 @@ pub struct QuotaDecision {
 /// A user's usage today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaUsage {
+    /// Projects created today.
     pub projects_created: i64,
+    /// Messages sent today.
     pub messages_sent: i64,
 }
 

@@ -57,17 +57,26 @@ impl JobStatus {
 /// The `jobs` row, sent raw (snake_case) inside job events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
+    /// The job's id.
     pub id: Uuid,
+    /// Who started it.
     pub user_id: Uuid,
+    /// The project it works on.
     pub project_id: Uuid,
+    /// Where it is in its life.
     pub status: JobStatus,
+    /// Progress percentage.
     pub progress: i32,
+    /// Latest progress text.
     pub progress_message: Option<String>,
     /// JSON-encoded completion result, as upstream stores it.
     pub result: Option<String>,
+    /// Why it failed, if it did.
     pub error: Option<String>,
+    /// When it was created.
     #[serde(serialize_with = "ser_ts")]
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     #[serde(serialize_with = "ser_ts")]
     pub updated_at: DateTime<Utc>,
 }
@@ -93,14 +102,23 @@ impl JobRow {
 /// A project as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Project {
+    /// The project's id.
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// Its name.
     pub name: String,
+    /// Its description.
     pub description: String,
+    /// Whether others may see it.
     pub is_public: bool,
+    /// The project it was remixed from, if any.
     pub remixed_from: Option<Uuid>,
+    /// Whether its files have been set up.
     pub is_initialized: bool,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -108,13 +126,20 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectListItem {
+    /// The project's id.
     pub id: Uuid,
+    /// Its name.
     pub name: String,
+    /// Its description.
     pub description: String,
+    /// Whether others may see it.
     pub is_public: bool,
+    /// The project it was remixed from, if any.
     pub remixed_from: Option<Uuid>,
+    /// When it was created.
     #[serde(serialize_with = "ser_ts")]
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     #[serde(serialize_with = "ser_ts")]
     pub updated_at: DateTime<Utc>,
 }
@@ -123,10 +148,14 @@ pub struct ProjectListItem {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectSummary {
+    /// The project's id.
     pub id: Uuid,
+    /// Its name.
     pub name: String,
+    /// When it was created.
     #[serde(serialize_with = "ser_ts")]
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     #[serde(serialize_with = "ser_ts")]
     pub updated_at: DateTime<Utc>,
 }
@@ -177,8 +206,11 @@ impl ChatRole {
 /// One message of a project's chat history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryItem {
+    /// Who wrote it.
     pub role: ChatRole,
+    /// The message text.
     pub content: String,
+    /// When it was written.
     #[serde(serialize_with = "ser_ts")]
     pub timestamp: DateTime<Utc>,
 }
@@ -187,10 +219,15 @@ pub struct HistoryItem {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveJobInfo {
+    /// The job's id.
     pub job_id: Uuid,
+    /// The project it works on.
     pub project_id: Uuid,
+    /// That project's name.
     pub project_name: String,
+    /// Where the job is in its life.
     pub status: JobStatus,
+    /// When the job was created.
     #[serde(serialize_with = "ser_ts")]
     pub created_at: DateTime<Utc>,
 }

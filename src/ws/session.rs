@@ -26,8 +26,11 @@ struct Session {
 
 /// One authenticated (or not yet authenticated) browser socket, as handlers see it.
 pub struct Connection {
+    /// Unique id of this connection.
     pub id: u64,
+    /// The shared server state.
     pub app: AppState,
+    /// This connection's outbound queue.
     pub sink: OutboundSender,
     session: Mutex<Session>,
 }

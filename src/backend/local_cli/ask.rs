@@ -44,9 +44,13 @@ impl AskError {
 pub struct Question<'a> {
     /// Metric label: `intent`, `chat`, `skills`.
     pub purpose: &'static str,
+    /// Whose question it is, for the workspace and logs.
     pub user_id: Uuid,
+    /// The model to ask.
     pub model: &'a str,
+    /// The full prompt.
     pub prompt: &'a str,
+    /// How long to wait for the answer.
     pub timeout: Duration,
     /// Output beyond this is dropped (the answers are a word, a list or a short reply).
     pub max_output_bytes: usize,

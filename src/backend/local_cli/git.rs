@@ -40,8 +40,11 @@ pub enum GitError {
 
 /// Runs git in one workspace as the CLI user, with the same explicit environment.
 pub struct Git<'a> {
+    /// The project folder git runs in.
     pub workspace: &'a Path,
+    /// Environment variables for git.
     pub env: &'a [(OsString, OsString)],
+    /// The user git runs as, if not the relay's own.
     pub user: Option<&'a CliUser>,
 }
 

@@ -24,18 +24,27 @@ const SWEEP_PAUSE: Duration = Duration::from_millis(50);
 /// The OS account the CLI runs as.
 #[derive(Debug, Clone)]
 pub struct CliUser {
+    /// The account name.
     pub name: String,
+    /// The account's user id.
     pub uid: u32,
+    /// The account's group id.
     pub gid: u32,
+    /// The account's home folder.
     pub home: std::path::PathBuf,
 }
 
 /// Everything needed to start one CLI process.
 pub struct Launch<'a> {
+    /// The program to run.
     pub program: &'a Path,
+    /// Its arguments.
     pub args: &'a [OsString],
+    /// The folder it runs in.
     pub cwd: &'a Path,
+    /// Its environment variables.
     pub env: &'a [(OsString, OsString)],
+    /// The user it runs as, if not the relay's own.
     pub user: Option<&'a CliUser>,
     /// Unique per run; exported as [`RUN_MARKER_VAR`].
     pub marker: &'a str,
@@ -44,6 +53,7 @@ pub struct Launch<'a> {
 /// A running CLI. Dropping it before [`CliProcess::terminate`] or [`CliProcess::sweep`] has
 /// finished kills the group and every marked process, so nothing outlives an abandoned run.
 pub struct CliProcess {
+    /// The running child process.
     pub child: Child,
     pgid: Pid,
     marker_entry: Vec<u8>,

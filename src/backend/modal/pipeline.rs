@@ -48,18 +48,25 @@ pub enum ModalCallError {
 /// Total time each kind of call may take (connect timeout comes from `MODAL_CONNECT_TIMEOUT_SECS`).
 #[derive(Debug, Clone, Copy)]
 pub struct CallTimeouts {
+    /// Time allowed to detect a message's intent.
     pub intent: Duration,
+    /// Time allowed for a chat answer.
     pub chat: Duration,
+    /// Time allowed to detect skills.
     pub skills: Duration,
+    /// Time allowed for a prewarm call.
     pub prewarm: Duration,
+    /// Time allowed for a file call.
     pub files: Duration,
 }
 
 /// `chat_haiku`'s default-mode answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ChatReply {
+    /// The answer text.
     #[serde(default)]
     pub message: String,
+    /// Follow-up prompts offered to the user.
     #[serde(default)]
     pub suggestions: Vec<String>,
 }
@@ -67,7 +74,9 @@ pub struct ChatReply {
 /// One `{role, content}` entry of `chat_haiku`'s `conversation_history`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatTurn {
+    /// Who spoke: user or assistant.
     pub role: String,
+    /// What was said.
     pub content: String,
 }
 

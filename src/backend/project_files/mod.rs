@@ -28,6 +28,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'sta
 pub struct FileBody {
     /// Its size, when the source tells it up front.
     pub length: Option<u64>,
+    /// The file's contents, streamed.
     pub bytes: ByteStream,
 }
 

@@ -81,12 +81,19 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationRequest {
+    /// The message to act on.
     pub content: Option<String>,
+    /// The message as the user typed it, if it differs from `content`.
     pub raw_content: Option<String>,
+    /// Assets the user attached.
     pub attached_assets: Option<Value>,
+    /// Debug switches (see `DebugOptions`).
     pub debug_options: Option<Value>,
+    /// Set when the frontend asks to fix an error automatically.
     pub auto_fix: Option<Value>,
+    /// The style the user chose (see `SelectedStyle`).
     pub selected_style: Option<Value>,
+    /// Truthy to skip the style choice.
     pub skip_style_selection: Option<Value>,
 }
 
@@ -94,6 +101,7 @@ pub struct GenerationRequest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DebugOptions {
+    /// Turns skills off for this job.
     #[serde(default, deserialize_with = "truthy")]
     pub disable_skills: bool,
 }
@@ -102,8 +110,10 @@ pub struct DebugOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectedStyle {
+    /// "2d" or "3d".
     #[serde(default)]
     pub dimension: String,
+    /// The chosen style preset's id.
     #[serde(default)]
     pub style_id: String,
 }

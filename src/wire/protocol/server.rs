@@ -147,8 +147,10 @@ pub enum ServerMessage {
 /// Both error envelopes of §1.7: `{message}` or `{error:{code, message, ...}}`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ErrorBody {
+    /// Plain error text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Coded error, instead of plain text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<CodedError>,
 }
@@ -157,12 +159,17 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CodedError {
+    /// Machine-readable error code.
     pub code: String,
+    /// Text the user is shown.
     pub message: String,
+    /// Uses left, for quota errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<i64>,
+    /// The limit, for quota errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
+    /// When the quota resets, for quota errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<String>,
     /// Set on errors the user can simply retry (e.g. while an instance drains).
@@ -173,11 +180,15 @@ pub struct CodedError {
 /// `completed.result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
+    /// Text shown when the job completes.
     pub message: String,
+    /// Generation mode, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Which generator produced it, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generator: Option<String>,
+    /// The generated page, if sent inline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
 }
@@ -185,10 +196,15 @@ pub struct JobResult {
 /// One entry of a project's version list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionItem {
+    /// The version's id (its commit hash).
     pub id: String,
+    /// Position in the list, starting at 1.
     pub number: usize,
+    /// The commit message.
     pub message: String,
+    /// When the version was saved.
     pub timestamp: String,
+    /// The commit hash.
     pub hash: String,
 }
 
@@ -196,8 +212,11 @@ pub struct VersionItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StyleCard {
+    /// The style's id.
     pub id: String,
+    /// Name shown to the user.
     pub name: String,
+    /// Preview image, if there is one.
     pub image_url: Option<String>,
 }
 
@@ -205,8 +224,11 @@ pub struct StyleCard {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingPrompt {
+    /// The waiting message.
     pub content: String,
+    /// Assets attached to it.
     pub attached_assets: Value,
+    /// The style already chosen, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected_style: Option<Value>,
 }
