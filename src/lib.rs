@@ -9,6 +9,8 @@
 //! it together. Lower layers never import higher ones (README, "How a message flows").
 //!
 //! Only what the binary and the integration tests use is public.
+//!
+//! Locks: parking_lot (no poisoning).
 
 pub mod auth;
 pub mod backend;

@@ -6,7 +6,9 @@ mod process;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
+
+use parking_lot::Mutex;
 
 /// A Prometheus histogram with fixed bucket bounds.
 pub struct Histogram {
@@ -77,18 +79,18 @@ pub struct LabeledCounter {
 impl LabeledCounter {
     /// Adds one to the counter for these label values.
     pub fn inc(&self, labels: &[&str]) {
-        if let Ok(mut map) = self.values.lock() {
-            *map.entry(labels.iter().map(|s| s.to_string()).collect())
-                .or_insert(0) += 1;
-        }
+        let mut map = self.values.lock();
+        *map.entry(labels.iter().map(|s| s.to_string()).collect())
+            .or_insert(0) += 1;
     }
 
     /// Every label set with its current count.
     pub fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
         self.values
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
@@ -120,20 +122,18 @@ impl LabeledHistogram {
 
     /// Records one duration, in seconds, under `label`.
     pub fn observe_secs(&self, label: &str, secs: f64) {
-        if let Ok(mut map) = self.values.lock() {
-            map.entry(label.to_string())
-                .or_insert_with(|| Histogram::new(self.bounds))
-                .observe_secs(secs);
-        }
+        let mut map = self.values.lock();
+        map.entry(label.to_string())
+            .or_insert_with(|| Histogram::new(self.bounds))
+            .observe_secs(secs);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        if let Ok(map) = self.values.lock() {
-            for (value, histogram) in map.iter() {
-                let labels = format!("{label_name}=\"{}\"", escape(value));
-                histogram.render_samples(out, name, &labels);
-            }
+        let map = self.values.lock();
+        for (value, histogram) in map.iter() {
+            let labels = format!("{label_name}=\"{}\"", escape(value));
+            histogram.render_samples(out, name, &labels);
         }
     }
 }
@@ -223,10 +223,9 @@ pub fn gauge_add(gauge: &AtomicI64, delta: i64) {
 impl Metrics {
     /// Moves the running-jobs gauge for this state and backend by `delta`.
     pub fn job_state(&self, state: &str, backend: &str, delta: i64) {
-        if let Ok(mut map) = self.jobs_running.lock() {
-            *map.entry((state.to_string(), backend.to_string()))
-                .or_insert(0) += delta;
-        }
+        let mut map = self.jobs_running.lock();
+        *map.entry((state.to_string(), backend.to_string()))
+            .or_insert(0) += delta;
     }
 
     /// One finished call to a Modal endpoint other than `generate_game`.
@@ -287,14 +286,14 @@ impl Metrics {
             &["reason"],
         );
         let _ = writeln!(out, "# HELP relay_jobs Jobs currently unfinished, by state and backend.\n# TYPE relay_jobs gauge");
-        if let Ok(map) = self.jobs_running.lock() {
-            for ((state, backend), v) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "relay_jobs{{state=\"{state}\",backend=\"{backend}\"}} {v}"
-                );
-            }
+        let map = self.jobs_running.lock();
+        for ((state, backend), v) in map.iter() {
+            let _ = writeln!(
+                out,
+                "relay_jobs{{state=\"{state}\",backend=\"{backend}\"}} {v}"
+            );
         }
+        drop(map);
         self.jobs_finished.render(
             &mut out,
             "relay_jobs_finished_total",

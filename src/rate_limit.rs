@@ -1,11 +1,10 @@
 //! Token buckets for the upstream limits that Express defined but never wired:
 //! 120 messages a minute per socket (ping and viewState excluded) and 8 generation
 //! messages a minute per user, across all of that user's sockets.
-
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 /// A token bucket that refills steadily over time.
@@ -70,16 +69,14 @@ impl UserBuckets {
     /// Takes one token from the user's bucket; false means rate limited.
     pub fn try_take(&self, user: Uuid) -> bool {
         let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return true;
-        };
+        let mut buckets = self.buckets.lock();
         // Full buckets carry no information; drop them now and then to bound memory.
-        if let Ok(mut last) = self.last_sweep.lock() {
-            if now.duration_since(*last) > Duration::from_secs(60) {
-                buckets.retain(|_, b| !b.is_full_at(now));
-                *last = now;
-            }
+        let mut last = self.last_sweep.lock();
+        if now.duration_since(*last) > Duration::from_secs(60) {
+            buckets.retain(|_, b| !b.is_full_at(now));
+            *last = now;
         }
+        drop(last);
         buckets
             .entry(user)
             .or_insert_with(|| TokenBucket::per_minute(self.capacity))

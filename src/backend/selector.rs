@@ -5,9 +5,10 @@
 //! Modal healthy again.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use super::{Backend, BackendKind, Failure};
@@ -118,21 +119,16 @@ impl BackendSelector {
                 tracing::error!(use_modal, %problem, "not ready: the backend cannot run a job");
             }
         }
-        if let Ok(mut current) = self.blockers.write() {
-            *current = blockers;
-        }
+        *self.blockers.write() = blockers;
     }
 
     fn current_blockers(&self) -> Vec<String> {
-        self.blockers
-            .read()
-            .map(|b| b.clone())
-            .unwrap_or_else(|_| vec!["backend state unavailable".to_string()])
+        self.blockers.read().clone()
     }
 
     /// The current backend mode (modal, local or auto).
     pub fn mode(&self) -> BackendMode {
-        self.mode.read().map(|m| *m).unwrap_or(BackendMode::Local)
+        *self.mode.read()
     }
 
     /// Change the mode for new jobs. Refused when the target backend is not configured.
@@ -146,29 +142,26 @@ impl BackendSelector {
             }
             _ => {}
         }
-        if let Ok(mut current) = self.mode.write() {
-            if *current != mode {
-                tracing::info!(
-                    from = current.as_use_modal(),
-                    to = mode.as_use_modal(),
-                    "backend mode changed"
-                );
-            }
-            *current = mode;
+        let mut current = self.mode.write();
+        if *current != mode {
+            tracing::info!(
+                from = current.as_use_modal(),
+                to = mode.as_use_modal(),
+                "backend mode changed"
+            );
         }
-        if let Ok(mut breaker) = self.breaker.lock() {
-            breaker.recent.clear();
-            breaker.tripped_at = None;
-        }
+        *current = mode;
+        drop(current);
+        let mut breaker = self.breaker.lock();
+        breaker.recent.clear();
+        breaker.tripped_at = None;
+        drop(breaker);
         self.recheck();
         Ok(())
     }
 
     fn modal_tripped(&self) -> bool {
-        self.breaker
-            .lock()
-            .map(|b| b.tripped_at.is_some())
-            .unwrap_or(false)
+        self.breaker.lock().tripped_at.is_some()
     }
 
     /// The backend for a job starting now.
@@ -200,9 +193,7 @@ impl BackendSelector {
         if !failure.upstream_unavailable || self.mode() != BackendMode::Auto {
             return;
         }
-        let Ok(mut breaker) = self.breaker.lock() else {
-            return;
-        };
+        let mut breaker = self.breaker.lock();
         let now = Instant::now();
         let window = breaker.window;
         breaker.recent.push_back(now);
@@ -225,12 +216,11 @@ impl BackendSelector {
 
     /// Called by the prober when Modal answered healthily.
     pub fn record_modal_healthy(&self) {
-        if let Ok(mut breaker) = self.breaker.lock() {
-            if breaker.tripped_at.take().is_some() {
-                tracing::info!("Modal healthy again; new jobs switch back to Modal");
-            }
-            breaker.recent.clear();
+        let mut breaker = self.breaker.lock();
+        if breaker.tripped_at.take().is_some() {
+            tracing::info!("Modal healthy again; new jobs switch back to Modal");
         }
+        breaker.recent.clear();
     }
 
     /// Whether Modal should be probed again to see if it has recovered.

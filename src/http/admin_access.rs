@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use parking_lot::Mutex;
 use serde_json::json;
 
 use super::client_addr::ClientAddr;
@@ -47,10 +48,8 @@ impl AdminGuesses {
         })
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn clients(&self) -> parking_lot::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        self.clients.lock()
     }
 
     /// How long `client` must still wait, if it used up its guesses.

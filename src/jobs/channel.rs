@@ -3,9 +3,8 @@
 //! log up to some sequence number and then every later event: nothing lost, nothing twice.
 //! The log is bounded in bytes ([`EventLog`]).
 
-use std::sync::Mutex;
-
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::event_log::{EventLog, FrameKind};
@@ -66,9 +65,7 @@ impl JobChannel {
         let completed = matches!(message, ServerMessage::Completed { .. });
         let frame = message.to_frame();
         let game_updated = completed.then(|| self.game_updated());
-        let Ok(mut inner) = self.inner.lock() else {
-            return 0;
-        };
+        let mut inner = self.inner.lock();
         let seq = match message {
             ServerMessage::Stream { content } => inner.log.append_stream(content),
             ServerMessage::Progress { .. } => {
@@ -96,9 +93,7 @@ impl JobChannel {
     /// Follow the job. With `replay`, the socket first receives every event so far (in one
     /// batch), then live events. A socket already subscribed is not added twice.
     pub fn subscribe(&self, sink: OutboundSender, kind: SubscriptionKind, replay: bool) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
+        let mut inner = self.inner.lock();
         if let Some(existing) = inner
             .subscribers
             .iter_mut()
@@ -119,23 +114,23 @@ impl JobChannel {
 
     /// Stops sending this job's events to a connection.
     pub fn unsubscribe(&self, conn_id: u64) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.subscribers.retain(|s| s.sink.conn_id() != conn_id);
-        }
+        let mut inner = self.inner.lock();
+        inner.subscribers.retain(|s| s.sink.conn_id() != conn_id);
     }
 
     /// Whether a connection receives this job's events.
     pub fn is_subscribed(&self, conn_id: u64) -> bool {
         self.inner
             .lock()
-            .map(|i| i.subscribers.iter().any(|s| s.sink.conn_id() == conn_id))
-            .unwrap_or(false)
+            .subscribers
+            .iter()
+            .any(|s| s.sink.conn_id() == conn_id)
     }
 
     /// Sequence number of the newest event (0 before the first).
     #[cfg(test)]
     fn last_seq(&self) -> u64 {
-        self.inner.lock().map(|i| i.log.last_seq()).unwrap_or(0)
+        self.inner.lock().log.last_seq()
     }
 }
 

@@ -1,8 +1,7 @@
 //! The most recent job failures, kept for the ops console.
-
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::backend::BackendKind;
@@ -34,19 +33,15 @@ pub(super) struct FailureLog {
 
 impl FailureLog {
     pub(super) fn record(&self, failure: RecentFailure) {
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT_FAILURES {
-                recent.pop_back();
-            }
-            recent.push_front(failure);
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT_FAILURES {
+            recent.pop_back();
         }
+        recent.push_front(failure);
     }
 
     /// Newest first.
     pub(super) fn snapshot(&self) -> Vec<RecentFailure> {
-        self.recent
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+        self.recent.lock().iter().cloned().collect()
     }
 }

@@ -2,8 +2,9 @@
 //! RAII guard, so every path that ends a job — success, failure, cancel, panic — frees it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 /// Why a job slot was refused.
@@ -51,7 +52,7 @@ impl SlotLimiter {
 
     /// Takes a slot for the user, or says which limit is reached.
     pub fn try_acquire(&self, user_id: Uuid) -> Result<Slot, SlotError> {
-        let mut counts = self.counts.lock().map_err(|_| SlotError::System)?;
+        let mut counts = self.counts.lock();
         let mine = counts.per_user.get(&user_id).copied().unwrap_or(0);
         if mine >= self.per_user {
             return Err(SlotError::User { in_progress: mine });
@@ -70,19 +71,18 @@ impl SlotLimiter {
     /// Slots held now, across users.
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        self.counts.lock().map(|c| c.total).unwrap_or(0)
+        self.counts.lock().total
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.counts.lock() {
-            counts.total = counts.total.saturating_sub(1);
-            if let Some(n) = counts.per_user.get_mut(&self.user_id) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.per_user.remove(&self.user_id);
-                }
+        let mut counts = self.counts.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_user.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_user.remove(&self.user_id);
             }
         }
     }

@@ -1,10 +1,11 @@
 //! A job running in this process, and the map that finds it by job or by project.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -50,12 +51,12 @@ impl LiveJob {
 
     /// A copy of the job's current row.
     pub fn row(&self) -> Option<JobRow> {
-        self.row.lock().ok().map(|r| r.clone())
+        Some(self.row.lock().clone())
     }
 
     /// Mutate the in-memory row and return a copy for the event.
     pub(super) fn update_row(&self, f: impl FnOnce(&mut JobRow)) -> Option<JobRow> {
-        let mut row = self.row.lock().ok()?;
+        let mut row = self.row.lock();
         f(&mut row);
         row.updated_at = Utc::now();
         Some(row.clone())
@@ -105,36 +106,31 @@ pub(super) struct LiveJobs {
 
 impl LiveJobs {
     pub(super) fn insert(&self, job: &Arc<LiveJob>) {
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.insert(job.id, Arc::clone(job));
-            maps.by_project.insert(job.project_id, job.id);
-        }
+        let mut maps = self.maps.lock();
+        maps.by_id.insert(job.id, Arc::clone(job));
+        maps.by_project.insert(job.project_id, job.id);
     }
 
     pub(super) fn for_project(&self, project_id: Uuid) -> Option<Arc<LiveJob>> {
-        let maps = self.maps.lock().ok()?;
+        let maps = self.maps.lock();
         let id = maps.by_project.get(&project_id)?;
         maps.by_id.get(id).cloned()
     }
 
     pub(super) fn get(&self, job_id: Uuid) -> Option<Arc<LiveJob>> {
-        self.maps.lock().ok()?.by_id.get(&job_id).cloned()
+        self.maps.lock().by_id.get(&job_id).cloned()
     }
 
     pub(super) fn all(&self) -> Vec<Arc<LiveJob>> {
-        self.maps
-            .lock()
-            .map(|m| m.by_id.values().cloned().collect())
-            .unwrap_or_default()
+        self.maps.lock().by_id.values().cloned().collect()
     }
 
     /// Forget a finished job (called by its runner just before the terminal event).
     pub(super) fn remove(&self, job: &LiveJob) {
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.remove(&job.id);
-            if maps.by_project.get(&job.project_id) == Some(&job.id) {
-                maps.by_project.remove(&job.project_id);
-            }
+        let mut maps = self.maps.lock();
+        maps.by_id.remove(&job.id);
+        if maps.by_project.get(&job.project_id) == Some(&job.id) {
+            maps.by_project.remove(&job.project_id);
         }
     }
 }

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -166,10 +167,7 @@ impl Jobs {
 
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut locks = match self.start_locks.lock() {
-                Ok(l) => l,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut locks = self.start_locks.lock();
             // Forget locks nobody holds any more, so the map stays small.
             locks.retain(|_, l| Arc::strong_count(l) > 1);
             Arc::clone(locks.entry(project_id).or_default())

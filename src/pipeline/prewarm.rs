@@ -3,9 +3,10 @@
 //! user per dedup window; a failure is logged and forgets the user, so the next `init` retries.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -31,9 +32,7 @@ impl Prewarmer {
     /// Start a prewarm for `user_id` unless one started within the window. Never waits.
     pub fn trigger(self: &Arc<Self>, user_id: Uuid) {
         {
-            let Ok(mut recent) = self.recent.lock() else {
-                return;
-            };
+            let mut recent = self.recent.lock();
             let now = Instant::now();
             // Forget expired entries, so the map holds only users seen within the window.
             recent.retain(|_, at| now.duration_since(*at) < self.dedup);
@@ -50,9 +49,8 @@ impl Prewarmer {
                     Ok(status) => tracing::info!(%status, "sandbox prewarmed"),
                     Err(e) => {
                         tracing::warn!(error = %e, "sandbox prewarm failed");
-                        if let Ok(mut recent) = this.recent.lock() {
-                            recent.remove(&user_id);
-                        }
+                        let mut recent = this.recent.lock();
+                        recent.remove(&user_id);
                     }
                 }
             }

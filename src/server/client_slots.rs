@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Open connections per client address, bounded by `HTTP_MAX_CONNECTIONS_PER_CLIENT`.
 pub(super) struct ClientSlots {
@@ -34,10 +36,7 @@ impl ClientSlots {
         if self.limit == 0 {
             return Ok(None);
         }
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut held = self.held.lock();
         let count = held.entry(addr).or_insert(0);
         if *count >= self.limit {
             return Err(ClientFull);
@@ -52,11 +51,7 @@ impl ClientSlots {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut held = self
-            .slots
-            .held
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut held = self.slots.held.lock();
         if let Some(count) = held.get_mut(&self.addr) {
             *count -= 1;
             if *count == 0 {
@@ -88,6 +83,6 @@ mod tests {
         let slots = ClientSlots::new(0);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(slots.take(a).unwrap().is_none());
-        assert!(slots.held.lock().unwrap().is_empty());
+        assert!(slots.held.lock().is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -301,10 +302,7 @@ impl RequestContext {
             Err(never) => match never {},
         };
         let slot = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            *conn
-                .upgraded_slot
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()) = slot;
+            *conn.upgraded_slot.lock() = slot;
             None
         } else {
             slot

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -197,10 +198,8 @@ impl FrontDoor {
         tokio::time::sleep(EXHAUSTED_BACKOFF).await;
     }
 
-    fn open_table(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn open_table(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
+        self.open.lock()
     }
 }
 

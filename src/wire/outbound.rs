@@ -8,9 +8,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -118,9 +119,7 @@ impl OutboundSender {
         }
         let bytes = item.bytes();
         {
-            let Ok(mut queue) = self.shared.queue.lock() else {
-                return false;
-            };
+            let mut queue = self.shared.queue.lock();
             let full = queue.items.len() >= self.shared.max_items
                 || (!queue.items.is_empty() && queue.bytes + bytes > self.shared.max_bytes);
             if full {
@@ -168,7 +167,7 @@ impl OutboundReceiver {
 
     /// The next queued item, if any, without waiting.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let mut queue = self.shared.queue.lock().ok()?;
+        let mut queue = self.shared.queue.lock();
         let item = queue.items.pop_front()?;
         queue.bytes -= item.bytes();
         // Give back the memory of a burst once it has been written.
@@ -182,9 +181,8 @@ impl OutboundReceiver {
 impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        if let Ok(mut queue) = self.shared.queue.lock() {
-            *queue = Queue::default();
-        }
+        let mut queue = self.shared.queue.lock();
+        *queue = Queue::default();
     }
 }
 

@@ -1,7 +1,9 @@
 //! What one socket knows about itself — who it is, which project it shows, which job it
 //! follows — and the replies it queues. Shared by the socket loop and every handler.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use uuid::Uuid;
 
@@ -57,11 +59,8 @@ impl Connection {
         self.sink.send(Outbound::Close(code, reason));
     }
 
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        match self.session.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    fn session(&self) -> parking_lot::MutexGuard<'_, Session> {
+        self.session.lock()
     }
 
     /// The signed-in user, once the connection has authenticated.
