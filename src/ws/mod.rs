@@ -3,6 +3,7 @@
 mod connection;
 mod handlers;
 mod history;
+mod job_control;
 mod session;
 mod versions;
 

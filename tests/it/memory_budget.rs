@@ -3,7 +3,9 @@
 //! amount of memory (RSS read from /proc), and the project's `projectSelected` afterwards
 //! stays small, with the cut answer marked.
 
-use crate::support::fake_modal::{assistant_text, FakeModal, Script};
+use std::time::Duration;
+
+use crate::support::fake_modal::{assistant_text, FakeModal, Script, Step};
 use crate::support::modal_relay_process::RelayProcess;
 use crate::support::relay::{stream_text, token, Client};
 use serde_json::json;
@@ -26,12 +28,25 @@ fn event_text(n: usize) -> String {
 
 #[tokio::test]
 async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
+    // Paced in bursts of 20 events (160 KB) as a real upstream's reads arrive; an unpaced
+    // 24 MB burst on two busy cores can outrun the reading client, which the relay then
+    // closes as too slow by design (its outbound queue is bounded too).
     let fake = FakeModal::start(|_| {
-        Script::wrap_cli(
+        let Script::Stream(steps) = Script::wrap_cli(
             (0..EVENTS)
                 .map(|n| assistant_text(&event_text(n)))
                 .collect(),
-        )
+        ) else {
+            unreachable!("wrap_cli makes a stream")
+        };
+        let mut paced = Vec::with_capacity(steps.len() + EVENTS / 20);
+        for (i, step) in steps.into_iter().enumerate() {
+            paced.push(step);
+            if i % 20 == 19 {
+                paced.push(Step::Sleep(Duration::from_millis(2)));
+            }
+        }
+        Script::Stream(paced)
     })
     .await;
     let data = tempfile::tempdir().unwrap();
