@@ -280,6 +280,35 @@ pub struct LegacyConfig {
     pub upstream_url: String,
 }
 
+/// Running as one of several replicas (README "Scaling"), and the job leases every mode uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterConfig {
+    /// Redis shared by the replicas; empty = a single embedded instance.
+    pub redis_url: Secret,
+    /// How often the owner renews its jobs' leases and every instance sweeps expired ones.
+    pub lease_renew_secs: u64,
+    /// How long a lease outlives its last renewal (database time).
+    pub lease_ttl_secs: u64,
+    /// Most events a job's Redis stream keeps.
+    pub stream_max_events: usize,
+    /// Most bytes of frames a job's Redis stream keeps.
+    pub stream_max_bytes: usize,
+    /// How long a job's stream stays after its terminal event.
+    pub stream_expire_secs: u64,
+    /// Bytes of events waiting to be written to Redis; beyond, events skip Redis (a gap).
+    pub publish_queue_bytes: usize,
+}
+
+impl ClusterConfig {
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_secs(self.lease_renew_secs)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
@@ -293,6 +322,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub game: GameConfig,
     pub legacy: LegacyConfig,
+    pub cluster: ClusterConfig,
 }
 
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
@@ -427,6 +457,17 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
     ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
     ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
+    ("REDIS_URL", "cluster.redis_url", Kind::Str),
+    ("JOB_LEASE_RENEW_SECS", "cluster.lease_renew_secs", Kind::Int),
+    ("JOB_LEASE_TTL_SECS", "cluster.lease_ttl_secs", Kind::Int),
+    ("JOB_STREAM_MAX_EVENTS", "cluster.stream_max_events", Kind::Int),
+    ("JOB_STREAM_MAX_BYTES", "cluster.stream_max_bytes", Kind::Int),
+    ("JOB_STREAM_EXPIRE_SECS", "cluster.stream_expire_secs", Kind::Int),
+    (
+        "REDIS_PUBLISH_QUEUE_BYTES",
+        "cluster.publish_queue_bytes",
+        Kind::Int,
+    ),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -574,6 +615,26 @@ impl Config {
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_renew_secs == 0 {
+            return Err(invalid("JOB_LEASE_RENEW_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_ttl_secs < 2 * self.cluster.lease_renew_secs {
+            return Err(invalid(
+                "JOB_LEASE_TTL_SECS",
+                "must be at least twice JOB_LEASE_RENEW_SECS",
+            ));
+        }
+        if !self.cluster.redis_url.is_empty()
+            && redis::Client::open(self.cluster.redis_url.expose()).is_err()
+        {
+            return Err(invalid("REDIS_URL", "not a valid redis:// URL"));
+        }
+        if self.cluster.stream_max_events == 0 || self.cluster.stream_max_bytes < 1024 {
+            return Err(invalid(
+                "JOB_STREAM_MAX_EVENTS",
+                "streams need at least 1 event and 1024 bytes (JOB_STREAM_MAX_BYTES)",
+            ));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::bus::{state_from_database, JobBus};
 use super::channel::JobChannel;
 use super::limits::{SlotError, SlotLimiter};
 use super::prompt::PromptTemplate;
@@ -22,7 +23,7 @@ use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
 use crate::backend::{BackendKind, RunRequest};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
+use crate::store::{JobStart, JobUpdate, Lease, QuotaKind, Store, StoreError};
 
 /// A job running in this process.
 pub struct LiveJob {
@@ -30,11 +31,13 @@ pub struct LiveJob {
     pub user_id: Uuid,
     pub project_id: Uuid,
     pub backend: BackendKind,
-    pub channel: JobChannel,
+    pub channel: Arc<JobChannel>,
     pub started_at: Instant,
     row: Mutex<JobRow>,
     cancel: CancellationToken,
     finished: CancellationToken,
+    /// The row as another instance ended it (a cancel or a sweep written to the database).
+    ended_elsewhere: std::sync::OnceLock<JobRow>,
 }
 
 impl LiveJob {
@@ -56,6 +59,10 @@ impl LiveJob {
 
     pub(super) fn mark_finished(&self) {
         self.finished.cancel();
+    }
+
+    pub(super) fn ended_elsewhere(&self) -> Option<&JobRow> {
+        self.ended_elsewhere.get()
     }
 }
 
@@ -120,6 +127,10 @@ pub struct JobsConfig {
     pub cancel_wait: Duration,
     /// Absolute data directory (the local CLI's workspaces live below it).
     pub data_dir: PathBuf,
+    /// This instance's lease on the jobs it runs.
+    pub lease: Lease,
+    /// How often leases are renewed and expired ones swept.
+    pub lease_renew: Duration,
 }
 
 /// A failure kept for the ops console.
@@ -145,6 +156,7 @@ pub struct Jobs {
     pub(super) store: Arc<dyn Store>,
     pub(super) selector: Arc<BackendSelector>,
     pub(super) config: JobsConfig,
+    bus: Arc<dyn JobBus>,
     limiter: SlotLimiter,
     quota: QuotaPolicy,
     prompt: PromptTemplate,
@@ -161,6 +173,7 @@ impl Jobs {
     pub fn new(
         store: Arc<dyn Store>,
         selector: Arc<BackendSelector>,
+        bus: Arc<dyn JobBus>,
         limiter: SlotLimiter,
         quota: QuotaPolicy,
         prompt: PromptTemplate,
@@ -169,6 +182,7 @@ impl Jobs {
         Arc::new(Self {
             store,
             selector,
+            bus,
             config,
             limiter,
             quota,
@@ -180,6 +194,25 @@ impl Jobs {
             recent_failures: Mutex::new(std::collections::VecDeque::new()),
             aborted: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This process's instance id (job rows name it as their owner).
+    pub fn instance(&self) -> Uuid {
+        self.config.lease.instance
+    }
+
+    pub fn bus(&self) -> &Arc<dyn JobBus> {
+        &self.bus
+    }
+
+    /// The channel to follow the unfinished job `row` through: its own when it runs here,
+    /// else a mirror of the instance running it (`None` on a single instance).
+    pub fn channel_for(&self, row: &JobRow) -> Option<Arc<JobChannel>> {
+        match self.live(row.id) {
+            Some(job) => Some(Arc::clone(&job.channel)),
+            None if row.status.is_active() => self.bus.follow(row),
+            None => None,
+        }
     }
 
     pub fn live_for_project(&self, project_id: Uuid) -> Option<Arc<LiveJob>> {
@@ -253,6 +286,9 @@ impl Jobs {
         if !self.is_accepting() {
             return Err(StartError::Draining);
         }
+        // One start per user at a time across the cluster (the process's own lock below
+        // serializes a project within this instance).
+        let _turn = self.bus.start_turn(who.user_id).await;
         let _serialized = self.project_lock(project_id).await;
         if let Some(job) = self.live_for_project(project_id) {
             if let Some(row) = job.row() {
@@ -263,6 +299,17 @@ impl Jobs {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
         let backend = self.selector.pick()?;
+        if self.bus.is_clustered() {
+            // Jobs on every instance count: the database knows them all.
+            let jobs = self.store.active_jobs_for_user(who.user_id).await?;
+            if jobs.len() >= self.limiter.per_user_limit() {
+                return Err(StartError::UserLimit {
+                    limit: self.limiter.per_user_limit(),
+                    in_progress: jobs.len(),
+                    jobs,
+                });
+            }
+        }
         let slot = match self.limiter.try_acquire(who.user_id) {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
@@ -289,7 +336,13 @@ impl Jobs {
         let job_id = Uuid::now_v7();
         let row = match self
             .store
-            .start_job(who.user_id, project_id, job_id, Utc::now())
+            .start_job(
+                who.user_id,
+                project_id,
+                job_id,
+                Utc::now(),
+                &self.config.lease,
+            )
             .await?
         {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
@@ -300,11 +353,17 @@ impl Jobs {
             user_id: who.user_id,
             project_id,
             backend: backend.kind(),
-            channel: JobChannel::new(who.user_id, project_id),
+            channel: Arc::new(JobChannel::new(
+                job_id,
+                who.user_id,
+                project_id,
+                Some(Arc::clone(&self.bus)),
+            )),
             started_at: Instant::now(),
             row: Mutex::new(row.clone()),
             cancel: CancellationToken::new(),
             finished: CancellationToken::new(),
+            ended_elsewhere: std::sync::OnceLock::new(),
         });
         if let Ok(mut maps) = self.maps.lock() {
             maps.by_id.insert(job_id, Arc::clone(&job));
@@ -379,7 +438,23 @@ impl Jobs {
         if !row.status.is_active() {
             return Ok(CancelOutcome::AlreadyFinished);
         }
-        // Unfinished in the database but not running here: an orphan or another instance's.
+        // Unfinished in the database but not running here: ask the instance running it,
+        // and wait (bounded) for it to stop the work and end the row.
+        if self.bus.request_cancel(job_id).await {
+            let deadline = tokio::time::Instant::now() + self.config.cancel_wait;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(REMOTE_CANCEL_POLL).await;
+                match self.store.get_job(job_id).await? {
+                    Some(row) if !row.status.is_active() => {
+                        return Ok(CancelOutcome::Cancelled(Some(row)));
+                    }
+                    Some(_) => {}
+                    None => return Err(CancelError::NotFound),
+                }
+            }
+        }
+        // Nobody answered (an orphan, or Redis is down): end the row here. A live owner sees
+        // it at its next lease renewal and stops the work then.
         let update = JobUpdate {
             status: Some(JobStatus::Cancelled),
             ..JobUpdate::default()
@@ -413,12 +488,57 @@ impl Jobs {
         self.store.active_job(project_id).await
     }
 
-    /// At start-up: jobs a previous process left unfinished can never finish now.
-    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
-        self.store
-            .fail_unfinished_jobs(
-                "サーバーの再起動により生成が中断されました。もう一度お試しください",
-            )
-            .await
+    /// Fail the jobs whose instance stopped renewing their lease (it died), and give their
+    /// followers on every instance the `failed` event. Jobs of live instances are never
+    /// touched. Returns how many were failed.
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let failure = crate::backend::Failure::instance_lost();
+        let rows = self.store.fail_expired_jobs(&failure.user_message).await?;
+        for row in &rows {
+            tracing::warn!(job_id = %row.id, user_id = %row.user_id, "job's instance stopped renewing its lease; failed");
+            let (message, _) = state_from_database(row);
+            self.bus.end_orphan(row, &message).await;
+        }
+        Ok(rows.len())
+    }
+
+    /// Extend the leases of the jobs running here. A job whose row another instance ended
+    /// (a cancel or sweep written to the database) is stopped. A store that cannot be
+    /// reached fails nothing: the leases are simply not extended this time.
+    pub async fn renew_leases(&self) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = running.iter().map(|job| job.id).collect();
+        let renewed = match self.store.renew_leases(&self.config.lease, &ids).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = ids.len(), "could not renew job leases");
+                return;
+            }
+        };
+        for job in running.iter().filter(|job| !renewed.contains(&job.id)) {
+            match self.store.get_job(job.id).await {
+                Ok(Some(row)) if !row.status.is_active() => {
+                    tracing::info!(job_id = %job.id, status = row.status.as_str(), "job ended by another instance");
+                    let _ = job.ended_elsewhere.set(row);
+                    job.cancel.cancel();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read a job whose lease was not renewed"),
+            }
+        }
+    }
+
+    /// Another instance asked to cancel `job_id`: stop it if it runs here.
+    pub fn cancel_requested(&self, job_id: Uuid) {
+        if let Some(job) = self.live(job_id) {
+            tracing::info!(%job_id, "cancel requested by another instance");
+            job.cancel.cancel();
+        }
     }
 }
+
+/// How often a cancel of another instance's job checks whether the row ended.
+const REMOTE_CANCEL_POLL: Duration = Duration::from_millis(50);

@@ -28,7 +28,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, JobStatus, Project};
-use super::{JobStart, JobUpdate, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError};
+use super::{
+    JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError,
+};
 use crate::auth::Identity;
 
 /// Supabase's own `statement_timeout` for `authenticated`; role settings are not applied by a
@@ -530,7 +532,9 @@ impl Store for PostgresStore {
         project_id: Uuid,
         job_id: Uuid,
         now: DateTime<Utc>,
+        lease: &Lease,
     ) -> Result<JobStart, StoreError> {
+        let ttl_ms = lease.ttl_millis();
         let mut conn = self.connection().await?;
         let tx = begin(&mut conn, Scope::Service).await?;
         // Serialises check-then-insert per project across connections and relay instances
@@ -549,14 +553,18 @@ impl Store for PostgresStore {
         let row = query_one(
             &tx,
             &format!(
-                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'pending', 0, $4, $4) RETURNING {JOB_COLUMNS}"
+                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
+                                   owner_instance, lease_expires_at)
+                 VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5, now() + $6 * interval '1 millisecond')
+                 RETURNING {JOB_COLUMNS}"
             ),
             &[
                 (&job_id, Type::UUID),
                 (&user_id, Type::UUID),
                 (&project_id, Type::UUID),
                 (&now, Type::TIMESTAMPTZ),
+                (&lease.instance, Type::UUID),
+                (&ttl_ms, Type::INT8),
             ],
         )
         .await?;
@@ -647,21 +655,47 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn fail_unfinished_jobs(&self, error: &str) -> Result<u64, StoreError> {
+    async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_ms = lease.ttl_millis();
+        let ids = job_ids.to_vec();
         let mut conn = self.connection().await?;
         let tx = begin(&mut conn, Scope::Service).await?;
-        let row = query_one(
+        // Database time (`now()`): a relay with a skewed clock still renews correctly.
+        let rows = query(
             &tx,
-            "WITH failed AS (
-                UPDATE jobs SET status = 'failed', error = $1, updated_at = now()
-                WHERE status IN ('pending', 'processing') RETURNING 1)
-             SELECT count(*) FROM failed",
+            "UPDATE jobs SET owner_instance = $1,
+                             lease_expires_at = now() + $2 * interval '1 millisecond'
+             WHERE id = ANY($3) AND status IN ('pending', 'processing') RETURNING id",
+            &[
+                (&lease.instance, Type::UUID),
+                (&ttl_ms, Type::INT8),
+                (&ids, Type::UUID_ARRAY),
+            ],
+        )
+        .await?;
+        commit(tx).await?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError> {
+        let mut conn = self.connection().await?;
+        let tx = begin(&mut conn, Scope::Service).await?;
+        let rows = query(
+            &tx,
+            &format!(
+                "UPDATE jobs SET status = 'failed', error = $1, updated_at = now()
+                 WHERE status IN ('pending', 'processing')
+                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                 RETURNING {JOB_COLUMNS}"
+            ),
             &[(&error, Type::TEXT)],
         )
         .await?;
         commit(tx).await?;
-        let count: i64 = get(&row, 0)?;
-        u64::try_from(count).map_err(|_| decode_err("row count"))
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn plan(&self, user_id: Uuid) -> Result<String, StoreError> {

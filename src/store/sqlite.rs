@@ -11,7 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::models::{iso_millis, ActiveJobInfo, ChatRole, HistoryItem, JobRow, JobStatus, Project};
-use super::{JobStart, JobUpdate, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError};
+use super::{
+    JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError,
+};
 use crate::auth::Identity;
 
 /// Each entry moves the schema one version forward; never edit a released entry.
@@ -72,6 +74,9 @@ CREATE TABLE usage_quotas (
     messages_sent    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, quota_date)
 );
+"#, r#"
+ALTER TABLE jobs ADD COLUMN owner_instance TEXT;
+ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;
 "#];
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -145,6 +150,11 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRow> {
 
 fn now_text() -> String {
     iso_millis(&Utc::now())
+}
+
+/// When a lease taken or renewed now expires. One machine's clock is the database's clock here.
+fn lease_expiry(lease: &Lease) -> String {
+    iso_millis(&(Utc::now() + chrono::Duration::milliseconds(lease.ttl_millis())))
 }
 
 fn today() -> String {
@@ -459,12 +469,14 @@ impl Store for SqliteStore {
         project_id: Uuid,
         job_id: Uuid,
         now: DateTime<Utc>,
+        lease: &Lease,
     ) -> Result<JobStart, StoreError> {
         let (uid, pid, jid) = (
             user_id.to_string(),
             project_id.to_string(),
             job_id.to_string(),
         );
+        let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
         self.call(move |c| {
             // IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -473,9 +485,10 @@ impl Store for SqliteStore {
             }
             let now = iso_millis(&now);
             tx.execute(
-                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)",
-                params![jid, uid, pid, now],
+                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
+                                   owner_instance, lease_expires_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5, ?6)",
+                params![jid, uid, pid, now, owner, expiry],
             )?;
             let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             tx.commit()?;
@@ -554,15 +567,44 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn fail_unfinished_jobs(&self, error: &str) -> Result<u64, StoreError> {
+    async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+        let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut renewed = Vec::with_capacity(ids.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET owner_instance = ?2, lease_expires_at = ?3
+                     WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING id",
+                )?;
+                for id in &ids {
+                    if let Some(raw) = stmt
+                        .query_row(params![id, owner, expiry], |row| row.get::<_, String>(0))
+                        .optional()?
+                    {
+                        renewed.push(parse_uuid(raw)?);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(renewed)
+        })
+        .await
+    }
+
+    async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError> {
         let error = error.to_string();
         self.call(move |c| {
-            c.execute(
+            let now = now_text();
+            let mut stmt = c.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2
-                 WHERE status IN ('pending', 'processing')",
-                params![error, now_text()],
-            )
-            .map(|n| n as u64)
+                 WHERE status IN ('pending', 'processing')
+                   AND (lease_expires_at IS NULL OR lease_expires_at < ?2)
+                 RETURNING {JOB_COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![error, now], job_from_row)?;
+            rows.collect()
         })
         .await
     }

@@ -16,7 +16,8 @@ use super::outbound::{Outbound, OutboundReceiver, OutboundSender};
 use super::protocol::{close, texts, ClientMessage, ServerMessage};
 use super::rate_limit::TokenBucket;
 use crate::auth::Identity;
-use crate::jobs::{LiveJob, SubscriptionKind};
+use crate::jobs::channel::JobChannel;
+use crate::jobs::SubscriptionKind;
 use crate::metrics::{gauge_add, METRICS};
 use crate::state::AppState;
 
@@ -24,8 +25,9 @@ use crate::state::AppState;
 struct Session {
     identity: Option<Identity>,
     current_project: Option<Uuid>,
-    /// The one job this socket follows (ws-protocol §5.7).
-    following: Option<Arc<LiveJob>>,
+    /// The channel of the one job this socket follows (ws-protocol §5.7): the job's own
+    /// when it runs here, a mirror when another instance runs it.
+    following: Option<Arc<JobChannel>>,
 }
 
 pub struct Connection {
@@ -67,8 +69,8 @@ impl Connection {
             .is_some_and(|old| old.user_id != identity.user_id)
         {
             session.current_project = None;
-            if let Some(job) = session.following.take() {
-                job.channel.unsubscribe(self.id);
+            if let Some(channel) = session.following.take() {
+                channel.unsubscribe(self.id);
             }
         }
         session.identity = Some(identity);
@@ -85,26 +87,22 @@ impl Connection {
         self.session().current_project = project_id;
     }
 
-    /// Follow `job` instead of whatever this socket followed before.
-    pub fn follow(&self, job: &Arc<LiveJob>, kind: SubscriptionKind, replay: bool) {
+    /// Follow the job of `channel` instead of whatever this socket followed before.
+    pub fn follow(&self, channel: &Arc<JobChannel>, kind: SubscriptionKind, replay: bool) {
         let mut session = self.session();
         if let Some(previous) = session.following.take() {
-            if previous.id != job.id {
-                previous.channel.unsubscribe(self.id);
+            if !Arc::ptr_eq(&previous, channel) {
+                previous.unsubscribe(self.id);
             }
         }
-        job.channel.subscribe(self.sink.clone(), kind, replay);
-        session.following = Some(Arc::clone(job));
-    }
-
-    pub fn following(&self) -> Option<Arc<LiveJob>> {
-        self.session().following.clone()
+        channel.subscribe(self.sink.clone(), kind, replay);
+        session.following = Some(Arc::clone(channel));
     }
 
     fn leave(&self) {
         let mut session = self.session();
-        if let Some(job) = session.following.take() {
-            job.channel.unsubscribe(self.id);
+        if let Some(channel) = session.following.take() {
+            channel.unsubscribe(self.id);
         }
         if session.identity.take().is_some() {
             gauge_add(&METRICS.sessions_authenticated, -1);
