@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL for tests/store_behaviour.rs (data-and-auth.md §5.2).
+# Throwaway PostgreSQL for tests/store_behaviour.rs (docs/data-and-auth.md §5.2).
 #
 #   bash scripts/test-postgres.sh        start (or reuse) the cluster; prints `export DATABASE_URL=…`
 #   bash scripts/test-postgres.sh stop   stop it and delete its files

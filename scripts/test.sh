@@ -11,8 +11,8 @@ bash scripts/install-test-deps.sh
 bash scripts/test-postgres.sh >/dev/null
 export CLAUDE_BIN="${CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
 
-# Two cores: test binaries run one at a time, tests inside each in parallel.
+# Two cores: the unit tests, then the one integration binary (tests/it), four tests at a time.
 cargo test --all-targets --locked -- --test-threads=4
-RELAY_TEST_STORE=postgres cargo test --locked \
-    --test ws_relay --test ws_limits --test races --test drain --test restart --test quotas \
-    --test versions -- --test-threads=4
+# The WebSocket behaviour suites again, with PostgreSQL as the store.
+RELAY_TEST_STORE=postgres cargo test --locked --test it -- --test-threads=4 \
+    ws_relay:: ws_limits:: races:: drain:: restart:: quotas:: versions::

@@ -1,4 +1,4 @@
--- Supabase stand-in for tests: data-and-auth.md Appendices A, B and C, verbatim.
+-- Supabase stand-in for tests: docs/data-and-auth.md Appendices A, B and C, verbatim.
 -- The relay never creates these objects; in production Supabase owns them.
 -- Loaded by scripts/test-postgres.sh into the template database.
 

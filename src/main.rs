@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use dreamcore_relay::config::{Config, LogFormat};
-use dreamcore_relay::server::Relay;
+use dreamcore_relay::server::{Relay, RelayHandle};
 use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
@@ -93,7 +93,7 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         tracing::info!("listening on http://{address} (WebSocket on any path)");
-        spawn_reload_on_hangup(relay.app.clone());
+        spawn_reload_on_hangup(relay.handle());
         match relay.serve(listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -120,7 +120,7 @@ async fn shutdown_signal() {
 
 /// SIGHUP re-reads `RELAY_CONFIG` and `.env` (whose values win over the environment the
 /// process started with, which cannot change) and applies `USE_MODAL` to new jobs.
-fn spawn_reload_on_hangup(app: dreamcore_relay::state::AppState) {
+fn spawn_reload_on_hangup(relay: RelayHandle) {
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot install the SIGHUP handler; use the admin API to switch backends");
         return;
@@ -138,16 +138,12 @@ fn spawn_reload_on_hangup(app: dreamcore_relay::state::AppState) {
                     .or_else(|| std::env::var(key).ok())
             });
             match reloaded {
-                Ok(config) => match app.selector.set_mode(config.backend.use_modal) {
-                    Ok(()) => tracing::info!(
-                        use_modal = config.backend.use_modal.as_use_modal(),
-                        "SIGHUP: configuration reloaded"
-                    ),
-                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the current backend"),
-                },
-                Err(e) => tracing::error!("SIGHUP: configuration error, nothing changed: {e}"),
+                Ok(config) => relay.reload(&config),
+                Err(e) => {
+                    tracing::error!("SIGHUP: configuration error, nothing changed: {e}");
+                    relay.purge_keys();
+                }
             }
-            app.verifier.purge_keys();
         }
     });
 }

@@ -46,8 +46,46 @@ pub enum StartupError {
     Bus(#[from] BusError),
 }
 
+/// A relay built from its configuration, ready to serve.
 pub struct Relay {
-    pub app: AppState,
+    app: AppState,
+}
+
+/// What the binary and the tests may do with a relay that is serving: read-only views and
+/// the SIGHUP reload.
+#[derive(Clone)]
+pub struct RelayHandle {
+    app: AppState,
+}
+
+impl RelayHandle {
+    /// The absolute data directory the relay uses.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.app.config.server.data_dir
+    }
+
+    /// How many jobs run in this process now.
+    pub fn running_jobs(&self) -> usize {
+        self.app.jobs.running().len()
+    }
+
+    /// Apply a re-read configuration (SIGHUP): `USE_MODAL` for new jobs; cached JWKS keys
+    /// are purged either way.
+    pub fn reload(&self, config: &Config) {
+        match self.app.selector.set_mode(config.backend.use_modal) {
+            Ok(()) => tracing::info!(
+                use_modal = config.backend.use_modal.as_use_modal(),
+                "configuration reloaded"
+            ),
+            Err(e) => tracing::error!("reload: {e}; keeping the current backend"),
+        }
+        self.app.verifier.purge_keys();
+    }
+
+    /// Purge cached JWKS keys without changing anything else (a reload whose file was bad).
+    pub fn purge_keys(&self) {
+        self.app.verifier.purge_keys();
+    }
 }
 
 /// The absolute data directory, created if missing.
@@ -189,6 +227,13 @@ impl Relay {
         let app = AppState::new(config, verifier, store, jobs, selector, quota, modal_git);
         spawn_modal_prober(&app, http);
         Ok(Self { app })
+    }
+
+    /// A handle that stays valid while the relay serves.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle {
+            app: self.app.clone(),
+        }
     }
 
     /// Serve until `shutdown` resolves, then drain: refuse new jobs (`/ready` turns 503), let

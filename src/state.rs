@@ -12,8 +12,8 @@ use crate::backend::selector::BackendSelector;
 use crate::config::Config;
 use crate::jobs::quota::QuotaPolicy;
 use crate::jobs::Jobs;
+use crate::rate_limit::UserBuckets;
 use crate::store::Store;
-use crate::ws::rate_limit::UserBuckets;
 
 pub struct App {
     pub config: Config,

@@ -1,3 +1,5 @@
+//! Why a token was refused, and the exact text the browser is told.
+
 use thiserror::Error;
 
 /// Why a token was refused. `client_message` is the exact text sent in the `error` frame.
@@ -20,6 +22,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The exact text of the `error` frame the browser receives.
     pub fn client_message(&self) -> &'static str {
         match self {
             Self::Expired => "Token expired",
@@ -41,5 +44,24 @@ impl AuthError {
             Self::UnknownKey(_) => "unknown_key",
             Self::KeysUnavailable(_) => "keys_unavailable",
         }
+    }
+}
+
+/// Longest attacker-chosen header value copied into an error.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// Copy of an attacker-chosen header value short enough to put into an error.
+pub(super) fn clip(text: &str) -> String {
+    text.chars().take(MAX_ECHO_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_header_values_are_clipped() {
+        assert_eq!(clip(&"x".repeat(500)).len(), MAX_ECHO_CHARS);
+        assert_eq!(clip("short"), "short");
     }
 }

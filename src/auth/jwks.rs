@@ -1,7 +1,7 @@
 //! The Supabase JWKS as a key store: `kid` → (algorithm, key), refreshed from
 //! `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`.
 //!
-//! Timing rules (data-and-auth §4.3 item 6):
+//! Timing rules (docs/data-and-auth.md §4.3 item 6):
 //! * keys younger than the TTL are used as they are;
 //! * older keys keep being served for at most `max_stale` beyond the TTL while a background
 //!   refresh runs (and keeps failing, if the endpoint is down); after that verification waits
@@ -23,7 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::verifier::clip;
+use super::error::clip;
 use super::AuthError;
 
 /// A JWKS larger than this is not a Supabase key set; refuse it rather than buffer it.

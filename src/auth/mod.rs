@@ -1,4 +1,4 @@
-//! Supabase access-token verification, in-process (spec decision 8).
+//! Supabase access-token verification, in-process (docs/decisions.md, decision 8).
 
 mod dev;
 mod error;

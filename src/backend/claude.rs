@@ -1,6 +1,6 @@
 //! Claude Code `stream-json` lines → normalized backend events. Both backends see the same
 //! raw CLI events (Modal passes them through, the local process prints them), so both use
-//! this one interpretation (spec decision 2).
+//! this one interpretation (docs/decisions.md, decision 2).
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! Why a job failed, in the exact `failed` vocabulary of `modal-and-cli.md` §2.7, plus the
+//! Why a job failed, in the exact `failed` vocabulary of `docs/backends.md` §2.7, plus the
 //! relay's own codes for transport faults the upstream never reported.
 
 use serde::Deserialize;

@@ -1,4 +1,4 @@
-//! Modal's git actions on a project's volume (`apply_files` with `action`, modal-and-cli
+//! Modal's git actions on a project's volume (`apply_files` with `action`, docs/backends.md
 //! §5.3): the version list, one version's diff, and restoring a version.
 
 use std::time::Duration;

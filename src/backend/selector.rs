@@ -1,4 +1,4 @@
-//! Which backend a new job runs on. `USE_MODAL` can change while the relay runs (spec
+//! Which backend a new job runs on. `USE_MODAL` can change while the relay runs (docs/decisions.md,
 //! decision 10): the mode lives here, new jobs read it, running jobs keep the backend they
 //! started on. In `auto` mode, Modal failures that happened before any event (connect
 //! error, 5xx) trip a breaker that sends new jobs to the local CLI until a probe shows
@@ -33,7 +33,10 @@ pub struct BackendSelector {
     breaker: Mutex<Breaker>,
 }
 
+/// The backend selection as `/ready`, `/ops` and the admin API show it (camelCase, like
+/// every JSON body the relay writes).
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SelectorStatus {
     /// `true`, `false` or `auto`, as `USE_MODAL` spells it.
     pub use_modal: &'static str,

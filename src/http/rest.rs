@@ -1,6 +1,6 @@
-//! The REST calls the editor makes around the socket (ws-protocol §8): the access gate,
+//! The REST calls the editor makes around the socket (docs/protocol.md §8): the access gate,
 //! the daily quota, and signed preview URLs. Also the REST authentication shared by the
-//! other REST modules (data-and-auth §4.1: `Authorization: Bearer` or `X-Auth-Token`).
+//! other REST modules (docs/data-and-auth.md §4.1: `Authorization: Bearer` or `X-Auth-Token`).
 
 use std::sync::OnceLock;
 

@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::bus::{EventKind, JobBus};
 use crate::metrics::{counter_inc, METRICS};
-use crate::ws::outbound::{Outbound, OutboundSender};
-use crate::ws::protocol::ServerMessage;
+use crate::wire::outbound::{Outbound, OutboundSender};
+use crate::wire::protocol::ServerMessage;
 
 /// How a socket came to follow the job; decides whether `gameUpdated` follows `completed`
-/// (ws-protocol §4.2 step 8d and §5.6).
+/// (docs/protocol.md §4.2 step 8d and §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionKind {
     /// The socket sent the `message` that started or attached to the job.
@@ -29,7 +29,6 @@ struct Subscriber {
 }
 
 struct Entry {
-    seq: u64,
     frame: Utf8Bytes,
     completed: bool,
 }
@@ -79,10 +78,6 @@ impl JobChannel {
         .to_frame()
     }
 
-    pub fn job_id(&self) -> Uuid {
-        self.job_id
-    }
-
     /// Append an event and deliver it to every subscriber. Returns its sequence number.
     pub fn publish(&self, message: &ServerMessage) -> u64 {
         self.push(message.to_frame(), EventKind::of(message))
@@ -101,7 +96,6 @@ impl JobChannel {
             bus.append(self.job_id, seq, &frame, kind);
         }
         inner.log.push(Entry {
-            seq,
             frame: frame.clone(),
             completed,
         });
@@ -172,20 +166,18 @@ impl JobChannel {
     }
 
     /// Sequence number of the newest event (0 before the first).
-    pub fn last_seq(&self) -> u64 {
-        self.inner
-            .lock()
-            .map(|i| i.log.last().map_or(0, |e| e.seq))
-            .unwrap_or(0)
+    #[cfg(test)]
+    fn last_seq(&self) -> u64 {
+        self.inner.lock().map(|i| i.next_seq - 1).unwrap_or(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbound::OutboundSender;
+    use crate::wire::outbound::OutboundSender;
 
-    fn texts(rx: &mut crate::ws::outbound::OutboundReceiver) -> Vec<String> {
+    fn texts(rx: &mut crate::wire::outbound::OutboundReceiver) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
             match item {

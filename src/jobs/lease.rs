@@ -14,7 +14,7 @@ use super::registry::Jobs;
 /// Run the upkeep until `jobs` is dropped.
 pub fn spawn(jobs: &Arc<Jobs>) {
     let requests = jobs.bus().take_cancel_requests();
-    let every = jobs.config.lease_renew;
+    let every = jobs.lease_renew();
     let span = tracing::info_span!("leases", instance = %jobs.instance());
     tokio::spawn(upkeep(Arc::downgrade(jobs), every, requests).instrument(span));
 }

@@ -1,4 +1,4 @@
-//! Concurrency slots: per user and for the whole process (ws-protocol §5.1). A slot is an
+//! Concurrency slots: per user and for the whole process (docs/protocol.md §5.1). A slot is an
 //! RAII guard, so every path that ends a job — success, failure, cancel, panic — frees it.
 
 use std::collections::HashMap;
@@ -61,7 +61,9 @@ impl SlotLimiter {
         })
     }
 
-    pub fn in_use(&self) -> usize {
+    /// Slots held now, across users.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.counts.lock().map(|c| c.total).unwrap_or(0)
     }
 }

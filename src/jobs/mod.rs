@@ -3,15 +3,18 @@
 //! leases, daily quotas, prompts, and the runner that turns backend events into wire events.
 
 pub mod bus;
-pub mod channel;
+mod channel;
+mod engine;
+mod failures;
 pub mod lease;
 pub mod limits;
+mod live;
 pub mod prompt;
 pub mod quota;
-pub mod registry;
+mod registry;
+pub mod restore_marker;
 mod runner;
 
-pub use channel::SubscriptionKind;
-pub use registry::{
-    CancelError, CancelOutcome, Jobs, JobsConfig, LiveJob, RecentFailure, StartError, StartOutcome,
-};
+pub use channel::{JobChannel, SubscriptionKind};
+pub use engine::JobsConfig;
+pub use registry::{CancelError, Jobs, StartError, StartOutcome};

@@ -1,4 +1,4 @@
-//! Daily quotas per plan (data-and-auth §3.4): consume-first, one atomic check-and-increment
+//! Daily quotas per plan (docs/data-and-auth.md §3.4): consume-first, one atomic check-and-increment
 //! in the store, fail-open when the store cannot answer.
 
 use chrono::{DateTime, Duration, Utc};
@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::store::models::iso_millis;
 use crate::store::{QuotaKind, Store};
-use crate::ws::protocol::{CodedError, ErrorBody, ServerMessage};
+use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRefusal {

@@ -3,68 +3,31 @@
 //! has — the event log, subscribers, the cancel handle and the concurrency slot.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::bus::{state_from_database, JobBus};
 use super::channel::JobChannel;
+use super::engine::{Engine, JobsConfig};
+use super::failures::RecentFailure;
 use super::limits::{SlotError, SlotLimiter};
+use super::live::LiveJob;
 use super::prompt::PromptTemplate;
 use super::quota::{QuotaPolicy, QuotaRefusal};
 use super::runner;
 use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
-use crate::backend::{BackendKind, RunRequest};
+use crate::backend::{BackendKind, Failure, RunRequest};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, Lease, QuotaKind, Store, StoreError};
+use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
 
-/// A job running in this process.
-pub struct LiveJob {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub project_id: Uuid,
-    pub backend: BackendKind,
-    pub channel: Arc<JobChannel>,
-    pub started_at: Instant,
-    row: Mutex<JobRow>,
-    cancel: CancellationToken,
-    finished: CancellationToken,
-    /// The row as another instance ended it (a cancel or a sweep written to the database).
-    ended_elsewhere: std::sync::OnceLock<JobRow>,
-}
-
-impl LiveJob {
-    pub fn row(&self) -> Option<JobRow> {
-        self.row.lock().ok().map(|r| r.clone())
-    }
-
-    /// Mutate the in-memory row and return a copy for the event.
-    pub(super) fn update_row(&self, f: impl FnOnce(&mut JobRow)) -> Option<JobRow> {
-        let mut row = self.row.lock().ok()?;
-        f(&mut row);
-        row.updated_at = Utc::now();
-        Some(row.clone())
-    }
-
-    pub(super) fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    pub(super) fn mark_finished(&self) {
-        self.finished.cancel();
-    }
-
-    pub(super) fn ended_elsewhere(&self) -> Option<&JobRow> {
-        self.ended_elsewhere.get()
-    }
-}
+/// How often a cancel of another instance's job checks whether the row ended.
+const REMOTE_CANCEL_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub enum StartOutcome {
@@ -74,15 +37,6 @@ pub enum StartOutcome {
     Attached(Arc<LiveJob>, JobRow),
     /// The database has an unfinished job this process does not run (another instance).
     ExistingElsewhere(JobRow),
-}
-
-impl std::fmt::Debug for LiveJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveJob")
-            .field("id", &self.id)
-            .field("backend", &self.backend)
-            .finish()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +61,8 @@ pub enum StartError {
 
 #[derive(Debug)]
 pub enum CancelOutcome {
-    /// The job was unfinished and is now cancelled; its row.
-    Cancelled(Option<JobRow>),
+    /// The job was unfinished and is now cancelled.
+    Cancelled,
     /// The job had already finished; nothing changed.
     AlreadyFinished,
 }
@@ -121,52 +75,15 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
-pub struct JobsConfig {
-    pub job_timeout: Duration,
-    /// How long a cancel waits for the backend to wind down before answering.
-    pub cancel_wait: Duration,
-    /// Absolute data directory (the local CLI's workspaces live below it).
-    pub data_dir: PathBuf,
-    /// This instance's lease on the jobs it runs.
-    pub lease: Lease,
-    /// How often leases are renewed and expired ones swept.
-    pub lease_renew: Duration,
-}
-
-/// A failure kept for the ops console.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecentFailure {
-    pub at: String,
-    pub job_id: Uuid,
-    pub backend: BackendKind,
-    pub code: String,
-    pub detail: String,
-}
-
-const RECENT_FAILURES: usize = 50;
-
-#[derive(Default)]
-struct Maps {
-    by_id: HashMap<Uuid, Arc<LiveJob>>,
-    by_project: HashMap<Uuid, Uuid>,
-}
-
+/// Starts, finds, cancels and drains the jobs of this process.
 pub struct Jobs {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) selector: Arc<BackendSelector>,
-    pub(super) config: JobsConfig,
-    bus: Arc<dyn JobBus>,
+    engine: Arc<Engine>,
     limiter: SlotLimiter,
     quota: QuotaPolicy,
     prompt: PromptTemplate,
-    maps: Mutex<Maps>,
     start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
     accepting: AtomicBool,
-    recent_failures: Mutex<std::collections::VecDeque<RecentFailure>>,
-    /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
-    aborted: std::sync::OnceLock<crate::backend::Failure>,
 }
 
 impl Jobs {
@@ -180,29 +97,28 @@ impl Jobs {
         config: JobsConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
-            selector,
-            bus,
-            config,
+            engine: Arc::new(Engine::new(store, selector, bus, config)),
             limiter,
             quota,
             prompt,
-            maps: Mutex::new(Maps::default()),
             start_locks: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             accepting: AtomicBool::new(true),
-            recent_failures: Mutex::new(std::collections::VecDeque::new()),
-            aborted: std::sync::OnceLock::new(),
         })
     }
 
     /// This process's instance id (job rows name it as their owner).
     pub fn instance(&self) -> Uuid {
-        self.config.lease.instance
+        self.engine.instance()
+    }
+
+    /// How often leases are renewed and expired ones swept.
+    pub fn lease_renew(&self) -> Duration {
+        self.engine.config.lease_renew
     }
 
     pub fn bus(&self) -> &Arc<dyn JobBus> {
-        &self.bus
+        &self.engine.bus
     }
 
     /// The channel to follow the unfinished job `row` through: its own when it runs here,
@@ -210,26 +126,24 @@ impl Jobs {
     pub fn channel_for(&self, row: &JobRow) -> Option<Arc<JobChannel>> {
         match self.live(row.id) {
             Some(job) => Some(Arc::clone(&job.channel)),
-            None if row.status.is_active() => self.bus.follow(row),
+            None if row.status.is_active() => self.engine.bus.follow(row),
             None => None,
         }
     }
 
+    /// The project's job, if it runs in this process.
     pub fn live_for_project(&self, project_id: Uuid) -> Option<Arc<LiveJob>> {
-        let maps = self.maps.lock().ok()?;
-        let id = maps.by_project.get(&project_id)?;
-        maps.by_id.get(id).cloned()
+        self.engine.live.for_project(project_id)
     }
 
+    /// The job, if it runs in this process.
     pub fn live(&self, job_id: Uuid) -> Option<Arc<LiveJob>> {
-        self.maps.lock().ok()?.by_id.get(&job_id).cloned()
+        self.engine.live.get(job_id)
     }
 
+    /// Every job running in this process.
     pub fn running(&self) -> Vec<Arc<LiveJob>> {
-        self.maps
-            .lock()
-            .map(|m| m.by_id.values().cloned().collect())
-            .unwrap_or_default()
+        self.engine.live.all()
     }
 
     pub fn is_accepting(&self) -> bool {
@@ -251,15 +165,10 @@ impl Jobs {
 
     /// End every running job as failed-recoverable (a drain that ran out of time).
     pub fn abort_all(&self) {
-        let _ = self.aborted.set(crate::backend::Failure::server_shutdown());
+        self.engine.abort_with(Failure::server_shutdown());
         for job in self.running() {
-            job.cancel.cancel();
+            job.request_cancel();
         }
-    }
-
-    /// Why cancelled jobs end as failures, when the instance is shutting down.
-    pub(super) fn abort_reason(&self) -> Option<crate::backend::Failure> {
-        self.aborted.get().cloned()
     }
 
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
@@ -288,20 +197,20 @@ impl Jobs {
         }
         // One start per user at a time across the cluster (the process's own lock below
         // serializes a project within this instance).
-        let _turn = self.bus.start_turn(who.user_id).await;
+        let _turn = self.engine.bus.start_turn(who.user_id).await;
         let _serialized = self.project_lock(project_id).await;
         if let Some(job) = self.live_for_project(project_id) {
             if let Some(row) = job.row() {
                 return Ok(StartOutcome::Attached(job, row));
             }
         }
-        if let Some(row) = self.store.active_job(project_id).await? {
+        if let Some(row) = self.engine.store.active_job(project_id).await? {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
-        let backend = self.selector.pick()?;
-        if self.bus.is_clustered() {
+        let backend = self.engine.selector.pick()?;
+        if self.engine.bus.is_clustered() {
             // Jobs on every instance count: the database knows them all.
-            let jobs = self.store.active_jobs_for_user(who.user_id).await?;
+            let jobs = self.engine.store.active_jobs_for_user(who.user_id).await?;
             if jobs.len() >= self.limiter.per_user_limit() {
                 return Err(StartError::UserLimit {
                     limit: self.limiter.per_user_limit(),
@@ -314,6 +223,7 @@ impl Jobs {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
                 let jobs = self
+                    .engine
                     .store
                     .active_jobs_for_user(who.user_id)
                     .await
@@ -327,52 +237,43 @@ impl Jobs {
             Err(SlotError::System) => return Err(StartError::SystemBusy),
         };
         self.quota
-            .consume(self.store.as_ref(), who.user_id, QuotaKind::MessagesSent)
+            .consume(
+                self.engine.store.as_ref(),
+                who.user_id,
+                QuotaKind::MessagesSent,
+            )
             .await
             .map_err(StartError::Quota)?;
-        self.store
+        self.engine
+            .store
             .add_user_message(who, project_id, content)
             .await?;
         let job_id = Uuid::now_v7();
         let row = match self
+            .engine
             .store
             .start_job(
                 who.user_id,
                 project_id,
                 job_id,
                 Utc::now(),
-                &self.config.lease,
+                &self.engine.config.lease,
             )
             .await?
         {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
             JobStart::Created(row) => row,
         };
-        let job = Arc::new(LiveJob {
-            id: job_id,
-            user_id: who.user_id,
-            project_id,
-            backend: backend.kind(),
-            channel: Arc::new(JobChannel::new(
-                job_id,
-                who.user_id,
-                project_id,
-                Some(Arc::clone(&self.bus)),
-            )),
-            started_at: Instant::now(),
-            row: Mutex::new(row.clone()),
-            cancel: CancellationToken::new(),
-            finished: CancellationToken::new(),
-            ended_elsewhere: std::sync::OnceLock::new(),
-        });
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.insert(job_id, Arc::clone(&job));
-            maps.by_project.insert(project_id, job_id);
-        }
+        let job = Arc::new(LiveJob::new(
+            row.clone(),
+            backend.kind(),
+            Arc::clone(&self.engine.bus),
+        ));
+        self.engine.live.insert(&job);
         let workspace = match backend.kind() {
             BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),
             BackendKind::Local => crate::backend::local_cli::project_dir(
-                &self.config.data_dir,
+                &self.engine.config.data_dir,
                 who.user_id,
                 project_id,
             )
@@ -385,37 +286,20 @@ impl Jobs {
             project_id,
             prompt: self.prompt.render(&workspace, content),
         };
-        let jobs = Arc::clone(self);
-        self.tracker
-            .spawn(runner::run(jobs, Arc::clone(&job), backend, request, slot));
+        let engine = Arc::clone(&self.engine);
+        self.tracker.spawn(runner::run(
+            engine,
+            Arc::clone(&job),
+            backend,
+            request,
+            slot,
+        ));
         Ok(StartOutcome::Started(job, row))
-    }
-
-    pub(super) fn record_failure(&self, failure: RecentFailure) {
-        if let Ok(mut recent) = self.recent_failures.lock() {
-            if recent.len() == RECENT_FAILURES {
-                recent.pop_back();
-            }
-            recent.push_front(failure);
-        }
     }
 
     /// Newest first.
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
-        self.recent_failures
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Forget a finished job (called by its runner just before the terminal event).
-    pub(super) fn unregister(&self, job: &LiveJob) {
-        if let Ok(mut maps) = self.maps.lock() {
-            maps.by_id.remove(&job.id);
-            if maps.by_project.get(&job.project_id) == Some(&job.id) {
-                maps.by_project.remove(&job.project_id);
-            }
-        }
+        self.engine.failures.snapshot()
     }
 
     /// Cancel a job the user owns. Waits (bounded) until the backend stopped and the
@@ -425,11 +309,12 @@ impl Jobs {
             if job.user_id != user_id {
                 return Err(CancelError::NotFound);
             }
-            job.cancel.cancel();
-            let _ = tokio::time::timeout(self.config.cancel_wait, job.finished.cancelled()).await;
-            return Ok(CancelOutcome::Cancelled(job.row()));
+            job.request_cancel();
+            let _ = tokio::time::timeout(self.engine.config.cancel_wait, job.finished()).await;
+            return Ok(CancelOutcome::Cancelled);
         }
         let row = self
+            .engine
             .store
             .get_job(job_id)
             .await?
@@ -440,14 +325,12 @@ impl Jobs {
         }
         // Unfinished in the database but not running here: ask the instance running it,
         // and wait (bounded) for it to stop the work and end the row.
-        if self.bus.request_cancel(job_id).await {
-            let deadline = tokio::time::Instant::now() + self.config.cancel_wait;
+        if self.engine.bus.request_cancel(job_id).await {
+            let deadline = tokio::time::Instant::now() + self.engine.config.cancel_wait;
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(REMOTE_CANCEL_POLL).await;
-                match self.store.get_job(job_id).await? {
-                    Some(row) if !row.status.is_active() => {
-                        return Ok(CancelOutcome::Cancelled(Some(row)));
-                    }
+                match self.engine.store.get_job(job_id).await? {
+                    Some(row) if !row.status.is_active() => return Ok(CancelOutcome::Cancelled),
                     Some(_) => {}
                     None => return Err(CancelError::NotFound),
                 }
@@ -459,9 +342,8 @@ impl Jobs {
             status: Some(JobStatus::Cancelled),
             ..JobUpdate::default()
         };
-        Ok(CancelOutcome::Cancelled(
-            self.store.update_job(job_id, &update).await?,
-        ))
+        self.engine.store.update_job(job_id, &update).await?;
+        Ok(CancelOutcome::Cancelled)
     }
 
     /// A job row the user owns (live copy first).
@@ -474,6 +356,7 @@ impl Jobs {
             return Ok(job.row().filter(|r| r.user_id == user_id));
         }
         Ok(self
+            .engine
             .store
             .get_job(job_id)
             .await?
@@ -485,19 +368,23 @@ impl Jobs {
         if let Some(job) = self.live_for_project(project_id) {
             return Ok(job.row());
         }
-        self.store.active_job(project_id).await
+        self.engine.store.active_job(project_id).await
     }
 
     /// Fail the jobs whose instance stopped renewing their lease (it died), and give their
     /// followers on every instance the `failed` event. Jobs of live instances are never
     /// touched. Returns how many were failed.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        let failure = crate::backend::Failure::instance_lost();
-        let rows = self.store.fail_expired_jobs(&failure.user_message).await?;
+        let failure = Failure::instance_lost();
+        let rows = self
+            .engine
+            .store
+            .fail_expired_jobs(&failure.user_message)
+            .await?;
         for row in &rows {
             tracing::warn!(job_id = %row.id, user_id = %row.user_id, "job's instance stopped renewing its lease; failed");
             let (message, _) = state_from_database(row);
-            self.bus.end_orphan(row, &message).await;
+            self.engine.bus.end_orphan(row, &message).await;
         }
         Ok(rows.len())
     }
@@ -511,7 +398,8 @@ impl Jobs {
             return;
         }
         let ids: Vec<Uuid> = running.iter().map(|job| job.id).collect();
-        let renewed = match self.store.renew_leases(&self.config.lease, &ids).await {
+        let store = &self.engine.store;
+        let renewed = match store.renew_leases(&self.engine.config.lease, &ids).await {
             Ok(renewed) => renewed,
             Err(e) => {
                 tracing::warn!(error = %e, jobs = ids.len(), "could not renew job leases");
@@ -519,14 +407,15 @@ impl Jobs {
             }
         };
         for job in running.iter().filter(|job| !renewed.contains(&job.id)) {
-            match self.store.get_job(job.id).await {
+            match store.get_job(job.id).await {
                 Ok(Some(row)) if !row.status.is_active() => {
                     tracing::info!(job_id = %job.id, status = row.status.as_str(), "job ended by another instance");
-                    let _ = job.ended_elsewhere.set(row);
-                    job.cancel.cancel();
+                    job.end_as(row);
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not read a job whose lease was not renewed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read a job whose lease was not renewed")
+                }
             }
         }
     }
@@ -535,10 +424,7 @@ impl Jobs {
     pub fn cancel_requested(&self, job_id: Uuid) {
         if let Some(job) = self.live(job_id) {
             tracing::info!(%job_id, "cancel requested by another instance");
-            job.cancel.cancel();
+            job.request_cancel();
         }
     }
 }
-
-/// How often a cancel of another instance's job checks whether the row ended.
-const REMOTE_CANCEL_POLL: Duration = Duration::from_millis(50);

@@ -10,13 +10,16 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::engine::Engine;
+use super::failures::RecentFailure;
 use super::limits::Slot;
-use super::registry::{Jobs, LiveJob, RecentFailure};
+use super::live::LiveJob;
+use super::restore_marker::marker_path;
 use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
 use crate::metrics::METRICS;
 use crate::store::models::{ChatRole, JobRow, JobStatus};
 use crate::store::{JobUpdate, Store};
-use crate::ws::protocol::{JobResult, ServerMessage};
+use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// Shown when the agent wrote no text of its own.
 pub(super) const DEFAULT_COMPLETION: &str = "ゲームを更新しました";
@@ -30,7 +33,7 @@ enum Outcome {
     Cancelled,
 }
 
-/// Progress as upstream computes it (modal-and-cli §3.3/§3.4): status lines +10 (the first
+/// Progress as upstream computes it (docs/backends.md §3.3/§3.4): status lines +10 (the first
 /// lands on 30), tool uses +15, never above 90 before the end.
 struct ProgressMeter {
     value: i32,
@@ -48,7 +51,7 @@ impl ProgressMeter {
 }
 
 pub(super) async fn run(
-    jobs: Arc<Jobs>,
+    engine: Arc<Engine>,
     job: Arc<LiveJob>,
     backend: Arc<dyn Backend>,
     request: RunRequest,
@@ -56,7 +59,7 @@ pub(super) async fn run(
 ) {
     let span = tracing::info_span!(
         "job",
-        instance = %jobs.instance(),
+        instance = %engine.instance(),
         job_id = %job.id,
         user_id = %job.user_id,
         project_id = %job.project_id,
@@ -67,14 +70,14 @@ pub(super) async fn run(
         METRICS.job_state("processing", backend_name, 1);
         tracing::info!("job started");
 
-        let (row_tx, writer) = spawn_progress_writer(Arc::clone(&jobs.store), job.id);
-        let outcome = drive(&jobs, &job, backend.as_ref(), request, &row_tx).await;
+        let (row_tx, writer) = spawn_progress_writer(Arc::clone(&engine.store), job.id);
+        let outcome = drive(&engine, &job, backend.as_ref(), request, &row_tx).await;
         // The terminal write is guarded by status, so an in-flight progress write can never
         // overwrite it; stop the writer instead of waiting out its interval.
         drop(row_tx);
         writer.abort();
 
-        finish(&jobs, &job, outcome, slot).await;
+        finish(&engine, &job, outcome, slot).await;
         METRICS.job_state("processing", backend_name, -1);
         METRICS
             .job_duration
@@ -86,7 +89,7 @@ pub(super) async fn run(
 
 /// Run the backend until a terminal event, a cancel or the job timeout.
 async fn drive(
-    jobs: &Jobs,
+    engine: &Engine,
     job: &LiveJob,
     backend: &dyn Backend,
     request: RunRequest,
@@ -97,7 +100,7 @@ async fn drive(
             status: Some(JobStatus::Processing),
             ..JobUpdate::default()
         };
-        if let Err(e) = jobs.store.update_job(job.id, &update).await {
+        if let Err(e) = engine.store.update_job(job.id, &update).await {
             tracing::warn!(error = %e, "could not persist processing status");
         }
         job.channel.publish(&ServerMessage::Started { job: row });
@@ -119,7 +122,7 @@ async fn drive(
 
     let backend_cancel = job.cancel_token().child_token();
     let mut events = backend.run(request, backend_cancel.clone());
-    let timeout = tokio::time::sleep(jobs.config.job_timeout);
+    let timeout = tokio::time::sleep(engine.config.job_timeout);
     tokio::pin!(timeout);
     let mut meter = ProgressMeter { value: 20 };
     let mut answer = String::new();
@@ -131,7 +134,7 @@ async fn drive(
     let outcome = loop {
         tokio::select! {
             biased;
-            _ = &mut cancelled => break match (job.ended_elsewhere(), jobs.abort_reason()) {
+            _ = &mut cancelled => break match (job.ended_elsewhere(), engine.abort_reason()) {
                 // Another instance ended the row (a cancel it wrote, or a lease sweep): say
                 // what the database says.
                 (Some(row), _) if row.status == JobStatus::Failed => Outcome::Failed(
@@ -143,7 +146,7 @@ async fn drive(
             },
             _ = &mut timeout => {
                 backend_cancel.cancel();
-                break Outcome::Failed(Failure::job_timeout(jobs.config.job_timeout.as_secs()));
+                break Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()));
             }
             event = events.next() => {
                 let received = Instant::now();
@@ -174,7 +177,7 @@ async fn drive(
         // job is reported over, bounded so a stuck backend cannot hold the job forever.
         backend_cancel.cancel();
         let wind_down = async { while events.next().await.is_some() {} };
-        if tokio::time::timeout(jobs.config.cancel_wait, wind_down)
+        if tokio::time::timeout(engine.config.cancel_wait, wind_down)
             .await
             .is_err()
         {
@@ -182,31 +185,30 @@ async fn drive(
         }
     }
     if let Outcome::Completed = outcome {
-        return finish_answer(jobs, job, answer).await;
+        return finish_answer(engine, job, answer).await;
     }
     outcome
 }
 
 /// Store the assistant's answer before the job is reported complete, so a socket that
 /// re-selects the project right after `completed` sees it in `history`.
-async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
+async fn finish_answer(engine: &Engine, job: &LiveJob, answer: String) -> Outcome {
     let message = match answer.trim() {
         "" => DEFAULT_COMPLETION.to_string(),
         text => text.to_string(),
     };
-    if let Err(e) = jobs
+    if let Err(e) = engine
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)
         .await
     {
         tracing::warn!(error = %e, "could not store the assistant message");
     }
-    if let Err(e) = jobs.store.mark_initialized(job.project_id).await {
+    if let Err(e) = engine.store.mark_initialized(job.project_id).await {
         tracing::warn!(error = %e, "could not mark the project initialized");
     }
     // A new version supersedes the one a restore had made current.
-    let marker =
-        crate::ws::versions::marker_path(&jobs.config.data_dir, job.user_id, job.project_id);
+    let marker = marker_path(&engine.config.data_dir, job.user_id, job.project_id);
     if let Err(e) = tokio::fs::remove_file(&marker).await {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(error = %e, "could not clear the current-version marker");
@@ -222,7 +224,7 @@ async fn finish_answer(jobs: &Jobs, job: &LiveJob, answer: String) -> Outcome {
     Outcome::Completed
 }
 
-async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
+async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
     let (status, label) = match &outcome {
         Outcome::Completed => (JobStatus::Completed, "completed"),
         Outcome::Failed(_) => (JobStatus::Failed, "failed"),
@@ -249,13 +251,13 @@ async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
             result: row.result.clone(),
             error: row.error.clone(),
         };
-        if let Err(e) = jobs.store.update_job(job.id, &update).await {
+        if let Err(e) = engine.store.update_job(job.id, &update).await {
             tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
         }
     }
     // Free the project and the slot before telling anyone, so a follow-up message
     // starts a new job instead of attaching to this one or hitting the limit.
-    jobs.unregister(job);
+    engine.live.remove(job);
     drop(slot);
     METRICS.jobs_finished.inc(&[label, job.backend.as_str()]);
 
@@ -282,7 +284,7 @@ async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
         Outcome::Failed(failure) => {
             tracing::warn!(code = %failure.code, detail = %failure.detail, exit_code = ?failure.exit_code, "job failed");
             METRICS.upstream_failures.inc(&[&failure.code]);
-            jobs.record_failure(RecentFailure {
+            engine.failures.record(RecentFailure {
                 at: crate::store::models::iso_millis(&chrono::Utc::now()),
                 job_id: job.id,
                 backend: job.backend,
@@ -290,7 +292,7 @@ async fn finish(jobs: &Jobs, job: &LiveJob, outcome: Outcome, slot: Slot) {
                 detail: failure.detail.clone(),
             });
             if job.backend == crate::backend::BackendKind::Modal {
-                jobs.selector.record_modal_failure(&failure);
+                engine.selector.record_modal_failure(&failure);
             }
             job.channel.publish(&ServerMessage::Failed {
                 job: row,

@@ -1,4 +1,4 @@
-//! Rows as the frontend sees them. Field names and shapes follow `ws-protocol.md` §3.0.
+//! Rows as the frontend sees them. Field names and shapes follow `docs/protocol.md` §3.0.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};

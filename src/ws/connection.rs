@@ -2,113 +2,21 @@
 //! other message is handled in its own task (so a slow handler never delays `pong`), and
 //! everything the socket must receive arrives through its bounded outbound queue.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::handlers;
-use super::outbound::{Outbound, OutboundReceiver, OutboundSender};
-use super::protocol::{close, texts, ClientMessage, ServerMessage};
-use super::rate_limit::TokenBucket;
-use crate::auth::Identity;
-use crate::jobs::channel::JobChannel;
-use crate::jobs::SubscriptionKind;
+use super::session::Connection;
 use crate::metrics::{gauge_add, METRICS};
+use crate::rate_limit::TokenBucket;
 use crate::state::AppState;
-
-#[derive(Default)]
-struct Session {
-    identity: Option<Identity>,
-    current_project: Option<Uuid>,
-    /// The channel of the one job this socket follows (ws-protocol §5.7): the job's own
-    /// when it runs here, a mirror when another instance runs it.
-    following: Option<Arc<JobChannel>>,
-}
-
-pub struct Connection {
-    pub id: u64,
-    pub app: AppState,
-    pub sink: OutboundSender,
-    session: Mutex<Session>,
-}
-
-impl Connection {
-    pub fn reply(&self, message: ServerMessage) {
-        self.sink.frame(message.to_frame());
-    }
-
-    /// Queue an error frame then a close, in that order.
-    pub fn reject(&self, text: &str, code: u16, reason: &'static str) {
-        self.reply(ServerMessage::error(text));
-        self.sink.send(Outbound::Close(code, reason));
-    }
-
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        match self.session.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    pub fn identity(&self) -> Option<Identity> {
-        self.session().identity.clone()
-    }
-
-    /// Record a verified identity. A different user on the same socket starts clean.
-    pub fn authenticate(&self, identity: Identity) {
-        let mut session = self.session();
-        let first = session.identity.is_none();
-        if session
-            .identity
-            .as_ref()
-            .is_some_and(|old| old.user_id != identity.user_id)
-        {
-            session.current_project = None;
-            if let Some(channel) = session.following.take() {
-                channel.unsubscribe(self.id);
-            }
-        }
-        session.identity = Some(identity);
-        if first {
-            gauge_add(&METRICS.sessions_authenticated, 1);
-        }
-    }
-
-    pub fn current_project(&self) -> Option<Uuid> {
-        self.session().current_project
-    }
-
-    pub fn set_current_project(&self, project_id: Option<Uuid>) {
-        self.session().current_project = project_id;
-    }
-
-    /// Follow the job of `channel` instead of whatever this socket followed before.
-    pub fn follow(&self, channel: &Arc<JobChannel>, kind: SubscriptionKind, replay: bool) {
-        let mut session = self.session();
-        if let Some(previous) = session.following.take() {
-            if !Arc::ptr_eq(&previous, channel) {
-                previous.unsubscribe(self.id);
-            }
-        }
-        channel.subscribe(self.sink.clone(), kind, replay);
-        session.following = Some(Arc::clone(channel));
-    }
-
-    fn leave(&self) {
-        let mut session = self.session();
-        if let Some(channel) = session.following.take() {
-            channel.unsubscribe(self.id);
-        }
-        if session.identity.take().is_some() {
-            gauge_add(&METRICS.sessions_authenticated, -1);
-        }
-    }
-}
+use crate::wire::outbound::{Outbound, OutboundReceiver, OutboundSender};
+use crate::wire::protocol::{close, texts, ClientMessage, ServerMessage};
 
 enum Step {
     Continue,
@@ -126,12 +34,7 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     gauge_add(&METRICS.sockets_open, 1);
     let (sink, mut outbound, overflowed) =
         OutboundSender::channel(conn_id, app.config.limits.outbound_queue);
-    let conn = Arc::new(Connection {
-        id: conn_id,
-        app: app.clone(),
-        sink,
-        session: Mutex::new(Session::default()),
-    });
+    let conn = Arc::new(Connection::new(conn_id, app.clone(), sink));
     let leeway = app.verifier.leeway_secs();
     // Before init: the authentication deadline; after: the token's expiry.
     let deadline =

@@ -1,4 +1,4 @@
-//! One function per client message (ws-protocol §2). Each runs in its own task and answers
+//! One function per client message (docs/protocol.md §2). Each runs in its own task and answers
 //! through the connection's outbound queue. Internal errors are typed; this is the edge
 //! where they become the exact wire replies.
 
@@ -7,15 +7,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::connection::Connection;
-use super::protocol::{
-    close, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
-};
+use super::session::Connection;
 use crate::auth::Identity;
 use crate::jobs::{CancelError, StartError, StartOutcome, SubscriptionKind};
 use crate::metrics::METRICS;
 use crate::store::models::{ProjectListItem, ProjectSummary};
 use crate::store::QuotaKind;
+use crate::wire::protocol::{
+    close, parse_id, texts, ClientMessage, GenerationRequest, PendingPrompt, ServerMessage,
+};
 
 const HISTORY_LIMIT: usize = 50;
 /// Upper bound on project names; the frontend itself never sends more than a short title.
@@ -61,14 +61,6 @@ pub async fn handle(conn: Arc<Connection>, message: ClientMessage) {
         )),
         ClientMessage::Unknown => conn.reply(ServerMessage::error("Unknown message type")),
     }
-}
-
-pub fn parse_id(raw: Option<&str>) -> Option<Uuid> {
-    // Only the hyphenated 8-4-4-4-12 form, as upstream's regex accepts.
-    let raw = raw?;
-    (raw.len() == 36)
-        .then(|| Uuid::parse_str(raw).ok())
-        .flatten()
 }
 
 async fn init(conn: &Connection, token: Option<String>) {
@@ -175,8 +167,8 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
         active_job,
     });
     if let Some(channel) = channel {
-        // Everything the job emitted so far, then live events (spec decision 6), from
-        // whichever instance runs it.
+        // Everything the job emitted so far, then live events (docs/decisions.md, decision
+        // 6), from whichever instance runs it.
         conn.follow(&channel, SubscriptionKind::Observer, true);
     }
     super::versions::send_list(conn, &who, project.id, false).await;
@@ -287,7 +279,13 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
         return conn.reply(ServerMessage::error(texts::INVALID_REQUEST));
     }
     let per_minute = conn.app.config.limits.generations_per_minute;
-    let allowed = match conn.app.jobs.bus().take_generation(who.user_id, per_minute).await {
+    let allowed = match conn
+        .app
+        .jobs
+        .bus()
+        .take_generation(who.user_id, per_minute)
+        .await
+    {
         Some(allowed) => allowed,
         None => conn.app.generation_limit.try_take(who.user_id),
     };

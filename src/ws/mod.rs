@@ -1,11 +1,9 @@
 //! Browser WebSocket: protocol types, the connection loop, message handlers.
 
-pub mod connection;
+mod connection;
 mod handlers;
-pub mod outbound;
-pub mod protocol;
-pub mod rate_limit;
-pub(crate) mod versions;
+mod session;
+mod versions;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;

@@ -1,16 +1,16 @@
-//! Version history of a project (ws-protocol §6.4–§6.7), read from the git repository the
+//! Version history of a project (docs/protocol.md §6.4–§6.7), read from the git repository the
 //! local backend commits into under `DATA_DIR`.
 
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::connection::Connection;
-use super::handlers::parse_id;
-use super::protocol::{texts, ServerMessage, VersionItem};
+use super::session::Connection;
 use crate::auth::Identity;
 use crate::backend::modal_git::ModalGit;
 use crate::backend::BackendKind;
+use crate::jobs::restore_marker::marker_path;
+use crate::wire::protocol::{parse_id, texts, ServerMessage, VersionItem};
 
 const HIDDEN_MESSAGES: [&str; 4] = [
     "Before restore",
@@ -26,16 +26,6 @@ pub fn is_commit_hash(raw: &str) -> bool {
 
 fn workspace(conn: &Connection, user_id: Uuid, project_id: Uuid) -> PathBuf {
     crate::backend::local_cli::project_dir(&conn.app.config.server.data_dir, user_id, project_id)
-}
-
-/// Where the "current version" chosen by the last restore is remembered: beside the
-/// workspace, never inside it (the agent commits everything in there).
-pub fn marker_path(data_dir: &Path, user_id: Uuid, project_id: Uuid) -> PathBuf {
-    data_dir
-        .join("users")
-        .join(user_id.to_string())
-        .join("versions")
-        .join(format!("{project_id}.current"))
 }
 
 /// Where a project's files and history live: the backend new jobs run on decides.

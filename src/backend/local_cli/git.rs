@@ -1,5 +1,5 @@
 //! "Saving version history": commit the workspace after a successful run, as Modal does
-//! (`modal-and-cli.md` §2.9 step 7), but report a real hash, or none when nothing changed.
+//! (`docs/backends.md` §2.9 step 7), but report a real hash, or none when nothing changed.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -18,6 +18,7 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The skills are copied into every run; they are not part of the game's history.
 const PATHSPEC: [&str; 3] = ["--", ".", ":(exclude).claude/skills"];
 
+/// Why saving a version failed; it never fails the generation, only the log line says so.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git {args}: {source}")]

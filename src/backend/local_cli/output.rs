@@ -1,5 +1,5 @@
 //! Claude CLI stdout → backend events: line splitting that never trusts the producer, the
-//! `{`-fragment rule of Modal's passthrough (`modal-and-cli.md` §2.5) and the output cap.
+//! `{`-fragment rule of Modal's passthrough (`docs/backends.md` §2.5) and the output cap.
 
 use serde_json::Value;
 

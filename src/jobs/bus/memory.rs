@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{BusHealth, EventKind, JobBus, StartTurn};
 use crate::jobs::channel::JobChannel;
 use crate::store::models::JobRow;
-use crate::ws::protocol::ServerMessage;
+use crate::wire::protocol::ServerMessage;
 
 /// The bus of a relay without `REDIS_URL`.
 #[derive(Debug, Default)]

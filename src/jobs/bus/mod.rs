@@ -18,7 +18,7 @@ pub use redis::{BusError, RedisBus};
 
 use super::channel::JobChannel;
 use crate::store::models::{JobRow, JobStatus};
-use crate::ws::protocol::{JobResult, ServerMessage};
+use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// What an event means to a follower: an ordinary event, `completed` (which `gameUpdated`
 /// follows on the message path) or another terminal event.

@@ -30,7 +30,7 @@ use crate::config::ClusterConfig;
 use crate::jobs::channel::JobChannel;
 use crate::store::models::JobRow;
 use crate::store::Store;
-use crate::ws::protocol::ServerMessage;
+use crate::wire::protocol::ServerMessage;
 
 const CONTROL_CHANNEL: &str = "dreamcore:control";
 /// How long a follower's `XREAD` blocks before it checks the database and its sockets.
@@ -451,7 +451,10 @@ impl JobBus for RedisBus {
 }
 
 /// Write queued events to their streams, a pipeline per batch, in queue order.
-async fn write_events(shared: std::sync::Weak<Shared>, mut appends: mpsc::UnboundedReceiver<Append>) {
+async fn write_events(
+    shared: std::sync::Weak<Shared>,
+    mut appends: mpsc::UnboundedReceiver<Append>,
+) {
     let mut budgets: HashMap<Uuid, StreamBudget> = HashMap::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while appends.recv_many(&mut batch, WRITE_BATCH).await > 0 {
@@ -504,7 +507,10 @@ async fn write_events(shared: std::sync::Weak<Shared>, mut appends: mpsc::Unboun
 }
 
 /// Forward cancel requests from the control channel, resubscribing whenever Redis drops.
-async fn listen_for_control(shared: std::sync::Weak<Shared>, requests: mpsc::UnboundedSender<Uuid>) {
+async fn listen_for_control(
+    shared: std::sync::Weak<Shared>,
+    requests: mpsc::UnboundedSender<Uuid>,
+) {
     loop {
         let Some(client) = shared.upgrade().map(|s| s.client.clone()) else {
             return;
@@ -638,7 +644,11 @@ async fn deliver(
             continue;
         }
         if seq != *delivered + 1 {
-            tracing::info!(from = *delivered, to = seq, "gap in the job's stream; answering from the database");
+            tracing::info!(
+                from = *delivered,
+                to = seq,
+                "gap in the job's stream; answering from the database"
+            );
             if let Next::Stop = answer_from_database(shared, job_id, mirror).await {
                 return Next::Stop;
             }

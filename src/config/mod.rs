@@ -1,0 +1,272 @@
+//! Configuration: the embedded `config/default.toml`, an optional file named by
+//! `RELAY_CONFIG`, then environment variables (the Express names where they exist).
+//! A bad value stops start-up with a message naming the offending key.
+
+mod secret;
+mod sections;
+mod sources;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use secret::{Secret, SecretEncoding};
+pub use sections::{
+    AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, ClusterConfig, DatabaseConfig,
+    GameConfig, LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig,
+    DEV_ISSUER,
+};
+pub use sources::env_keys;
+
+/// Why the configuration cannot be loaded; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The relay's whole configuration, one field per section.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub backend: BackendConfig,
+    pub modal: ModalConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub cli: CliConfig,
+    pub prompt: PromptConfig,
+    pub database: DatabaseConfig,
+    pub admin: AdminConfig,
+    pub game: GameConfig,
+    pub legacy: LegacyConfig,
+    pub cluster: ClusterConfig,
+}
+
+impl Config {
+    /// Embedded defaults, then `RELAY_CONFIG` (a TOML file) if set, then the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("RELAY_CONFIG").ok().filter(|p| !p.is_empty());
+        Self::load_from(file.as_deref(), |key| std::env::var(key).ok())
+    }
+
+    /// Testable core of [`Config::load`]: `env` answers variable look-ups.
+    pub fn load_from(
+        file: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let table = sources::layered_table(file, env)?;
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            // Name the environment variable behind a key when there is one.
+            let message = e.message().to_string();
+            ConfigError::Invalid {
+                key: "configuration".into(),
+                reason: message,
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend.use_modal != BackendMode::Local {
+            if self.modal.endpoint.is_empty() {
+                return Err(invalid(
+                    "MODAL_ENDPOINT",
+                    "required when USE_MODAL is true or auto",
+                ));
+            }
+            if reqwest::Url::parse(&self.modal.endpoint).is_err() {
+                return Err(invalid("MODAL_ENDPOINT", "not a valid URL"));
+            }
+            if self.modal.secret.is_empty() {
+                return Err(invalid(
+                    "MODAL_INTERNAL_SECRET",
+                    "required when USE_MODAL is true or auto",
+                ));
+            }
+        }
+        if !self.auth.supabase_url.is_empty()
+            && reqwest::Url::parse(&self.auth.supabase_url).is_err()
+        {
+            return Err(invalid("SUPABASE_URL", "not a valid URL"));
+        }
+        if self.auth.jwt_secret_encoding == SecretEncoding::Base64
+            && !self.auth.jwt_secret.is_empty()
+        {
+            use base64::Engine;
+            if base64::engine::general_purpose::STANDARD
+                .decode(self.auth.jwt_secret.expose())
+                .is_err()
+            {
+                return Err(invalid("SUPABASE_JWT_SECRET", "not valid base64"));
+            }
+        }
+        if self.limits.max_jobs_per_user == 0 {
+            return Err(invalid("MAX_JOBS_PER_USER", "must be at least 1"));
+        }
+        if self.limits.max_jobs_total == 0 {
+            return Err(invalid("MAX_JOBS_TOTAL", "must be at least 1"));
+        }
+        if self.limits.job_timeout_secs == 0 {
+            return Err(invalid("JOB_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.limits.outbound_queue < 8 {
+            return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(invalid("WS_MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        if !self.legacy.upstream_url.is_empty()
+            && !reqwest::Url::parse(&self.legacy.upstream_url)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid("LEGACY_UPSTREAM_URL", "not a valid http(s) URL"));
+        }
+        if self.modal.idle_timeout_secs == 0 {
+            return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_renew_secs == 0 {
+            return Err(invalid("JOB_LEASE_RENEW_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_ttl_secs < 2 * self.cluster.lease_renew_secs {
+            return Err(invalid(
+                "JOB_LEASE_TTL_SECS",
+                "must be at least twice JOB_LEASE_RENEW_SECS",
+            ));
+        }
+        if !self.cluster.redis_url.is_empty()
+            && redis::Client::open(self.cluster.redis_url.expose()).is_err()
+        {
+            return Err(invalid("REDIS_URL", "not a valid redis:// URL"));
+        }
+        if self.cluster.stream_max_events == 0 || self.cluster.stream_max_bytes < 1024 {
+            return Err(invalid(
+                "JOB_STREAM_MAX_EVENTS",
+                "streams need at least 1 event and 1024 bytes (JOB_STREAM_MAX_BYTES)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.job_timeout_secs)
+    }
+
+    pub fn public_dir(&self) -> Option<&std::path::Path> {
+        let dir = self.server.public_dir.as_path();
+        (!dir.as_os_str().is_empty()).then_some(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(None, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.server.port, 3000);
+        assert_eq!(config.backend.use_modal, BackendMode::Local);
+        assert_eq!(config.limits.max_jobs_total, 50);
+        assert_eq!(
+            config.auth.effective_issuers(),
+            vec![DEV_ISSUER.to_string()]
+        );
+        assert!(config.auth.effective_jwks_url().is_none());
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let config = load(&[
+            ("PORT", "8080"),
+            ("USE_MODAL", "true"),
+            (
+                "MODAL_ENDPOINT",
+                "https://ws--dreamcore-generate-game.modal.run",
+            ),
+            ("MODAL_INTERNAL_SECRET", "s3cret"),
+            ("SUPABASE_URL", "https://abc.supabase.co/"),
+        ])
+        .unwrap();
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(config.backend.use_modal, BackendMode::Modal);
+        assert_eq!(
+            config.modal.endpoint_for("list_files"),
+            "https://ws--dreamcore-list-files.modal.run"
+        );
+        assert_eq!(
+            config.auth.effective_issuers(),
+            vec!["https://abc.supabase.co/auth/v1".to_string()]
+        );
+        assert_eq!(
+            config.auth.effective_jwks_url().unwrap(),
+            "https://abc.supabase.co/auth/v1/.well-known/jwks.json"
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn per_endpoint_override_wins() {
+        let config = load(&[
+            ("USE_MODAL", "true"),
+            (
+                "MODAL_ENDPOINT",
+                "https://x--dreamcore-generate-game.modal.run",
+            ),
+            ("MODAL_INTERNAL_SECRET", "s"),
+            ("MODAL_LIST_FILES_ENDPOINT", "http://127.0.0.1:9/list"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.modal.endpoint_for("list_files"),
+            "http://127.0.0.1:9/list"
+        );
+        assert_eq!(
+            config.modal.endpoint_for("get_file"),
+            "https://x--dreamcore-get-file.modal.run"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = load(&[("PORT", "eighty")]).unwrap_err().to_string();
+        assert!(err.starts_with("PORT:"), "{err}");
+        let err = load(&[("USE_MODAL", "yes")]).unwrap_err().to_string();
+        assert!(err.starts_with("USE_MODAL:"), "{err}");
+        let err = load(&[("USE_MODAL", "true")]).unwrap_err().to_string();
+        assert!(err.starts_with("MODAL_ENDPOINT:"), "{err}");
+        let err = load(&[
+            ("USE_MODAL", "true"),
+            ("MODAL_ENDPOINT", "http://127.0.0.1:1/generate_game"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("MODAL_INTERNAL_SECRET:"), "{err}");
+        let err = load(&[("MAX_JOBS_TOTAL", "0")]).unwrap_err().to_string();
+        assert!(err.starts_with("MAX_JOBS_TOTAL:"), "{err}");
+        let err = load(&[("PORT", "70000")]).unwrap_err().to_string();
+        assert!(err.starts_with("PORT:"), "{err}");
+        let err = load(&[("LEGACY_UPSTREAM_URL", "ftp://old.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("LEGACY_UPSTREAM_URL:"), "{err}");
+    }
+}

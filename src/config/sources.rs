@@ -1,0 +1,287 @@
+//! Where configuration values come from, in order: the embedded `config/default.toml`, an
+//! optional TOML file, then environment variables (the Express names where they exist).
+
+use super::{invalid, BackendMode, ConfigError};
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    List,
+}
+
+/// Environment variable → configuration key. The first column is what operators set.
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("HOST", "server.host", Kind::Str),
+    ("PORT", "server.port", Kind::Int),
+    ("DATA_DIR", "server.data_dir", Kind::Str),
+    ("PUBLIC_DIR", "server.public_dir", Kind::Str),
+    ("DRAIN_TIMEOUT_SECS", "server.drain_timeout_secs", Kind::Int),
+    ("LOG_FORMAT", "server.log_format", Kind::Str),
+    ("USE_MODAL", "backend.use_modal", Kind::Str),
+    (
+        "AUTO_FAILURE_THRESHOLD",
+        "backend.auto_failure_threshold",
+        Kind::Int,
+    ),
+    (
+        "AUTO_FAILURE_WINDOW_SECS",
+        "backend.auto_failure_window_secs",
+        Kind::Int,
+    ),
+    (
+        "AUTO_PROBE_INTERVAL_SECS",
+        "backend.auto_probe_interval_secs",
+        Kind::Int,
+    ),
+    ("MODAL_ENDPOINT", "modal.endpoint", Kind::Str),
+    ("MODAL_INTERNAL_SECRET", "modal.secret", Kind::Str),
+    (
+        "MODAL_CONNECT_TIMEOUT_SECS",
+        "modal.connect_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "MODAL_IDLE_TIMEOUT_SECS",
+        "modal.idle_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "MODAL_GET_FILE_ENDPOINT",
+        "modal.get_file_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_LIST_FILES_ENDPOINT",
+        "modal.list_files_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_APPLY_FILES_ENDPOINT",
+        "modal.apply_files_endpoint",
+        Kind::Str,
+    ),
+    (
+        "MODAL_PREWARM_ENDPOINT",
+        "modal.prewarm_endpoint",
+        Kind::Str,
+    ),
+    ("SUPABASE_URL", "auth.supabase_url", Kind::Str),
+    ("SUPABASE_JWT_SECRET", "auth.jwt_secret", Kind::Str),
+    (
+        "SUPABASE_JWT_SECRET_ENCODING",
+        "auth.jwt_secret_encoding",
+        Kind::Str,
+    ),
+    ("SUPABASE_JWT_ISSUERS", "auth.issuers", Kind::List),
+    ("SUPABASE_JWKS_URL", "auth.jwks_url", Kind::Str),
+    ("JWT_LEEWAY_SECS", "auth.leeway_secs", Kind::Int),
+    ("JWKS_TTL_SECS", "auth.jwks_ttl_secs", Kind::Int),
+    (
+        "JWKS_REFETCH_COOLDOWN_SECS",
+        "auth.jwks_refetch_cooldown_secs",
+        Kind::Int,
+    ),
+    (
+        "JWKS_FETCH_TIMEOUT_SECS",
+        "auth.jwks_fetch_timeout_secs",
+        Kind::Int,
+    ),
+    ("JWKS_MAX_STALE_SECS", "auth.jwks_max_stale_secs", Kind::Int),
+    ("AUTH_TIMEOUT_SECS", "auth.init_timeout_secs", Kind::Int),
+    ("MAX_JOBS_PER_USER", "limits.max_jobs_per_user", Kind::Int),
+    ("MAX_JOBS_TOTAL", "limits.max_jobs_total", Kind::Int),
+    ("JOB_TIMEOUT_SECS", "limits.job_timeout_secs", Kind::Int),
+    (
+        "WS_MAX_MESSAGE_BYTES",
+        "limits.max_message_bytes",
+        Kind::Int,
+    ),
+    ("WS_OUTBOUND_QUEUE", "limits.outbound_queue", Kind::Int),
+    (
+        "WS_PING_INTERVAL_SECS",
+        "limits.ws_ping_interval_secs",
+        Kind::Int,
+    ),
+    (
+        "RATE_LIMIT_MESSAGES_PER_MIN",
+        "limits.messages_per_minute",
+        Kind::Int,
+    ),
+    (
+        "RATE_LIMIT_GENERATIONS_PER_MIN",
+        "limits.generations_per_minute",
+        Kind::Int,
+    ),
+    ("WS_ALLOWED_ORIGINS", "limits.allowed_origins", Kind::List),
+    ("CLAUDE_BIN", "cli.claude_bin", Kind::Str),
+    ("LOCAL_CLI_USER", "cli.user", Kind::Str),
+    ("CLAUDE_MODEL", "cli.model", Kind::Str),
+    ("CLI_TIMEOUT_SECS", "cli.timeout_secs", Kind::Int),
+    ("CLI_KILL_GRACE_SECS", "cli.kill_grace_secs", Kind::Int),
+    ("SKILLS_DIR", "cli.skills_dir", Kind::Str),
+    ("CLI_OUTPUT_LINE_CAP", "cli.output_line_cap", Kind::Int),
+    ("CLI_ENV_PASSTHROUGH", "cli.env_passthrough", Kind::List),
+    ("PROMPT_TEMPLATE", "prompt.template", Kind::Str),
+    ("DATABASE_URL", "database.url", Kind::Str),
+    ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
+    ("ADMIN_TOKEN", "admin.token", Kind::Str),
+    ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
+    ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
+    ("REDIS_URL", "cluster.redis_url", Kind::Str),
+    (
+        "JOB_LEASE_RENEW_SECS",
+        "cluster.lease_renew_secs",
+        Kind::Int,
+    ),
+    ("JOB_LEASE_TTL_SECS", "cluster.lease_ttl_secs", Kind::Int),
+    (
+        "JOB_STREAM_MAX_EVENTS",
+        "cluster.stream_max_events",
+        Kind::Int,
+    ),
+    (
+        "JOB_STREAM_MAX_BYTES",
+        "cluster.stream_max_bytes",
+        Kind::Int,
+    ),
+    (
+        "JOB_STREAM_EXPIRE_SECS",
+        "cluster.stream_expire_secs",
+        Kind::Int,
+    ),
+    (
+        "REDIS_PUBLISH_QUEUE_BYTES",
+        "cluster.publish_queue_bytes",
+        Kind::Int,
+    ),
+];
+
+/// Names of every environment variable the relay reads (for `.env.example` checks).
+pub fn env_keys() -> impl Iterator<Item = &'static str> {
+    ENV_KEYS.iter().map(|(env, _, _)| *env)
+}
+
+/// The defaults with `file` merged over them and then `env`'s variables set, not yet typed.
+pub(super) fn layered_table(
+    file: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<toml::Table, ConfigError> {
+    let mut table: toml::Table =
+        EMBEDDED_DEFAULTS
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: "<embedded>".into(),
+                reason: e.to_string(),
+            })?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let overlay: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: path.into(),
+                    reason: e.message().to_string(),
+                })?;
+        merge(&mut table, overlay);
+    }
+    for (env_key, path, kind) in ENV_KEYS {
+        // An empty list means "not set": copying .env.example must not wipe a default list.
+        let raw = env(env_key).filter(|raw| !(matches!(kind, Kind::List) && raw.trim().is_empty()));
+        if let Some(raw) = raw {
+            let value = match kind {
+                Kind::Str => toml::Value::String(raw.trim().to_string()),
+                Kind::Int => toml::Value::Integer(
+                    raw.trim()
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| {
+                            invalid(env_key, format!("expected a whole number, got {raw:?}"))
+                        })?,
+                ),
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
+            };
+            if *env_key == "PORT" && raw.trim().parse::<u16>().is_err() {
+                return Err(invalid(
+                    env_key,
+                    format!("expected a port number, got {raw:?}"),
+                ));
+            }
+            if *env_key == "USE_MODAL" && BackendMode::parse_use_modal(&raw).is_none() {
+                return Err(invalid(
+                    env_key,
+                    format!("expected true, false or auto, got {raw:?}"),
+                ));
+            }
+            set_path(&mut table, path, value);
+        }
+    }
+    Ok(table)
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_string(), value);
+            return;
+        }
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("configuration sections are tables");
+    }
+}
+
+#[cfg(test)]
+mod env_example {
+    /// Every variable the relay reads is documented in `.env.example`.
+    #[test]
+    fn env_example_lists_every_key() {
+        let example = include_str!("../../.env.example");
+        for key in super::env_keys() {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key}="))),
+                "{key} is missing from .env.example"
+            );
+        }
+    }
+
+    /// `.env.example` copied to `.env` as it is must give exactly the embedded defaults.
+    #[test]
+    fn env_example_as_is_equals_the_defaults() {
+        let vars: std::collections::HashMap<String, String> =
+            dotenvy::from_read_iter(include_str!("../../.env.example").as_bytes())
+                .map(|item| item.expect("valid .env syntax"))
+                .collect();
+        let from_example =
+            crate::config::Config::load_from(None, |k| vars.get(k).cloned()).expect("loads");
+        let defaults = crate::config::Config::load_from(None, |_| None).expect("loads");
+        assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
+    }
+}

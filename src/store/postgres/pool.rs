@@ -1,0 +1,189 @@
+//! Connection plumbing: the pool (with rustls when `sslmode=require`), the role and claims
+//! scoping of every transaction, typed-query helpers and error text that leaks no row values.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use super::PostgresStore;
+use crate::auth::Identity;
+use crate::store::StoreError;
+
+/// Supabase's own `statement_timeout` for `authenticated`; role settings are not applied by a
+/// role switch, so it is set per transaction.
+const USER_STATEMENT_TIMEOUT: &str = "8s";
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// Whose authority a transaction runs with.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// On the user's behalf: role `authenticated`, RLS applies to the verified claims.
+    User(&'a Identity),
+    /// The relay's bookkeeping: role `service_role`, which bypasses RLS.
+    Service,
+}
+
+/// A query parameter with its declared type (`query_typed` needs both).
+pub(super) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+pub(super) fn db_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Database(describe(&e))
+}
+
+/// The error with its causes (tokio-postgres' own Display omits them), but of a database
+/// error only the message and SQLSTATE: its DETAIL can quote row values such as e-mails.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let db = err
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .or_else(|| err.downcast_ref::<tokio_postgres::error::DbError>());
+        let part = match db {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => err.to_string(),
+        };
+        // Wrappers such as the pool's error repeat their cause in their own text.
+        if !text.ends_with(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        next = err.source();
+    }
+    text
+}
+
+pub(super) fn decode_err(what: &str) -> StoreError {
+    StoreError::Database(format!("unexpected {what} in the database"))
+}
+
+/// Open a transaction on `conn` under `scope`. Role and claims are transaction-local: they end
+/// with COMMIT or ROLLBACK (dropping the transaction rolls back).
+pub async fn begin<'c>(
+    conn: &'c mut Object,
+    scope: Scope<'_>,
+) -> Result<Transaction<'c>, StoreError> {
+    let tx = conn.transaction().await.map_err(db_err)?;
+    match scope {
+        Scope::User(who) => {
+            let claims: &str = &who.claims;
+            // Fixed role names only: the token's own `role` claim never picks the role.
+            tx.query_typed(
+                "SELECT set_config('role', 'authenticated', true),
+                        set_config('request.jwt.claims', $1, true),
+                        set_config('statement_timeout', $2, true),
+                        set_config('TimeZone', 'UTC', true)",
+                &[(&claims, Type::TEXT), (&USER_STATEMENT_TIMEOUT, Type::TEXT)],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        Scope::Service => {
+            // UTC so `current_date` in the quota functions is the UTC day, as on Supabase.
+            tx.query_typed(
+                "SELECT set_config('role', 'service_role', true), set_config('TimeZone', 'UTC', true)",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+    }
+    Ok(tx)
+}
+
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl PostgresStore {
+    /// Pool up to `max_connections` connections to `url` and check that one can be opened.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        // The parse error never echoes the URL, so the password stays out of logs.
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("dreamcore-relay");
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if config.get_ssl_mode() == SslMode::Require {
+            Manager::from_config(config, tls_connector()?, manager_config)
+        } else {
+            Manager::from_config(config, NoTls, manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = Self { pool };
+        // Fail at start-up, not on the first message, when the database is unreachable.
+        drop(store.connection().await?);
+        Ok(store)
+    }
+
+    /// A pooled connection, for [`begin`].
+    pub async fn connection(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("database connection: {}", describe(&e))))
+    }
+}
+
+pub(super) async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<Row>, StoreError> {
+    tx.query_typed(sql, params).await.map_err(db_err)
+}
+
+pub(super) async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Option<Row>, StoreError> {
+    tx.query_typed_opt(sql, params).await.map_err(db_err)
+}
+
+pub(super) async fn query_one(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Row, StoreError> {
+    tx.query_typed_one(sql, params).await.map_err(db_err)
+}
+
+pub(super) async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(db_err)
+}
+
+pub(super) fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r Row,
+    idx: usize,
+) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(db_err)
+}

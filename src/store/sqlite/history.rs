@@ -1,0 +1,102 @@
+//! `chat_history`: a project's conversation, read by its owner and appended to by the owner
+//! or by the relay itself.
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::connection::{now_text, parse_ts};
+use super::SqliteStore;
+use crate::auth::Identity;
+use crate::store::models::{ChatRole, HistoryItem};
+use crate::store::StoreError;
+
+pub(super) async fn history(
+    store: &SqliteStore,
+    who: &Identity,
+    project_id: Uuid,
+    limit: usize,
+) -> Result<Vec<HistoryItem>, StoreError> {
+    let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
+    store
+        .call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT h.role, h.message, h.created_at FROM chat_history h
+                 JOIN projects p ON p.id = h.project_id
+                 WHERE h.project_id = ?1 AND p.user_id = ?2 AND h.role IN ('user', 'assistant')
+                 ORDER BY h.id DESC LIMIT ?3",
+            )?;
+            let mut items = stmt
+                .query_map(params![pid, uid, limit as i64], |row| {
+                    let role: String = row.get(0)?;
+                    Ok(HistoryItem {
+                        role: if role == "user" {
+                            ChatRole::User
+                        } else {
+                            ChatRole::Assistant
+                        },
+                        content: row.get(1)?,
+                        timestamp: parse_ts(row.get(2)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            items.reverse();
+            Ok(items)
+        })
+        .await
+}
+
+pub(super) async fn add_user_message(
+    store: &SqliteStore,
+    who: &Identity,
+    project_id: Uuid,
+    content: &str,
+) -> Result<(), StoreError> {
+    let (uid, pid, content) = (
+        who.user_id.to_string(),
+        project_id.to_string(),
+        content.to_string(),
+    );
+    store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_text();
+            let touched = tx.execute(
+                "UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+                params![pid, uid, now],
+            )?;
+            // Only the owner may write into a project's history.
+            if touched == 1 {
+                tx.execute(
+                    "INSERT INTO chat_history (project_id, role, message, created_at) VALUES (?1, 'user', ?2, ?3)",
+                    params![pid, content, now],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+}
+
+pub(super) async fn add_history(
+    store: &SqliteStore,
+    project_id: Uuid,
+    role: ChatRole,
+    content: &str,
+) -> Result<(), StoreError> {
+    let (pid, content) = (project_id.to_string(), content.to_string());
+    store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_text();
+            tx.execute(
+                "INSERT INTO chat_history (project_id, role, message, created_at)
+                 SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
+                params![pid, role.as_str(), content, now],
+            )?;
+            tx.execute(
+                "UPDATE projects SET updated_at = ?2 WHERE id = ?1",
+                params![pid, now],
+            )?;
+            tx.commit()
+        })
+        .await
+}

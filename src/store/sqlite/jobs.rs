@@ -1,0 +1,230 @@
+//! `jobs`: starting a project's one unfinished job, progress updates, and the lookups and
+//! clean-up of unfinished jobs.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use uuid::Uuid;
+
+use super::connection::{now_text, parse_ts, parse_uuid};
+use super::SqliteStore;
+use crate::store::models::{iso_millis, ActiveJobInfo, JobRow, JobStatus};
+use crate::store::{JobStart, JobUpdate, Lease, StoreError};
+
+/// The `jobs` columns in the order [`job_from_row`] reads them.
+const JOB_COLUMNS: &str =
+    "id, user_id, project_id, status, progress, progress_message, result, error, created_at, updated_at";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRow> {
+    let status: String = row.get(3)?;
+    Ok(JobRow {
+        id: parse_uuid(row.get(0)?)?,
+        user_id: parse_uuid(row.get(1)?)?,
+        project_id: parse_uuid(row.get(2)?)?,
+        status: JobStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("unknown job status {status:?}").into(),
+            )
+        })?,
+        progress: row.get(4)?,
+        progress_message: row.get(5)?,
+        result: row.get(6)?,
+        error: row.get(7)?,
+        created_at: parse_ts(row.get(8)?)?,
+        updated_at: parse_ts(row.get(9)?)?,
+    })
+}
+
+fn select_job(conn: &Connection, job_id: &str) -> rusqlite::Result<Option<JobRow>> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        params![job_id],
+        job_from_row,
+    )
+    .optional()
+}
+
+fn select_active_job(conn: &Connection, project_id: &str) -> rusqlite::Result<Option<JobRow>> {
+    conn.query_row(
+        &format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ?1 AND status IN ('pending', 'processing')
+             ORDER BY created_at DESC LIMIT 1"
+        ),
+        params![project_id],
+        job_from_row,
+    )
+    .optional()
+}
+
+/// When a lease taken or renewed now expires. One machine's clock is the database's clock here.
+fn lease_expiry(lease: &Lease) -> String {
+    iso_millis(&(Utc::now() + chrono::Duration::milliseconds(lease.ttl_millis())))
+}
+
+pub(super) async fn start_job(
+    store: &SqliteStore,
+    user_id: Uuid,
+    project_id: Uuid,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+    lease: &Lease,
+) -> Result<JobStart, StoreError> {
+    let (uid, pid, jid) = (
+        user_id.to_string(),
+        project_id.to_string(),
+        job_id.to_string(),
+    );
+    let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
+    store
+        .call(move |c| {
+            // IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(existing) = select_active_job(&tx, &pid)? {
+                return Ok(JobStart::Existing(existing));
+            }
+            let now = iso_millis(&now);
+            tx.execute(
+                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
+                                   owner_instance, lease_expires_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5, ?6)",
+                params![jid, uid, pid, now, owner, expiry],
+            )?;
+            let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            tx.commit()?;
+            Ok(JobStart::Created(row))
+        })
+        .await
+}
+
+pub(super) async fn update_job(
+    store: &SqliteStore,
+    job_id: Uuid,
+    update: &JobUpdate,
+) -> Result<Option<JobRow>, StoreError> {
+    let jid = job_id.to_string();
+    let update = update.clone();
+    store
+        .call(move |c| {
+            c.query_row(
+                &format!(
+                    "UPDATE jobs SET
+                        status = coalesce(?2, status),
+                        progress = coalesce(?3, progress),
+                        progress_message = coalesce(?4, progress_message),
+                        result = coalesce(?5, result),
+                        error = coalesce(?6, error),
+                        updated_at = ?7
+                     WHERE id = ?1 AND status IN ('pending', 'processing')
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                params![
+                    jid,
+                    update.status.map(JobStatus::as_str),
+                    update.progress,
+                    update.progress_message,
+                    update.result,
+                    update.error,
+                    now_text()
+                ],
+                job_from_row,
+            )
+            .optional()
+        })
+        .await
+}
+
+pub(super) async fn get_job(
+    store: &SqliteStore,
+    job_id: Uuid,
+) -> Result<Option<JobRow>, StoreError> {
+    let jid = job_id.to_string();
+    store.call(move |c| select_job(c, &jid)).await
+}
+
+pub(super) async fn active_job(
+    store: &SqliteStore,
+    project_id: Uuid,
+) -> Result<Option<JobRow>, StoreError> {
+    let pid = project_id.to_string();
+    store.call(move |c| select_active_job(c, &pid)).await
+}
+
+pub(super) async fn active_jobs_for_user(
+    store: &SqliteStore,
+    user_id: Uuid,
+) -> Result<Vec<ActiveJobInfo>, StoreError> {
+    let uid = user_id.to_string();
+    store
+        .call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT j.id, j.project_id, p.name, j.status, j.created_at FROM jobs j
+                 JOIN projects p ON p.id = j.project_id
+                 WHERE j.user_id = ?1 AND j.status IN ('pending', 'processing')
+                 ORDER BY j.created_at DESC",
+            )?;
+            let rows = stmt.query_map(params![uid], |row| {
+                let status: String = row.get(3)?;
+                Ok(ActiveJobInfo {
+                    job_id: parse_uuid(row.get(0)?)?,
+                    project_id: parse_uuid(row.get(1)?)?,
+                    project_name: row.get(2)?,
+                    status: JobStatus::parse(&status).unwrap_or(JobStatus::Pending),
+                    created_at: parse_ts(row.get(4)?)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+}
+
+pub(super) async fn renew_leases(
+    store: &SqliteStore,
+    lease: &Lease,
+    job_ids: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+    let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
+    store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let mut renewed = Vec::with_capacity(ids.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET owner_instance = ?2, lease_expires_at = ?3
+                     WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING id",
+                )?;
+                for id in &ids {
+                    if let Some(raw) = stmt
+                        .query_row(params![id, owner, expiry], |row| row.get::<_, String>(0))
+                        .optional()?
+                    {
+                        renewed.push(parse_uuid(raw)?);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(renewed)
+        })
+        .await
+}
+
+pub(super) async fn fail_expired_jobs(
+    store: &SqliteStore,
+    error: &str,
+) -> Result<Vec<JobRow>, StoreError> {
+    let error = error.to_string();
+    store
+        .call(move |c| {
+            let now = now_text();
+            let mut stmt = c.prepare_cached(&format!(
+                "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2
+                 WHERE status IN ('pending', 'processing')
+                   AND (lease_expires_at IS NULL OR lease_expires_at < ?2)
+                 RETURNING {JOB_COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![error, now], job_from_row)?;
+            rows.collect()
+        })
+        .await
+}

@@ -1,0 +1,22 @@
+//! The integration tests: one binary, so the harness is compiled and linked once. Each module
+//! drives the relay from outside — WebSocket, HTTP, signals — as a browser or an operator would.
+
+mod support;
+
+mod auth_jwt;
+mod backends;
+mod cluster;
+mod drain;
+mod local_cli;
+mod modal_backend;
+mod nginx;
+mod operations;
+mod ops_console;
+mod quotas;
+mod races;
+mod rest;
+mod restart;
+mod store_behaviour;
+mod versions;
+mod ws_limits;
+mod ws_relay;

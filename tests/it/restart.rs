@@ -1,0 +1,179 @@
+//! SIGKILL of the relay mid-job, then a restart on the same data: nothing is lost, nothing
+//! is left half-alive (no zombie job blocking the project once its lease expired).
+
+use crate::support::fake_modal;
+use crate::support::postgres;
+use crate::support::relay;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_modal::{FakeModal, Script, Step};
+use relay::{token, Client, SECRET};
+use serde_json::json;
+use uuid::Uuid;
+
+struct RelayProcess {
+    child: Child,
+    port: u16,
+}
+
+impl RelayProcess {
+    async fn start(
+        data_dir: &std::path::Path,
+        fake: &FakeModal,
+        database_url: &str,
+    ) -> RelayProcess {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_dreamcore-relay"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATA_DIR", data_dir)
+            .env("SUPABASE_JWT_SECRET", SECRET)
+            .env("USE_MODAL", "true")
+            .env("MODAL_ENDPOINT", &fake.url)
+            .env("MODAL_INTERNAL_SECRET", &fake.secret)
+            .env("DATABASE_URL", database_url)
+            // Short leases: the killed instance's job is failed within about three seconds.
+            .env("JOB_LEASE_RENEW_SECS", "1")
+            .env("JOB_LEASE_TTL_SECS", "2")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("relay binary starts");
+        let process = RelayProcess { child, port };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        process
+    }
+
+    async fn user(&self, user: Uuid) -> (Client, serde_json::Value) {
+        let mut c = Client::connect(&format!("ws://127.0.0.1:{}/", self.port)).await;
+        let init = c.init(&token(user, 3600)).await;
+        (c, init)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let fake = FakeModal::start(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The first generation never finishes on its own.
+            Script::Stream(vec![
+                Step::Modal(json!({"type":"status","message":"Sandbox connected (warm)"})),
+                Step::Hang,
+            ])
+        } else {
+            Script::success(&["直しました。"])
+        }
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let user = Uuid::new_v4();
+    // The same test on PostgreSQL when the suite runs with RELAY_TEST_STORE=postgres.
+    let pg = match std::env::var("RELAY_TEST_STORE").as_deref() {
+        Ok("postgres") => Some(postgres::PgDb::create().await),
+        _ => None,
+    };
+    let database_url = pg.as_ref().map(|db| db.relay_url()).unwrap_or_default();
+    if let Some(db) = &pg {
+        db.register_user(user, "survivor@example.com").await;
+    }
+
+    let mut first = RelayProcess::start(data.path(), &fake, &database_url).await;
+    let (mut c, _) = first.user(user).await;
+    let project = c.create_project("生き残るゲーム").await;
+    c.send(json!({"type":"message","content":"作って"})).await;
+    let job_id = c.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
+    c.recv_until("progress").await;
+    // Kill only once the generation really reached Modal: the first `progress` is the
+    // relay's own "preparing" line, sent before the upstream call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "generate_game never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    drop(first);
+
+    let second = RelayProcess::start(data.path(), &fake, &database_url).await;
+    let (mut c, init) = second.user(user).await;
+    assert_eq!(
+        init["projects"][0]["id"],
+        json!(project),
+        "project still listed"
+    );
+    // The new instance never fails a job whose lease is live; this one's lease runs out
+    // because nobody renews it any more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.send(json!({"type":"getJobStatus","jobId":job_id})).await;
+        let status = c.recv_until("jobStatus").await.pop().unwrap();
+        if status["job"]["status"] == "failed" {
+            assert_eq!(
+                status["job"]["error"],
+                "サーバーの再起動により生成が中断されました。もう一度お試しください"
+            );
+            break;
+        }
+        assert_eq!(status["job"]["status"], "processing", "{status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed instance's job was never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let selected = c.select(project).await;
+    assert_eq!(
+        selected["activeJob"],
+        serde_json::Value::Null,
+        "no zombie job"
+    );
+    assert_eq!(selected["history"][0]["content"], "作って");
+
+    c.send(json!({"type":"message","content":"もう一度"})).await;
+    let frames = c.recv_until("gameUpdated").await;
+    // `versionsList` from the select may still arrive first: look the reply up by type.
+    let started = frames
+        .iter()
+        .find(|f| f["type"] == "jobStarted")
+        .expect("jobStarted");
+    assert_eq!(started["isExisting"], false);
+    let completed = frames.iter().find(|f| f["type"] == "completed").unwrap();
+    assert_eq!(completed["result"]["message"], "直しました。");
+    drop(second);
+    if let Some(db) = pg {
+        db.drop_db().await;
+    }
+}

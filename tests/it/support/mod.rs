@@ -1,0 +1,13 @@
+//! The harness every integration test shares: the relay under test, the fake upstreams
+//! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, Redis,
+//! nginx, Chromium, the Claude CLI).
+
+pub mod chromium;
+pub mod fake_anthropic;
+pub mod fake_get_file;
+pub mod fake_modal;
+pub mod nginx;
+pub mod postgres;
+pub mod redis;
+pub mod relay;
+pub mod tools;
