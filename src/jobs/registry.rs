@@ -209,7 +209,9 @@ impl Jobs {
         }
         let backend = self.engine.selector.pick()?;
         if self.engine.bus.is_clustered() {
-            // Jobs on every instance count: the database knows them all.
+            // Jobs on every instance count: the database knows them all. The user's turn
+            // makes the user's count exact; the total can be passed by starts of different
+            // users racing on different instances at the same instant.
             let jobs = self.engine.store.active_jobs_for_user(who.user_id).await?;
             if jobs.len() >= self.limiter.per_user_limit() {
                 return Err(StartError::UserLimit {
@@ -217,6 +219,9 @@ impl Jobs {
                     in_progress: jobs.len(),
                     jobs,
                 });
+            }
+            if self.engine.store.count_active_jobs().await? >= self.limiter.total_limit() {
+                return Err(StartError::SystemBusy);
             }
         }
         let slot = match self.limiter.try_acquire(who.user_id) {

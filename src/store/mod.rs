@@ -159,6 +159,8 @@ pub trait Store: Send + Sync + 'static {
     async fn active_job(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError>;
     /// The user's unfinished jobs with project names, newest first.
     async fn active_jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ActiveJobInfo>, StoreError>;
+    /// How many jobs are unfinished, on every instance.
+    async fn count_active_jobs(&self) -> Result<usize, StoreError>;
     /// Mark failed, with `error`, every unfinished job whose lease expired (its instance
     /// died). Jobs of live instances are never touched. Returns the rows it failed.
     async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError>;

@@ -502,11 +502,12 @@ async fn racing_tabs_on_two_replicas_start_one_job_and_pay_once() {
 }
 
 #[tokio::test]
-async fn user_slot_and_generation_rate_hold_across_replicas() {
+async fn user_slot_total_and_generation_rate_hold_across_replicas() {
     let cluster = Cluster::start(
         2,
         &[
             ("MAX_JOBS_PER_USER", "1"),
+            ("MAX_JOBS_TOTAL", "2"),
             ("RATE_LIMIT_GENERATIONS_PER_MIN", "3"),
         ],
         |_| {
@@ -552,6 +553,28 @@ async fn user_slot_and_generation_rate_hold_across_replicas() {
     assert_eq!(limited["error"]["code"], "RATE_LIMITED", "{limited}");
     until_streams_open(&cluster.fake).await;
     assert_eq!(cluster.fake.requests().len(), 1);
+
+    // MAX_JOBS_TOTAL counts the jobs of every replica: a second user's job fills it, a
+    // third user is refused on the replica that runs neither.
+    let (second, third) = (cluster.user().await, cluster.user().await);
+    let mut second = cluster.replicas[1].client(second).await;
+    let project = second.create_project("二人目").await;
+    second.select(project).await;
+    second
+        .send(json!({"type":"message","content":"作って"}))
+        .await;
+    assert_eq!(
+        second.recv_until("jobStarted").await.pop().unwrap()["isExisting"],
+        false
+    );
+    let mut third = cluster.replicas[1].client(third).await;
+    let project = third.create_project("三人目").await;
+    third.select(project).await;
+    third
+        .send(json!({"type":"message","content":"作って"}))
+        .await;
+    let busy = third.recv_until("error").await.pop().unwrap();
+    assert_eq!(busy["error"]["code"], "SYSTEM_LIMIT_EXCEEDED", "{busy}");
     cluster.finish().await;
 }
 

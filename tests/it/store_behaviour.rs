@@ -654,6 +654,7 @@ mod suite {
             .unwrap()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.count_active_jobs().await.unwrap(), 3);
 
         let mut failed: Vec<Uuid> = store
             .fail_expired_jobs("instance lost")
@@ -696,6 +697,7 @@ mod suite {
         let swept = store.fail_expired_jobs("instance lost").await.unwrap();
         assert_eq!(swept.len(), 1);
         assert_eq!(swept[0].id, running.id);
+        assert_eq!(store.count_active_jobs().await.unwrap(), 0);
         assert!(store
             .active_jobs_for_user(a.user_id)
             .await

@@ -196,6 +196,20 @@ pub(super) async fn active_jobs_for_user(
         .collect()
 }
 
+pub(super) async fn count_active_jobs(store: &PostgresStore) -> Result<usize, StoreError> {
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    let row = query_one(
+        &tx,
+        "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+        &[],
+    )
+    .await?;
+    commit(tx).await?;
+    let count: i64 = get(&row, 0)?;
+    usize::try_from(count).map_err(|_| decode_err("job count"))
+}
+
 pub(super) async fn renew_leases(
     store: &PostgresStore,
     lease: &Lease,

@@ -178,6 +178,19 @@ pub(super) async fn active_jobs_for_user(
         .await
 }
 
+pub(super) async fn count_active_jobs(store: &SqliteStore) -> Result<usize, StoreError> {
+    store
+        .call(|c| {
+            c.query_row(
+                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+        })
+        .await
+}
+
 pub(super) async fn renew_leases(
     store: &SqliteStore,
     lease: &Lease,

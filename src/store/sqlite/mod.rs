@@ -129,6 +129,10 @@ impl Store for SqliteStore {
         jobs::active_jobs_for_user(self, user_id).await
     }
 
+    async fn count_active_jobs(&self) -> Result<usize, StoreError> {
+        jobs::count_active_jobs(self).await
+    }
+
     async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError> {
         jobs::fail_expired_jobs(self, error).await
     }
