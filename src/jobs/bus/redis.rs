@@ -717,3 +717,48 @@ async fn check_database(
     mirror.push(message.to_frame(), kind);
     Next::Stop
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_events: usize, max_bytes: usize) -> ClusterConfig {
+        ClusterConfig {
+            redis_url: crate::config::Secret::default(),
+            lease_renew_secs: 5,
+            lease_ttl_secs: 15,
+            stream_max_events: max_events,
+            stream_max_bytes: max_bytes,
+            stream_expire_secs: 600,
+            publish_queue_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn streams_keep_both_budgets_and_never_trim_the_newest_entry() {
+        let mut budget = StreamBudget::default();
+        let by_count = settings(3, 1 << 20);
+        assert_eq!(budget.keep(1, 10, &by_count), 1);
+        assert_eq!(budget.keep(2, 10, &by_count), 1);
+        assert_eq!(budget.keep(3, 10, &by_count), 1);
+        assert_eq!(budget.keep(4, 10, &by_count), 2, "at most 3 entries");
+
+        let mut budget = StreamBudget::default();
+        let by_bytes = settings(100, 25);
+        assert_eq!(budget.keep(1, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(2, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(3, 10, &by_bytes), 2, "at most 25 bytes");
+        assert_eq!(budget.keep(4, 100, &by_bytes), 4, "an oversized entry stays alone");
+    }
+
+    #[test]
+    fn entry_ids_are_sequence_numbers() {
+        assert_eq!(entry_id(42), "42-0");
+        assert_eq!(entry_seq("42-0"), Some(42));
+        assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
+        assert_eq!(entry_seq("nonsense"), None);
+        for kind in [EventKind::Event, EventKind::Completed, EventKind::Ended] {
+            assert_eq!(EventKind::parse(kind.code()), Some(kind));
+        }
+    }
+}
