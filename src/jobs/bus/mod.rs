@@ -211,6 +211,9 @@ mod tests {
             message,
             ServerMessage::Completed { ref result, .. } if result.message == super::super::runner::DEFAULT_COMPLETION
         ));
-        assert_eq!(state_from_database(&row(JobStatus::Cancelled)).1, EventKind::Ended);
+        assert_eq!(
+            state_from_database(&row(JobStatus::Cancelled)).1,
+            EventKind::Ended
+        );
     }
 }

@@ -748,7 +748,11 @@ mod tests {
         assert_eq!(budget.keep(1, 10, &by_bytes), 1);
         assert_eq!(budget.keep(2, 10, &by_bytes), 1);
         assert_eq!(budget.keep(3, 10, &by_bytes), 2, "at most 25 bytes");
-        assert_eq!(budget.keep(4, 100, &by_bytes), 4, "an oversized entry stays alone");
+        assert_eq!(
+            budget.keep(4, 100, &by_bytes),
+            4,
+            "an oversized entry stays alone"
+        );
     }
 
     #[test]
