@@ -119,6 +119,10 @@ pub trait JobBus: Send + Sync + 'static {
     /// when the limit is reached, `None` when only this instance can decide.
     async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool>;
 
+    /// Check the connection to the other instances (every lease tick), so that `/ready`
+    /// recovers when the cluster does, even while no event flows.
+    async fn probe(&self);
+
     /// True when other instances share the database and the limits.
     fn is_clustered(&self) -> bool;
 
