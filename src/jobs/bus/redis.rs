@@ -560,7 +560,15 @@ async fn listen_for_control(
                     s.health.clear(Part::Control);
                 }
                 let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
+                loop {
+                    // The jobs that take the requests are gone: so is the need to listen.
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        _ = requests.closed() => return,
+                    };
+                    let Some(message) = message else {
+                        break;
+                    };
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
