@@ -109,7 +109,9 @@ done
 SUM=$(sha256sum "$STANDIN" | cut -d' ' -f1)
 if [[ "$(cat "$STATE/standin.sha256" 2>/dev/null || true)" != "$SUM" ]]; then
     log "loading $STANDIN into $TEMPLATE"
-    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DEV_DB" -c "DROP DATABASE IF EXISTS $TEMPLATE" \
+    # A template database cannot be dropped: clear the flag first (a no-op when it is absent).
+    "${PSQL[@]}" -d postgres -c "UPDATE pg_database SET datistemplate = false WHERE datname = '$TEMPLATE'" \
+        -c "DROP DATABASE IF EXISTS $DEV_DB" -c "DROP DATABASE IF EXISTS $TEMPLATE" \
         -c "CREATE DATABASE $TEMPLATE"
     "${PSQL[@]}" -d "$TEMPLATE" -f "$STANDIN" >/dev/null
     "${PSQL[@]}" -d postgres -c "ALTER DATABASE $TEMPLATE WITH IS_TEMPLATE true" \

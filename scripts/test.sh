@@ -21,4 +21,4 @@ fi
 cargo nextest run --all-targets --locked --test-threads=4 --no-fail-fast
 # The WebSocket behaviour suites again, with PostgreSQL as the store.
 RELAY_TEST_STORE=postgres cargo nextest run --locked --test it --test-threads=4 --no-fail-fast \
-    -E 'test(/^(ws_relay|ws_limits|races|drain|restart|quotas|versions)::/)'
+    -E 'test(/^(ws_relay|ws_limits|races|drain|restart|quotas|versions|editor_routes)::/)'

@@ -36,6 +36,10 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_samples(out, name, labels);
+    }
+
+    fn render_samples(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             let _ = writeln!(
@@ -94,6 +98,39 @@ impl LabeledCounter {
     }
 }
 
+/// A histogram family keyed by one label value, created on first use.
+pub struct LabeledHistogram {
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl LabeledHistogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe_secs(&self, label: &str, secs: f64) {
+        if let Ok(mut map) = self.values.lock() {
+            map.entry(label.to_string())
+                .or_insert_with(|| Histogram::new(self.bounds))
+                .observe_secs(secs);
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        if let Ok(map) = self.values.lock() {
+            for (value, histogram) in map.iter() {
+                let labels = format!("{label_name}=\"{}\"", escape(value));
+                histogram.render_samples(out, name, &labels);
+            }
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -116,6 +153,12 @@ pub struct Metrics {
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
     pub relay_latency: Histogram,
+    /// Labels: endpoint (the Modal function name, e.g. `get_file`).
+    pub modal_calls: LabeledCounter,
+    /// Labels: endpoint. Transport errors, timeouts and unexpected statuses.
+    pub modal_call_failures: LabeledCounter,
+    /// By endpoint: request sent → response status received (or the call failed).
+    pub modal_call_duration: LabeledHistogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -131,6 +174,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     job_duration: Histogram::new(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0]),
     relay_latency: Histogram::new(&[
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
+    ]),
+    modal_calls: LabeledCounter::default(),
+    modal_call_failures: LabeledCounter::default(),
+    modal_call_duration: LabeledHistogram::new(&[
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ]),
 });
 
@@ -148,6 +196,15 @@ impl Metrics {
             *map.entry((state.to_string(), backend.to_string()))
                 .or_insert(0) += delta;
         }
+    }
+
+    /// One finished call to a Modal endpoint other than `generate_game`.
+    pub fn modal_call(&self, endpoint: &str, ok: bool, secs: f64) {
+        self.modal_calls.inc(&[endpoint]);
+        if !ok {
+            self.modal_call_failures.inc(&[endpoint]);
+        }
+        self.modal_call_duration.observe_secs(endpoint, secs);
     }
 
     pub fn render(&self) -> String {
@@ -229,6 +286,24 @@ impl Metrics {
             "relay_event_latency_seconds",
             "Time from a backend event arriving to its frame being queued to subscribers.",
             "",
+        );
+        self.modal_calls.render(
+            &mut out,
+            "relay_modal_calls_total",
+            "Calls to Modal endpoints other than generate_game.",
+            &["endpoint"],
+        );
+        self.modal_call_failures.render(
+            &mut out,
+            "relay_modal_call_failures_total",
+            "Modal calls that failed: transport error, timeout or unexpected status.",
+            &["endpoint"],
+        );
+        self.modal_call_duration.render(
+            &mut out,
+            "relay_modal_call_duration_seconds",
+            "Modal call time, request sent to response status received.",
+            "endpoint",
         );
         out
     }

@@ -6,6 +6,7 @@ pub mod failure;
 pub mod local_cli;
 pub mod modal;
 pub mod modal_git;
+pub mod project_files;
 pub mod selector;
 
 use std::pin::Pin;

@@ -119,6 +119,15 @@ impl Config {
         if self.limits.job_timeout_secs == 0 {
             return Err(invalid("JOB_TIMEOUT_SECS", "must be at least 1"));
         }
+        if self.modal.file_timeout_secs == 0 {
+            return Err(invalid("MODAL_FILE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.limits.file_list_max_bytes < 1024 {
+            return Err(invalid(
+                "PROJECT_FILE_LIST_MAX_BYTES",
+                "must be at least 1024",
+            ));
+        }
         if self.limits.outbound_queue < 8 {
             return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
         }

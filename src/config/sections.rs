@@ -77,6 +77,8 @@ pub struct ModalConfig {
     pub secret: Secret,
     pub connect_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// Total time of one `list_files` / `get_file` call, a file's body included.
+    pub file_timeout_secs: u64,
     pub get_file_endpoint: String,
     pub list_files_endpoint: String,
     pub apply_files_endpoint: String,
@@ -89,6 +91,9 @@ impl ModalConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn file_timeout(&self) -> Duration {
+        Duration::from_secs(self.file_timeout_secs)
     }
 
     /// URL of another Modal function: the override when set, else `MODAL_ENDPOINT` with its
@@ -192,6 +197,8 @@ pub struct LimitsConfig {
     pub generations_per_minute: u32,
     /// Browser origins allowed to open a WebSocket; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// The most bytes of paths one listing of a project's files may hold (downloads).
+    pub file_list_max_bytes: usize,
 }
 
 /// `[cli]`: the local Claude CLI backend.

@@ -50,6 +50,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     (
+        "MODAL_FILE_TIMEOUT_SECS",
+        "modal.file_timeout_secs",
+        Kind::Int,
+    ),
+    (
         "MODAL_GET_FILE_ENDPOINT",
         "modal.get_file_endpoint",
         Kind::Str,
@@ -117,6 +122,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("WS_ALLOWED_ORIGINS", "limits.allowed_origins", Kind::List),
+    (
+        "PROJECT_FILE_LIST_MAX_BYTES",
+        "limits.file_list_max_bytes",
+        Kind::Int,
+    ),
     ("CLAUDE_BIN", "cli.claude_bin", Kind::Str),
     ("LOCAL_CLI_USER", "cli.user", Kind::Str),
     ("CLAUDE_MODEL", "cli.model", Kind::Str),

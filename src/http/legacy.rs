@@ -83,17 +83,38 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
-/// A dot segment would let `/api/../x` reach upstream paths outside `/api`.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|raw| {
-        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        decoded == "." || decoded == ".."
-    })
+/// How many rounds of percent-decoding are checked: an upstream, or something in front of
+/// it, may decode once more than the relay does.
+const DECODE_ROUNDS: usize = 3;
+
+/// A path that could leave `/api` upstream: a `.` or `..` segment after any round of
+/// decoding, or a separator hidden in a segment (an encoded `/` or `\`, or a literal `\`,
+/// which some servers treat as `/`). `/api/x/..%2f..%2fctl` is the first kind and the second.
+fn escapes_api(path: &str) -> bool {
+    let mut current = path.to_string();
+    for _ in 0..DECODE_ROUNDS {
+        let unsafe_segment = current.split('/').any(|raw| {
+            let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            decoded == "." || decoded == ".." || decoded.contains(['/', '\\'])
+        });
+        if unsafe_segment || current.contains('\\') {
+            return true;
+        }
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current {
+            return false;
+        }
+        current = decoded;
+    }
+    // Still encoded after every round: nothing legitimate nests that deep.
+    true
 }
 
 async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if has_dot_segment(parts.uri.path()) {
+    if escapes_api(parts.uri.path()) {
         return json_error(StatusCode::NOT_FOUND, "Not found");
     }
     let mut url = upstream.base.clone();
@@ -196,9 +217,34 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_caught_encoded_or_not() {
-        assert!(has_dot_segment("/api/../admin"));
-        assert!(has_dot_segment("/api/%2e%2E/admin"));
-        assert!(!has_dot_segment("/api/assets/a.b"));
+    fn dot_segments_and_hidden_separators_are_caught() {
+        for path in [
+            "/api/../admin",
+            "/api/./admin",
+            "/api/%2e%2E/admin",
+            "/api/x/..%2f..%2fctl/mode/down",
+            "/api/x/..%2F..%2Fctl",
+            "/api/x/%2e%2e%5cctl",
+            "/api/x/..\\ctl",
+            "/api/a%2fb",
+            "/api/x/%252e%252e/ctl",
+            "/api/x/%25252e%25252e/ctl",
+            "/api/x/%2525252e",
+        ] {
+            assert!(escapes_api(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_pass() {
+        for path in [
+            "/api/assets/a.b",
+            "/api/assets/my%20sprite.png",
+            "/api/users/me",
+            "/api/x/..a/b..",
+            "/api/assets/%E7%8C%AB.png",
+        ] {
+            assert!(!escapes_api(path), "{path}");
+        }
     }
 }

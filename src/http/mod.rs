@@ -1,13 +1,16 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+mod editor;
 mod game;
 mod legacy;
 mod pages;
 mod rest;
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,11 +21,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::backend::project_files::Readers;
 use crate::config::BackendMode;
 use crate::metrics::METRICS;
 use crate::state::AppState;
 
 pub fn router(app: AppState) -> Router {
+    // One reader of project files per backend, shared by the editor and game routes.
+    let readers = Arc::new(Readers::new(&app.config));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -32,10 +38,12 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
         .merge(rest::routes(&app))
-        .merge(game::routes(&app))
+        .merge(editor::routes(&app, Arc::clone(&readers)))
+        .merge(game::routes(&app, readers))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))
         .fallback(root)
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -43,6 +51,16 @@ pub fn router(app: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(app)
+}
+
+/// Every answer, whoever produced it (routes, static files, the legacy upstream), tells the
+/// browser to use the type it names and never guess one: a game file must not become a page.
+async fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// One span per request with its id; the path only — queries carry preview signatures.

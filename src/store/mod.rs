@@ -134,6 +134,9 @@ pub trait Store: Send + Sync + 'static {
         content: &str,
     ) -> Result<(), StoreError>;
     async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError>;
+    /// Whose project this is, for the public routes that find a project's files by its id
+    /// alone (the thumbnail).
+    async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError>;
     /// Atomically: the project's unfinished job if there is one, else a new `pending` job
     /// held under `lease`.
     async fn start_job(

@@ -7,6 +7,7 @@ mod auth_jwt;
 mod backends;
 mod cluster;
 mod drain;
+mod editor_routes;
 mod local_cli;
 mod modal_backend;
 mod nginx;

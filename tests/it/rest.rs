@@ -309,6 +309,116 @@ async fn expired_forged_and_misapplied_signatures_are_refused() {
 // --- local workspace files -------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_referer_alone_opens_only_subresources_never_documents() {
+    let relay = start(&[]).await;
+    let (user, project) = user_with_project(&relay).await;
+    let dir = relay.workspace(user, project);
+    write(&dir.join("index.html"), INDEX.as_bytes());
+    let documents = [
+        "pages/a.shtml",
+        "pages/b.xhtml",
+        "pages/c.xht",
+        "pages/d.HTML",
+        "assets/logo.svg",
+        "data/feed.xml",
+        "notes.txt",
+        "no-extension",
+    ];
+    for file in documents {
+        write(
+            &dir.join(file),
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"/>",
+        );
+    }
+    let subresources = [
+        "js/game.js",
+        "style.css",
+        "levels/1.json",
+        "assets/hero.png",
+        "assets/theme.mp3",
+        "fonts/a.woff2",
+        "engine.wasm",
+    ];
+    for file in subresources {
+        write(&dir.join(file), b"bytes");
+    }
+    let signed = game_url(&relay, user, project).await;
+    let (_, query) = signed.split_once('?').unwrap();
+    let prefix = format!("{}/game/{user}/{project}", base(&relay));
+    let page_referer = format!("{}{signed}", base(&relay));
+    let by_referer = |file: &str| {
+        http()
+            .get(format!("{prefix}/{file}"))
+            .header(header::REFERER, &page_referer)
+            .send()
+    };
+
+    for file in documents {
+        let response = by_referer(file).await.unwrap();
+        assert_eq!(response.status(), 401, "{file}");
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+    }
+    for file in subresources {
+        let response = by_referer(file).await.unwrap();
+        assert_eq!(response.status(), 200, "{file}");
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+    }
+    // The signature still opens every file.
+    for file in documents {
+        let response = http()
+            .get(format!("{prefix}/{file}?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_forbids_type_sniffing() {
+    let relay = start(&[]).await;
+    let (user, project) = user_with_project(&relay).await;
+    let public = tempfile::tempdir().unwrap();
+    write(&public.path().join("create.html"), b"<p>create</p>");
+    let relay_with_pages = start(&[("PUBLIC_DIR", public.path().to_str().unwrap())]).await;
+    for (relay, path) in [
+        (&relay, "/health".to_string()),
+        (&relay, "/metrics".to_string()),
+        (&relay, "/api/quota".to_string()),
+        (&relay, "/api/users/me".to_string()),
+        (&relay, format!("/game/{user}/{project}/index.html")),
+        (
+            &relay,
+            format!("/game/{user}/{project}/missing.js?sig=x&exp=1"),
+        ),
+        (&relay, "/nothing-here".to_string()),
+        (&relay_with_pages, "/create".to_string()),
+        (&relay_with_pages, "/create.html".to_string()),
+    ] {
+        let response = http()
+            .get(format!("{}{path}", base(relay)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::X_CONTENT_TYPE_OPTIONS)
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path} ({})",
+            response.status()
+        );
+    }
+}
+
+#[tokio::test]
 async fn local_files_follow_the_access_rules_with_their_content_types() {
     let relay = start(&[]).await;
     let (user, project) = user_with_project(&relay).await;
@@ -789,6 +899,32 @@ async fn other_api_routes_are_forwarded_to_the_legacy_server() {
         .await
         .unwrap();
     assert_eq!(get_json(down).await, (502, json!({"error": "Bad gateway"})));
+}
+
+#[tokio::test]
+async fn legacy_forwarding_refuses_dot_segments_behind_encoded_separators() {
+    let (upstream, seen, _server) = echo_upstream().await;
+    let relay = start(&[("LEGACY_UPSTREAM_URL", upstream.as_str())]).await;
+    for path in [
+        "/api/x/..%2f..%2fctl/mode/down",
+        "/api/x/..%2F..%2F..%2Fctl",
+        "/api/x/%2e%2e%2fctl",
+        "/api/x/..%5c..%5cctl",
+        "/api/x/%252e%252e/ctl",
+        "/api/a%2fb",
+    ] {
+        let (status, _) = raw_get(&relay, path, &[]).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // Plain paths still pass.
+    let (status, _) = raw_get(&relay, "/api/assets/my%20sprite.png", &[]).await;
+    assert_eq!(status, 201);
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 //! Who may read a game file (docs/protocol.md §8): a valid `sig`+`exp` pair, the owner's token, or,
-//! for non-HTML files only, a Referer from the same project folder on this host.
+//! for the sub-resources a page loads only (`kinds`), a Referer from the same project folder
+//! on this host.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::paths::{is_html, GamePath};
+use super::kinds::{is_html, loadable_by_referer};
+use super::paths::GamePath;
 use crate::http::rest::{self, json_error, SignatureError};
 use crate::state::AppState;
 
@@ -45,12 +47,23 @@ pub(super) async fn authorize(
             return Err(json_error(StatusCode::FORBIDDEN, "Access denied"));
         }
     } else if referer_in_folder(headers, path.user, path.project) {
-        // A Referer is easy to forge outside a browser: never enough for a page.
-        if path.file.as_deref().is_some_and(is_html) {
-            return Err(json_error(
-                StatusCode::UNAUTHORIZED,
-                "Authentication required for HTML files",
-            ));
+        // A Referer is easy to forge outside a browser: never enough for a page, nor for
+        // anything a browser could render as one.
+        match path.file.as_deref() {
+            Some(file) if is_html(file) => {
+                return Err(json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Authentication required for HTML files",
+                ))
+            }
+            Some(file) if !loadable_by_referer(file) => {
+                return Err(json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Authentication required",
+                ))
+            }
+            // An unsafe path is refused as such further on.
+            _ => {}
         }
     } else {
         return Err(json_error(

@@ -1,8 +1,5 @@
-//! Path safety for `/game/...`: splitting the URL into ids and a safe relative file path, and
-//! opening that file without ever leaving the project's workspace.
-
-use std::io;
-use std::path::Path;
+//! Path safety for `/game/...`: splitting the URL into ids and a safe relative file path (the
+//! file itself is opened through `backend::project_files`, which never leaves the project).
 
 /// The raw path split into its ids and the file's decoded segments.
 pub(super) struct GamePath<'a> {
@@ -46,44 +43,6 @@ fn safe_relative_path(tail: &str) -> Option<String> {
         segments.push(segment.into_owned());
     }
     Some(segments.join("/"))
-}
-
-/// The file is a page (`.html`/`.htm`, any case).
-pub(super) fn is_html(file: &str) -> bool {
-    let lower = file.to_ascii_lowercase();
-    lower.ends_with(".html") || lower.ends_with(".htm")
-}
-
-/// Open `relative` inside `root` for reading, following symbolic links only while they stay
-/// inside `root` and lead to a visible regular file. Every refusal is `NotFound`, so nothing
-/// tells a caller what lies outside.
-pub(super) fn open_beneath(root: &Path, relative: &Path) -> io::Result<(std::fs::File, u64)> {
-    let outside = || io::Error::new(io::ErrorKind::NotFound, "outside the workspace");
-    let root = root.canonicalize()?;
-    let target = root.join(relative).canonicalize()?;
-    let inside = target.strip_prefix(&root).map_err(|_| outside())?;
-    let hidden = inside
-        .components()
-        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
-    if hidden {
-        return Err(outside());
-    }
-    let handle = std::fs::File::open(&target)?;
-    let meta = handle.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
-    }
-    // A directory swapped for a link between the check and the open is caught here: the
-    // kernel names the file actually opened.
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let opened = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
-        if !opened.starts_with(&root) {
-            return Err(outside());
-        }
-    }
-    Ok((handle, meta.len()))
 }
 
 #[cfg(test)]

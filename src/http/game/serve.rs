@@ -3,21 +3,21 @@
 //! preview script.
 
 use std::io;
-use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
+use futures::StreamExt;
 
 use super::access::{authorize, Signed};
 use super::inject::inject_script;
-use super::paths::{is_html, open_beneath, split_path};
+use super::kinds::is_html;
+use super::paths::split_path;
 use super::GameState;
+use crate::backend::project_files::{ByteStream, FilesError, ProjectPath};
 use crate::backend::BackendKind;
 use crate::http::rest::{self, json_error};
-use crate::state::AppState;
 
 pub(super) async fn serve(
     State(state): State<GameState>,
@@ -43,20 +43,58 @@ pub(super) async fn serve(
         return refused;
     }
 
-    let Some(file) = path.file else {
+    let Some(file) = path.file.as_deref().and_then(ProjectPath::parse) else {
         return json_error(StatusCode::BAD_REQUEST, "Invalid file path");
     };
-    let inject = file == "index.html";
-    let from_modal = app.selector.pick().map(|b| b.kind()).ok() == Some(BackendKind::Modal);
-    let body = if from_modal {
-        modal_file(&state, user_id, project_id, &file, inject).await
-    } else {
-        local_file(app, user_id, project_id, &file, inject).await
+    let backend = app.selector.pick().map(|b| b.kind()).ok();
+    let Some(files) = state.readers.for_backend(backend) else {
+        return modal_failed();
     };
-    match body {
-        Ok((body, length)) => file_response(&file, body, length),
-        Err(response) => response,
+    match files.open(user_id, project_id, &file).await {
+        Ok(Some(opened)) if file == ProjectPath::INDEX => match read_page(opened.bytes).await {
+            Ok(page) => {
+                let page = inject_script(&page);
+                let length = page.len() as u64;
+                file_response(file.as_str(), Body::from(page), Some(length))
+            }
+            Err(e) if backend == Some(BackendKind::Modal) => {
+                tracing::warn!(error = %e, "game page unreadable");
+                modal_failed()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "game page unreadable");
+                internal_error()
+            }
+        },
+        Ok(Some(opened)) => file_response(
+            file.as_str(),
+            Body::from_stream(opened.bytes),
+            opened.length,
+        ),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "File not found"),
+        Err(FilesError::Modal { .. }) => modal_failed(),
+        Err(e) => {
+            tracing::error!(error = %e, file = %file, "game file unreadable");
+            internal_error()
+        }
     }
+}
+
+fn internal_error() -> Response {
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+}
+
+fn modal_failed() -> Response {
+    json_error(StatusCode::BAD_GATEWAY, "Failed to fetch file from Modal")
+}
+
+/// The whole page, for the script injection; bytes that are not UTF-8 become U+FFFD.
+async fn read_page(mut bytes: ByteStream) -> io::Result<String> {
+    let mut raw = Vec::new();
+    while let Some(chunk) = bytes.next().await {
+        raw.extend_from_slice(&chunk?);
+    }
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
 fn file_response(file: &str, body: Body, length: Option<u64>) -> Response {
@@ -70,10 +108,6 @@ fn file_response(file: &str, body: Body, length: Option<u64>) -> Response {
         "no-cache"
     };
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -94,107 +128,6 @@ fn content_type(file: &str) -> HeaderValue {
     };
     HeaderValue::from_str(&value)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
-}
-
-fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "File not found")
-}
-
-// --- local workspace -----------------------------------------------------------------------
-
-async fn local_file(
-    app: &AppState,
-    user_id: Uuid,
-    project_id: Uuid,
-    file: &str,
-    inject: bool,
-) -> Result<(Body, Option<u64>), Response> {
-    // The local CLI backend's layout: <DATA_DIR>/users/<user>/projects/<project>.
-    let root =
-        crate::backend::local_cli::project_dir(&app.config.server.data_dir, user_id, project_id);
-    let relative = PathBuf::from(file);
-    let opened = tokio::task::spawn_blocking(move || -> io::Result<Local> {
-        let (mut handle, length) = open_beneath(&root, &relative)?;
-        if !inject {
-            return Ok(Local::File(handle, length));
-        }
-        let mut raw = Vec::new();
-        io::Read::read_to_end(&mut handle, &mut raw)?;
-        Ok(Local::Page(String::from_utf8_lossy(&raw).into_owned()))
-    })
-    .await;
-    match opened {
-        Ok(Ok(Local::Page(html))) => {
-            let page = inject_script(&html);
-            let length = page.len() as u64;
-            Ok((Body::from(page), Some(length)))
-        }
-        Ok(Ok(Local::File(handle, length))) => {
-            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(handle));
-            Ok((Body::from_stream(stream), Some(length)))
-        }
-        Ok(Err(e)) => {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::debug!(error = %e, file, "game file refused");
-            }
-            Err(not_found())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "game file task failed");
-            Err(json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal server error",
-            ))
-        }
-    }
-}
-
-/// A local file opened for serving.
-enum Local {
-    /// `index.html`, read whole for the script injection.
-    Page(String),
-    File(std::fs::File, u64),
-}
-
-// --- Modal get_file ------------------------------------------------------------------------
-
-async fn modal_file(
-    state: &GameState,
-    user_id: Uuid,
-    project_id: Uuid,
-    file: &str,
-    inject: bool,
-) -> Result<(Body, Option<u64>), Response> {
-    let modal = &state.app.config.modal;
-    let failed = |detail: String| {
-        tracing::warn!(%detail, file, "Modal get_file failed");
-        json_error(StatusCode::BAD_GATEWAY, "Failed to fetch file from Modal")
-    };
-    let response = state
-        .http
-        .get(modal.endpoint_for("get_file"))
-        .query(&[
-            ("user_id", user_id.to_string()),
-            ("project_id", project_id.to_string()),
-            ("path", file.to_string()),
-        ])
-        .header("X-Modal-Secret", modal.secret.expose())
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    match response.status() {
-        s if s.is_success() => {}
-        reqwest::StatusCode::NOT_FOUND => return Err(not_found()),
-        s => return Err(failed(format!("status {s}"))),
-    }
-    if inject {
-        let raw = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-        let page = inject_script(&String::from_utf8_lossy(&raw));
-        let length = page.len() as u64;
-        return Ok((Body::from(page), Some(length)));
-    }
-    let length = response.content_length();
-    Ok((Body::from_stream(response.bytes_stream()), length))
 }
 
 #[cfg(test)]

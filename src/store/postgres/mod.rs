@@ -105,6 +105,10 @@ impl Store for PostgresStore {
         projects::mark_initialized(self, project_id).await
     }
 
+    async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        projects::project_owner(self, project_id).await
+    }
+
     async fn start_job(
         &self,
         user_id: Uuid,

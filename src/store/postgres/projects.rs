@@ -204,3 +204,19 @@ pub(super) async fn mark_initialized(
     .await?;
     commit(tx).await
 }
+
+pub(super) async fn project_owner(
+    store: &PostgresStore,
+    project_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    let row = query_opt(
+        &tx,
+        "SELECT user_id FROM projects WHERE id = $1",
+        &[(&project_id, Type::UUID)],
+    )
+    .await?;
+    commit(tx).await?;
+    row.map(|row| get::<Uuid>(&row, 0)).transpose()
+}

@@ -164,3 +164,20 @@ pub(super) async fn mark_initialized(
         })
         .await
 }
+
+pub(super) async fn project_owner(
+    store: &SqliteStore,
+    project_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    let pid = project_id.to_string();
+    store
+        .call(move |c| {
+            c.query_row(
+                "SELECT user_id FROM projects WHERE id = ?1",
+                params![pid],
+                |row| parse_uuid(row.get(0)?),
+            )
+            .optional()
+        })
+        .await
+}

@@ -1,0 +1,69 @@
+//! Who may read a project's files, and from which backend.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::{internal_error, EditorState};
+use crate::auth::Identity;
+use crate::backend::project_files::ProjectFiles;
+use crate::http::rest::{authenticate, json_error, parse_uuid, AuthRejection};
+
+/// Why a route answers before reading any file.
+pub(super) enum Refusal {
+    Auth(AuthRejection),
+    BadProjectId,
+    /// Not the caller's project, or no project at all.
+    NoProject,
+    StoreFailed,
+    NoModalClient,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Auth(rejection) => rejection.into_response(),
+            Self::BadProjectId => json_error(StatusCode::BAD_REQUEST, "Invalid project ID"),
+            Self::NoProject => json_error(StatusCode::NOT_FOUND, "Project not found"),
+            Self::StoreFailed => internal_error(),
+            Self::NoModalClient => {
+                json_error(StatusCode::BAD_GATEWAY, "Failed to fetch file from Modal")
+            }
+        }
+    }
+}
+
+impl EditorState {
+    /// The files of the backend new jobs go to, as the preview routes read them.
+    pub(super) fn files(&self) -> Result<Arc<dyn ProjectFiles>, Refusal> {
+        let backend = self.app.selector.pick().map(|b| b.kind()).ok();
+        self.readers
+            .for_backend(backend)
+            .ok_or(Refusal::NoModalClient)
+    }
+
+    /// The caller and the project id, if the request's token is valid and `raw` names one
+    /// of the caller's projects.
+    pub(super) async fn owned(
+        &self,
+        headers: &HeaderMap,
+        raw: &str,
+    ) -> Result<(Identity, Uuid), Refusal> {
+        let who = authenticate(&self.app, headers)
+            .await
+            .map_err(Refusal::Auth)?;
+        let Some(project_id) = parse_uuid(raw) else {
+            return Err(Refusal::BadProjectId);
+        };
+        match self.app.store.get_project(&who, project_id).await {
+            Ok(Some(_)) => Ok((who, project_id)),
+            Ok(None) => Err(Refusal::NoProject),
+            Err(e) => {
+                tracing::error!(error = %e, %project_id, "project lookup failed");
+                Err(Refusal::StoreFailed)
+            }
+        }
+    }
+}
