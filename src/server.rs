@@ -20,6 +20,7 @@ use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::{probe_modal, BackendSelector};
 use crate::backend::Backend;
 use crate::config::{BackendMode, Config};
+use crate::jobs::bus::{BusError, JobBus, MemoryBus, RedisBus};
 use crate::jobs::limits::SlotLimiter;
 use crate::jobs::prompt::PromptTemplate;
 use crate::jobs::quota::QuotaPolicy;
@@ -53,6 +54,8 @@ pub enum StartupError {
     Backend { mode: &'static str, reason: String },
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// A relay built from its configuration, ready to serve.
@@ -234,10 +237,22 @@ impl Relay {
             Duration::from_secs(config.backend.auto_failure_window_secs),
         ));
 
+        let instance = uuid::Uuid::new_v4();
+        let bus: Arc<dyn JobBus> = if config.cluster.redis_url.is_empty() {
+            Arc::new(MemoryBus)
+        } else {
+            RedisBus::start(
+                &config.cluster,
+                config.job_timeout(),
+                config.limits.job_log_max_bytes,
+                Arc::clone(&store),
+            )?
+        };
         let quota = QuotaPolicy::new(true);
         let jobs = Jobs::new(
             Arc::clone(&store),
             Arc::clone(&selector),
+            bus,
             SlotLimiter::new(
                 config.limits.max_jobs_per_user,
                 config.limits.max_jobs_total,
@@ -250,18 +265,21 @@ impl Relay {
                 data_dir,
                 log_max_bytes: config.limits.job_log_max_bytes,
                 answer_max_bytes: config.limits.job_answer_max_bytes,
+                lease: crate::store::Lease {
+                    instance,
+                    ttl: config.cluster.lease_ttl(),
+                },
+                lease_renew: config.cluster.lease_renew(),
             },
         );
-        let orphaned = jobs.fail_orphans().await?;
-        if orphaned > 0 {
-            tracing::warn!(
-                count = orphaned,
-                "jobs left unfinished by a previous process marked failed"
-            );
-        }
+        // Only jobs whose lease expired: a live instance's jobs are never touched.
+        jobs.sweep_expired().await?;
+        crate::jobs::lease::spawn(&jobs);
         tracing::info!(
             use_modal = mode.as_use_modal(),
             store = store.kind(),
+            %instance,
+            bus = jobs.bus().health().mode,
             "relay ready"
         );
         let modal_git = if config.modal.endpoint.is_empty() {

@@ -130,6 +130,7 @@ async fn ready(State(app): State<AppState>) -> Response {
         "status": verdict,
         "backend": backend,
         "store": app.store.kind(),
+        "cluster": app.jobs.bus().health(),
         "runningJobs": app.jobs.running().len(),
     });
     let status = if accepting && usable {

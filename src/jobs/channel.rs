@@ -1,16 +1,27 @@
 //! A job's event log and its subscribers. Every event gets the next sequence number and is
 //! appended and delivered under one lock, so a socket that subscribes mid-job receives the
 //! log up to some sequence number and then every later event: nothing lost, nothing twice.
-//! The log is bounded in bytes ([`EventLog`]).
+//! The log is bounded in bytes ([`EventLog`]). The same lock hands each event of a job
+//! running here to the job bus ([`EventForward`]), so other instances see the same order.
+
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
+use serde::Deserialize;
 use uuid::Uuid;
 
+use super::event_kind::EventKind;
 use super::event_log::{EventLog, FrameKind};
 use crate::metrics::{counter_inc, METRICS};
 use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
+
+/// Where the events of a job running here also go (the job bus), in sequence order.
+pub trait EventForward: Send + Sync {
+    /// Hand on event `seq` of `job_id`. Called under the channel's lock, so it never waits.
+    fn forward(&self, job_id: Uuid, seq: u64, frame: &Utf8Bytes, kind: EventKind);
+}
 
 /// How a socket came to follow the job; decides whether `gameUpdated` follows `completed`
 /// (docs/protocol.md §4.2 step 8d and §5.6).
@@ -32,19 +43,38 @@ struct Inner {
     subscribers: Vec<Subscriber>,
 }
 
-/// Fans one job's events out to the connections watching it.
+/// One job's events as this process has them, fanned out to the connections watching it:
+/// the job's own, when it runs here, or the mirror of a job another instance runs (fed
+/// from the bus).
 pub struct JobChannel {
+    job_id: Uuid,
     user_id: Uuid,
     project_id: Uuid,
+    /// Where the events of a job running here also go; `None` on a mirror.
+    forward: Option<Arc<dyn EventForward>>,
     inner: Mutex<Inner>,
+}
+
+/// The part of a `stream` frame a mirror needs to merge it into its log.
+#[derive(Deserialize)]
+struct StreamFrame {
+    content: String,
 }
 
 impl JobChannel {
     /// `log_max_bytes` bounds what the job keeps for late subscribers.
-    pub fn new(user_id: Uuid, project_id: Uuid, log_max_bytes: usize) -> Self {
+    pub fn new(
+        job_id: Uuid,
+        user_id: Uuid,
+        project_id: Uuid,
+        log_max_bytes: usize,
+        forward: Option<Arc<dyn EventForward>>,
+    ) -> Self {
         Self {
+            job_id,
             user_id,
             project_id,
+            forward,
             inner: Mutex::new(Inner {
                 log: EventLog::new(log_max_bytes),
                 subscribers: Vec::new(),
@@ -62,18 +92,38 @@ impl JobChannel {
 
     /// Append an event and deliver it to every subscriber. Returns its sequence number.
     pub fn publish(&self, message: &ServerMessage) -> u64 {
-        let completed = matches!(message, ServerMessage::Completed { .. });
-        let frame = message.to_frame();
-        let game_updated = completed.then(|| self.game_updated());
+        let text = match message {
+            ServerMessage::Stream { content } => Some(content.as_str()),
+            _ => None,
+        };
+        self.deliver(message.to_frame(), EventKind::of(message), text)
+    }
+
+    /// Append an already serialized event (a mirror's, read from the bus) and deliver it.
+    pub fn push(&self, frame: Utf8Bytes, kind: EventKind) -> u64 {
+        let stream = (kind == EventKind::Stream)
+            .then(|| serde_json::from_str::<StreamFrame>(&frame).ok())
+            .flatten();
+        self.deliver(frame, kind, stream.as_ref().map(|s| s.content.as_str()))
+    }
+
+    /// `stream_text` is the content of a `stream` event, which the log merges.
+    fn deliver(&self, frame: Utf8Bytes, kind: EventKind, stream_text: Option<&str>) -> u64 {
+        let game_updated = (kind == EventKind::Completed).then(|| self.game_updated());
         let mut inner = self.inner.lock();
-        let seq = match message {
-            ServerMessage::Stream { content } => inner.log.append_stream(content),
-            ServerMessage::Progress { .. } => {
+        let seq = match (stream_text, kind) {
+            (Some(text), _) => inner.log.append_stream(text),
+            (None, EventKind::Progress) => {
                 inner.log.append_frame(frame.clone(), FrameKind::Progress)
             }
-            _ if completed => inner.log.append_frame(frame.clone(), FrameKind::Completed),
-            _ => inner.log.append_frame(frame.clone(), FrameKind::Other),
+            (None, EventKind::Completed) => {
+                inner.log.append_frame(frame.clone(), FrameKind::Completed)
+            }
+            (None, _) => inner.log.append_frame(frame.clone(), FrameKind::Other),
         };
+        if let Some(forward) = &self.forward {
+            forward.forward(self.job_id, seq, &frame, kind);
+        }
         inner.subscribers.retain(|sub| {
             let delivered = match (&game_updated, sub.kind) {
                 (Some(extra), SubscriptionKind::Message) => sub
@@ -118,6 +168,11 @@ impl JobChannel {
         inner.subscribers.retain(|s| s.sink.conn_id() != conn_id);
     }
 
+    /// Whether any connection of this process follows the job.
+    pub fn has_subscribers(&self) -> bool {
+        !self.inner.lock().subscribers.is_empty()
+    }
+
     /// Whether a connection receives this job's events.
     pub fn is_subscribed(&self, conn_id: u64) -> bool {
         self.inner
@@ -159,7 +214,7 @@ mod tests {
 
     #[test]
     fn late_subscriber_gets_log_then_live_without_duplicates() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 1 << 20, None);
         let (early, mut early_rx, _) = OutboundSender::channel(1, 64, 1 << 20);
         channel.subscribe(early, SubscriptionKind::Message, true);
         for n in 0..3 {
@@ -184,7 +239,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_the_subscriber() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), 1 << 20);
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 1 << 20, None);
         let (slow, _rx, overflowed) = OutboundSender::channel(1, 8, 1 << 20);
         channel.subscribe(slow, SubscriptionKind::Observer, false);
         for n in 0..20 {

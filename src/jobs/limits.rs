@@ -50,6 +50,11 @@ impl SlotLimiter {
         self.per_user
     }
 
+    /// The most jobs running at once (on this instance, or cluster-wide when clustered).
+    pub fn total_limit(&self) -> usize {
+        self.total
+    }
+
     /// Takes a slot for the user, or says which limit is reached.
     pub fn try_acquire(&self, user_id: Uuid) -> Result<Slot, SlotError> {
         let mut counts = self.counts.lock();

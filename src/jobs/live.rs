@@ -1,7 +1,7 @@
 //! A job running in this process, and the map that finds it by job or by project.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::channel::JobChannel;
+use super::bus::JobBus;
+use super::channel::{EventForward, JobChannel};
 use crate::backend::BackendKind;
 use crate::store::models::JobRow;
 
@@ -23,29 +24,44 @@ pub struct LiveJob {
     pub project_id: Uuid,
     /// The backend running it.
     pub backend: BackendKind,
-    /// Sends its events to watching connections.
-    pub channel: JobChannel,
+    /// Sends its events to watching connections (and to the bus).
+    pub channel: Arc<JobChannel>,
     /// When it started, for its duration.
     pub started_at: Instant,
     row: Mutex<JobRow>,
     cancel: CancellationToken,
     finished: CancellationToken,
+    /// The row as another instance ended it (a cancel or a sweep written to the database).
+    ended_elsewhere: OnceLock<JobRow>,
 }
 
 impl LiveJob {
-    /// A job about to run, from its freshly created row.
+    /// A job about to run, from its freshly created row; its events also go to `bus`.
     /// `log_max_bytes` bounds the job's replay log.
-    pub(super) fn new(row: JobRow, backend: BackendKind, log_max_bytes: usize) -> Self {
+    pub(super) fn new(
+        row: JobRow,
+        backend: BackendKind,
+        bus: Arc<dyn JobBus>,
+        log_max_bytes: usize,
+    ) -> Self {
         Self {
             id: row.id,
             user_id: row.user_id,
             project_id: row.project_id,
             backend,
-            channel: JobChannel::new(row.user_id, row.project_id, log_max_bytes),
+            channel: Arc::new(JobChannel::new(
+                row.id,
+                row.user_id,
+                row.project_id,
+                log_max_bytes,
+                // Alone, nobody else needs the events: no hand-off per event at all.
+                bus.is_clustered().then(|| bus as Arc<dyn EventForward>),
+            )),
             started_at: Instant::now(),
             row: Mutex::new(row),
             cancel: CancellationToken::new(),
             finished: CancellationToken::new(),
+            ended_elsewhere: OnceLock::new(),
         }
     }
 
@@ -70,6 +86,17 @@ impl LiveJob {
     /// Ask the runner to stop the job.
     pub(super) fn request_cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Another instance ended the job's row: stop the job and report what the row says.
+    pub(super) fn end_as(&self, row: JobRow) {
+        let _ = self.ended_elsewhere.set(row);
+        self.cancel.cancel();
+    }
+
+    /// The row as another instance ended it, if one did.
+    pub(super) fn ended_elsewhere(&self) -> Option<&JobRow> {
+        self.ended_elsewhere.get()
     }
 
     /// Called by the runner once the terminal event went out.

@@ -1,12 +1,15 @@
 //! Jobs: one per generation request. Registry and slot limits, the sequence-numbered event
-//! log each job keeps for its subscribers, daily quotas, prompts, and the runner that turns
-//! backend events into wire events.
+//! log each job keeps for its subscribers, the bus that carries it to other instances, job
+//! leases, daily quotas, prompts, and the runner that turns backend events into wire events.
 
 mod answer;
+pub mod bus;
 mod channel;
 mod engine;
+mod event_kind;
 mod event_log;
 mod failures;
+pub mod lease;
 pub mod limits;
 mod live;
 pub mod plan;
@@ -17,7 +20,6 @@ pub mod restore_marker;
 mod runner;
 
 pub use answer::TRUNCATED_MARKER;
-pub use channel::SubscriptionKind;
+pub use channel::{JobChannel, SubscriptionKind};
 pub use engine::JobsConfig;
-pub use live::LiveJob;
 pub use registry::{CancelError, JobRequest, Jobs, StartError, StartOutcome};

@@ -21,10 +21,8 @@ use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
 use crate::metrics::METRICS;
 use crate::store::models::{ChatRole, JobRow, JobStatus};
 use crate::store::{JobUpdate, Store};
-use crate::wire::protocol::{JobResult, ServerMessage};
+use crate::wire::protocol::{texts, JobResult, ServerMessage};
 
-/// Shown when the agent wrote no text of its own.
-const DEFAULT_COMPLETION: &str = "ゲームを更新しました";
 const PREPARING: &str = "実行環境を準備中...";
 /// Progress persisted at most this often while a job streams.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
@@ -76,6 +74,7 @@ pub(super) async fn run(
 ) {
     let span = tracing::info_span!(
         "job",
+        instance = %engine.instance(),
         job_id = %job.id,
         user_id = %job.user_id,
         project_id = %job.project_id,
@@ -149,10 +148,7 @@ async fn drive(
     let progress = |value: i32, message: &str| publish_progress(value, message.to_string());
     let plan = tokio::select! {
         biased;
-        _ = &mut cancelled => return match engine.abort_reason() {
-            Some(failure) => Outcome::Failed(failure),
-            None => Outcome::Cancelled,
-        },
+        _ = &mut cancelled => return cancelled_outcome(engine, job),
         _ = &mut timeout => {
             return Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()))
         }
@@ -188,10 +184,7 @@ async fn drive(
         loop {
             tokio::select! {
                 biased;
-                _ = &mut cancelled => break match engine.abort_reason() {
-                    Some(failure) => Outcome::Failed(failure),
-                    None => Outcome::Cancelled,
-                },
+                _ = &mut cancelled => break cancelled_outcome(engine, job),
                 _ = &mut timeout => {
                     backend_cancel.cancel();
                     break Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()));
@@ -241,6 +234,19 @@ async fn drive(
     outcome
 }
 
+/// What a fired cancel token means: another instance ended the row (a cancel it wrote, or a
+/// lease sweep: say what the database says), the drain ran out of time, or a cancel.
+fn cancelled_outcome(engine: &Engine, job: &LiveJob) -> Outcome {
+    match (job.ended_elsewhere(), engine.abort_reason()) {
+        (Some(row), _) if row.status == JobStatus::Failed => Outcome::Failed(
+            Failure::instance_lost().with_detail("the job was failed by another instance"),
+        ),
+        (Some(_), _) => Outcome::Cancelled,
+        (None, Some(failure)) => Outcome::Failed(failure),
+        (None, None) => Outcome::Cancelled,
+    }
+}
+
 /// A job the pipeline answered itself (a chat answer, the restore confirmation): its frames,
 /// its history entry, then `completed` with its result.
 async fn answer_without_generation(
@@ -271,7 +277,7 @@ async fn answer_without_generation(
 async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcome {
     let message = answer
         .finish()
-        .unwrap_or_else(|| DEFAULT_COMPLETION.to_string());
+        .unwrap_or_else(|| texts::GAME_UPDATED.to_string());
     if let Err(e) = engine
         .store
         .add_history(job.project_id, ChatRole::Assistant, &message)
@@ -358,7 +364,7 @@ async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
                 .as_deref()
                 .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
                 .unwrap_or(JobResult {
-                    message: DEFAULT_COMPLETION.into(),
+                    message: texts::GAME_UPDATED.into(),
                     mode: None,
                     generator: None,
                     html: None,

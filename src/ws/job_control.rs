@@ -13,7 +13,7 @@ pub(super) async fn cancel(conn: &Connection, job_id: Option<String>) {
         let (Some(who), Some(project_id)) = (conn.identity(), conn.current_project()) else {
             return;
         };
-        if let Some(job) = conn.app.jobs.live_for_project(project_id) {
+        if let Ok(Some(job)) = conn.app.jobs.active_row(project_id).await {
             let _ = conn.app.jobs.cancel(who.user_id, job.id).await;
         }
         return conn.reply(ServerMessage::Cancelled {
@@ -73,10 +73,10 @@ pub(super) async fn subscribe_job(conn: &Connection, job_id: Option<String>) {
         return conn.reply(ServerMessage::error(texts::JOB_NOT_FOUND));
     };
     match conn.app.jobs.job_for_user(who.user_id, job_id).await {
-        Ok(Some(_)) => {
+        Ok(Some(row)) => {
             conn.reply(ServerMessage::Subscribed { job_id });
-            if let Some(job) = conn.app.jobs.live(job_id) {
-                conn.follow(&job, SubscriptionKind::Observer, false);
+            if let Some(channel) = conn.app.jobs.channel_for(&row) {
+                conn.follow(&channel, SubscriptionKind::Observer, false);
             }
         }
         _ => conn.reply(ServerMessage::error(texts::JOB_NOT_FOUND)),

@@ -7,6 +7,7 @@ mod admin_listener;
 mod auth_jwt;
 mod backends;
 mod cli;
+mod cluster;
 mod config_refusals;
 mod decoders;
 mod drain;

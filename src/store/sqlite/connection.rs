@@ -12,7 +12,8 @@ use crate::store::models::iso_millis;
 use crate::store::StoreError;
 
 /// Each entry moves the schema one version forward; never edit a released entry.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id           TEXT PRIMARY KEY,
     email        TEXT,
@@ -69,7 +70,12 @@ CREATE TABLE usage_quotas (
     messages_sent    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, quota_date)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN owner_instance TEXT;
+ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;
+"#,
+];
 
 /// One call queued for the connection thread.
 pub(super) type Task = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -34,3 +34,5 @@ pub const FAILED_TO_CANCEL: &str = "Failed to cancel job";
 pub const RATE_LIMITED: &str = "リクエストが多すぎます。しばらくしてからもう一度お試しください";
 /// The message exceeded the size limit.
 pub const MESSAGE_TOO_LARGE: &str = "Message too large";
+/// `result.message` of `completed` when the agent's answer says nothing.
+pub const GAME_UPDATED: &str = "ゲームを更新しました";

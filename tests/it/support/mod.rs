@@ -1,6 +1,6 @@
 //! The harness every integration test shares: the relay under test, the fake upstreams
-//! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, nginx,
-//! Chromium, the Claude CLI).
+//! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, Redis,
+//! nginx, Chromium, the Claude CLI).
 
 pub mod chromium;
 pub mod fake_anthropic;
@@ -10,6 +10,7 @@ pub mod fake_modal_endpoints;
 pub mod modal_relay_process;
 pub mod nginx;
 pub mod postgres;
+pub mod redis;
 pub mod relay;
 pub mod relay_process;
 pub mod tools;

@@ -36,6 +36,9 @@ impl RelayProcess {
             .env("MODAL_ENDPOINT", &fake.url)
             .env("MODAL_INTERNAL_SECRET", &fake.secret)
             .env("DATABASE_URL", database_url)
+            // Short leases: a killed instance's job is failed within about three seconds.
+            .env("JOB_LEASE_RENEW_SECS", "1")
+            .env("JOB_LEASE_TTL_SECS", "2")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

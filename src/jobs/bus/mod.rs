@@ -1,0 +1,181 @@
+//! The job bus: the one seam through which a job's events, cancel requests and start turns
+//! reach the other instances of a cluster. [`MemoryBus`] is the single embedded instance
+//! (a job's events live only in its in-process [`JobChannel`]); [`RedisBus`] adds a Redis
+//! stream per job, a control channel and cluster-wide locks (README "Scaling").
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use memory::MemoryBus;
+pub use redis::{BusError, RedisBus};
+
+use super::channel::{EventForward, JobChannel};
+pub use super::event_kind::EventKind;
+use crate::store::models::{JobRow, JobStatus};
+use crate::wire::protocol::{texts, JobResult, ServerMessage};
+
+/// The bus as `/ready` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BusHealth {
+    /// `embedded` (one instance) or `redis`.
+    pub mode: &'static str,
+    /// Why delivery to other instances is impaired right now; `None` when it is not.
+    pub degraded: Option<String>,
+}
+
+/// Held while this instance starts a job for a user; dropping it lets the next start of the
+/// same user (on any instance) proceed.
+pub struct StartTurn {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl StartTurn {
+    /// A turn that needs no releasing (nothing outside this process to tell).
+    pub fn local() -> Self {
+        Self { release: None }
+    }
+}
+
+impl Drop for StartTurn {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// How jobs reach the other instances; its [`EventForward`] half takes the events of the
+/// jobs running here, in sequence order, without ever waiting.
+#[async_trait]
+pub trait JobBus: EventForward + 'static {
+    /// A channel following the unfinished job `row`, which runs on another instance: its
+    /// events so far, then live ones, up to its terminal event. `None` when no other
+    /// instance can be reached.
+    fn follow(&self, row: &JobRow) -> Option<Arc<JobChannel>>;
+
+    /// Give followers on every instance the terminal event of a job whose instance died
+    /// (the lease sweep just failed it).
+    async fn end_orphan(&self, row: &JobRow, message: &ServerMessage);
+
+    /// Ask whichever instance runs `job_id` to cancel it; true when the request went out.
+    async fn request_cancel(&self, job_id: Uuid) -> bool;
+
+    /// Cancel requests addressed to the cluster; handed out once.
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>>;
+
+    /// Wait for this instance's turn to start a job for `user_id`, so that slot checks,
+    /// quota and history are decided by one instance at a time.
+    async fn start_turn(&self, user_id: Uuid) -> StartTurn;
+
+    /// Take one of the user's generations for this minute across the cluster: `Some(false)`
+    /// when the limit is reached, `None` when only this instance can decide.
+    async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool>;
+
+    /// Check the connection to the other instances (every lease tick), so that `/ready`
+    /// recovers when the cluster does, even while no event flows.
+    async fn probe(&self);
+
+    /// True when other instances share the database and the limits.
+    fn is_clustered(&self) -> bool;
+
+    fn health(&self) -> BusHealth;
+}
+
+/// The job's state from the database, as the event a follower gets when the bus cannot
+/// tell it what happened (a gap it cannot fill, or an end it never carried).
+pub fn state_from_database(row: &JobRow) -> (ServerMessage, EventKind) {
+    let job = row.clone();
+    let message = match row.status {
+        JobStatus::Pending | JobStatus::Processing => ServerMessage::Progress {
+            progress: row.progress,
+            message: row.progress_message.clone(),
+            job,
+        },
+        JobStatus::Completed => {
+            let result = row
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
+                .unwrap_or(JobResult {
+                    message: texts::GAME_UPDATED.into(),
+                    mode: None,
+                    generator: None,
+                    html: None,
+                });
+            ServerMessage::Completed { job, result }
+        }
+        JobStatus::Failed => {
+            let failure = crate::backend::Failure::instance_lost();
+            let error = row.error.clone().unwrap_or(failure.user_message);
+            ServerMessage::Failed {
+                job,
+                error: error.clone(),
+                code: failure.code,
+                user_message: error,
+                recoverable: failure.recoverable,
+                exit_code: None,
+            }
+        }
+        JobStatus::Cancelled => ServerMessage::Cancelled {
+            job: Some(job),
+            message: None,
+            job_id: None,
+        },
+    };
+    let kind = EventKind::of(&message);
+    (message, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: JobStatus) -> JobRow {
+        JobRow {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            project_id: Uuid::nil(),
+            status,
+            progress: 40,
+            progress_message: Some("Loading skills...".into()),
+            result: None,
+            error: Some("落ちました".into()),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn database_state_is_a_progress_or_the_terminal_event() {
+        let (message, kind) = state_from_database(&row(JobStatus::Processing));
+        assert_eq!(kind, EventKind::Progress);
+        assert!(matches!(
+            message,
+            ServerMessage::Progress { progress: 40, message: Some(ref m), .. } if m == "Loading skills..."
+        ));
+
+        let (message, kind) = state_from_database(&row(JobStatus::Failed));
+        assert_eq!(kind, EventKind::Ended);
+        assert!(matches!(
+            message,
+            ServerMessage::Failed { ref error, recoverable: true, .. } if error == "落ちました"
+        ));
+
+        let (message, kind) = state_from_database(&row(JobStatus::Completed));
+        assert_eq!(kind, EventKind::Completed);
+        assert!(matches!(
+            message,
+            ServerMessage::Completed { ref result, .. } if result.message == super::texts::GAME_UPDATED
+        ));
+        assert_eq!(
+            state_from_database(&row(JobStatus::Cancelled)).1,
+            EventKind::Ended
+        );
+    }
+}
