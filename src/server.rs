@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::auth::{self, Verifier};
+use crate::auth::Verifier;
 use crate::backend::local_cli::LocalCliBackend;
 use crate::backend::modal::ModalBackend;
 use crate::backend::modal_git::ModalGit;
@@ -23,6 +23,10 @@ use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+
+mod keys;
+
+pub use keys::development_secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -41,6 +45,8 @@ pub enum StartupError {
     Backend { mode: &'static str, reason: String },
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("no random source for a new key: {0}")]
+    Random(std::io::Error),
 }
 
 /// A relay built from its configuration, ready to serve.
@@ -110,26 +116,6 @@ impl Relay {
         let data_dir = data_dir(&config)?;
         config.server.data_dir = data_dir.clone();
 
-        let (hs256, is_dev_secret) =
-            auth::resolve_hs256_secret(&config.auth, &data_dir).map_err(|source| {
-                StartupError::DataDir {
-                    path: data_dir.display().to_string(),
-                    source,
-                }
-            })?;
-        if is_dev_secret {
-            tracing::warn!(
-                "no SUPABASE_URL or SUPABASE_JWT_SECRET: accepting development tokens signed with {}/dev-jwt-secret \
-                 (mint one with `dreamcore-relay dev-token`)",
-                data_dir.display()
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| StartupError::Http(e.to_string()))?;
-        let verifier = Verifier::new(&config.auth, hs256, http.clone());
-
         let store: Arc<dyn Store> = if config.database.url.is_empty() {
             Arc::new(SqliteStore::open(&data_dir.join("relay.db"))?)
         } else {
@@ -138,6 +124,22 @@ impl Relay {
                     .await?,
             )
         };
+
+        let (hs256, is_dev_secret) = keys::hs256_key(&config, &data_dir, store.as_ref()).await?;
+        if is_dev_secret {
+            tracing::warn!(
+                "no SUPABASE_URL or SUPABASE_JWT_SECRET: accepting development tokens signed with {} \
+                 (mint one with `dreamcore-relay dev-token`)",
+                if store.is_shared() { "the secret the replicas share through the database".to_string() }
+                else { format!("{}/dev-jwt-secret", data_dir.display()) }
+            );
+        }
+        config.game.signing_secret = keys::game_signing_secret(&config, store.as_ref()).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let verifier = Verifier::new(&config.auth, hs256, http.clone());
 
         let modal: Option<Arc<dyn Backend>> = if config.modal.endpoint.is_empty() {
             None

@@ -31,7 +31,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/status", get(ops_status))
         .route("/admin/backend", get(backend_status).post(set_backend))
         .route("/admin/keys/purge", post(purge_keys))
-        .merge(rest::routes(&app))
+        .merge(rest::routes())
         .merge(game::routes(&app))
         .merge(pages::routes(&app))
         .merge(legacy::routes(&app))

@@ -10,7 +10,6 @@ mod live;
 pub mod prompt;
 pub mod quota;
 mod registry;
-pub mod restore_marker;
 mod runner;
 
 pub use channel::SubscriptionKind;

@@ -15,6 +15,7 @@ mod quotas;
 mod races;
 mod rest;
 mod restart;
+mod shared_state;
 mod store_behaviour;
 mod versions;
 mod ws_limits;

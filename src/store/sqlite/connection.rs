@@ -12,7 +12,8 @@ use crate::store::models::iso_millis;
 use crate::store::StoreError;
 
 /// Each entry moves the schema one version forward; never edit a released entry.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id           TEXT PRIMARY KEY,
     email        TEXT,
@@ -69,7 +70,20 @@ CREATE TABLE usage_quotas (
     messages_sent    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, quota_date)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE relay_secrets (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE relay_current_versions (
+    project_id TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    version    TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
+];
 
 /// One call queued for the connection thread.
 pub(super) type Task = Box<dyn FnOnce(&mut Connection) + Send>;
