@@ -9,7 +9,11 @@
 //! target/release/examples/loadgen jobs --jobs 1000 --events 100 [--gap-ms 0]
 //! target/release/examples/loadgen idle --sockets 10000
 //! target/release/examples/loadgen latency --jobs 200 --rate 50 --seconds 10
+//! target/release/examples/loadgen cluster-latency --jobs 200 --rate 50 --seconds 10
+//! target/release/examples/loadgen cluster-jobs --jobs 1000 --events 100
 //! ```
+//! The `cluster-*` scenarios (examples/loadgen/cluster.rs) run two replicas with Redis and
+//! PostgreSQL beside one replica without Redis.
 //! Common flags: `--relay-bin PATH` (default `target/release/dreamcore-relay`),
 //! `--timeout-secs N` (whole scenario, default 300), `--concurrency N` (connects in flight,
 //! default 200), `--metrics` (print the relay's `relay_events_relayed_total` at the end).
@@ -49,6 +53,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+#[path = "loadgen/cluster.rs"]
+mod cluster;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -100,10 +107,12 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "loadgen <jobs|idle|latency> [options]
+const USAGE: &str = "loadgen <jobs|idle|latency|cluster-jobs|cluster-latency> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
+  cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
+          replicas with Redis (follower on the job's replica, then on the other one)
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -140,6 +149,15 @@ enum Scenario {
         sockets: usize,
     },
     Latency {
+        jobs: usize,
+        rate: u32,
+        seconds: u32,
+    },
+    ClusterJobs {
+        jobs: usize,
+        events: u32,
+    },
+    ClusterLatency {
         jobs: usize,
         rate: u32,
         seconds: u32,
@@ -205,6 +223,15 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             sockets: usize_of(positive("sockets", 10_000)?)?,
         },
         "latency" => Scenario::Latency {
+            jobs: usize_of(positive("jobs", 200)?)?,
+            rate: u32_of(positive("rate", 50)?)?,
+            seconds: u32_of(positive("seconds", 10)?)?,
+        },
+        "cluster-jobs" => Scenario::ClusterJobs {
+            jobs: usize_of(positive("jobs", 1000)?)?,
+            events: u32_of(positive("events", 100)?)?,
+        },
+        "cluster-latency" => Scenario::ClusterLatency {
             jobs: usize_of(positive("jobs", 200)?)?,
             rate: u32_of(positive("rate", 50)?)?,
             seconds: u32_of(positive("seconds", 10)?)?,
@@ -1632,6 +1659,27 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
                 let events = rate.saturating_mul(seconds);
                 let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
                 scenario_jobs("latency", &common, jobs, events, gap, deadline).await
+            }
+            Scenario::ClusterJobs { jobs, events } => {
+                cluster::scenario_cluster(
+                    "cluster-jobs",
+                    &common,
+                    jobs,
+                    events,
+                    Duration::ZERO,
+                    deadline,
+                )
+                .await
+            }
+            Scenario::ClusterLatency {
+                jobs,
+                rate,
+                seconds,
+            } => {
+                let events = rate.saturating_mul(seconds);
+                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
+                cluster::scenario_cluster("cluster-latency", &common, jobs, events, gap, deadline)
+                    .await
             }
         }
     };
