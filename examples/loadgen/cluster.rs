@@ -371,7 +371,7 @@ impl Pair {
                 .map_err(|e| BenchError::Protocol(e.to_string()))?;
             match frame["type"].as_str() {
                 Some("jobStarted") => {
-                    return frame["jobId"]
+                    return frame["job"]["id"]
                         .as_str()
                         .map(str::to_string)
                         .ok_or_else(|| BenchError::Protocol("jobStarted without jobId".into()))
