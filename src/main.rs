@@ -62,6 +62,7 @@ fn init_tracing(format: LogFormat) {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(config.server.log_format);
+    raise_descriptor_limit();
     // Blocking work here is short (file and git housekeeping), but it comes in bursts when
     // many jobs end together; a small pool queues it instead of creating a thread for each
     // call, and thread creation storms are what delayed other jobs' events.
@@ -102,6 +103,21 @@ fn serve(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// Use every descriptor the hard limit allows: the connection cap derives from the soft
+/// limit, whose common default (1024) is far below what 10,000 sockets need.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the descriptor limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the descriptor limit"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -116,6 +116,10 @@ pub struct Metrics {
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
     pub relay_latency: Histogram,
+    /// Open TCP connections of the HTTP front door, WebSockets included.
+    pub http_connections_open: AtomicI64,
+    /// Labels: reason (capacity, client, header_timeout, keepalive_timeout, evicted, descriptors).
+    pub http_connections_shed: LabeledCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -132,6 +136,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     relay_latency: Histogram::new(&[
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
     ]),
+    http_connections_open: AtomicI64::new(0),
+    http_connections_shed: LabeledCounter::default(),
 });
 
 pub fn counter_inc(counter: &AtomicU64) {
@@ -184,6 +190,18 @@ impl Metrics {
             "relay_outbound_overflow_disconnects_total",
             "Connections closed because the client did not read its queue.",
             self.outbound_overflow_disconnects.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "relay_http_connections_open",
+            "Open TCP connections, WebSockets included.",
+            self.http_connections_open.load(Ordering::Relaxed),
+        );
+        self.http_connections_shed.render(
+            &mut out,
+            "relay_http_connections_shed_total",
+            "Connections refused or closed by the front door, by reason.",
+            &["reason"],
         );
         let _ = writeln!(out, "# HELP relay_jobs Jobs currently unfinished, by state and backend.\n# TYPE relay_jobs gauge");
         if let Ok(map) = self.jobs_running.lock() {

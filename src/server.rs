@@ -1,11 +1,14 @@
 //! The composition root: build every part from the configuration, serve, drain.
 
+mod client_slots;
+mod connection;
+mod front_door;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
@@ -233,23 +236,14 @@ impl Relay {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.app.clone();
-        let router = crate::http::router(self.app);
+        let door = front_door::FrontDoor::new(crate::http::router(self.app), &app.config.http);
+        // HTTP keeps being served during the drain: `/ready` answers 503 meanwhile.
         let drained = async move {
             shutdown.await;
             drain(&app).await;
         };
-        // The peer address feeds `X-Forwarded-For` on forwarded legacy routes.
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        // Every WebSocket frame is a small write that must leave at once: Nagle would hold it
-        // until the browser acknowledges the previous one.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        axum::serve(listener, service)
-            .with_graceful_shutdown(drained)
-            .await
+        door.run(listener, drained).await;
+        Ok(())
     }
 }
 

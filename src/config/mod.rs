@@ -2,14 +2,17 @@
 //! `RELAY_CONFIG`, then environment variables (the Express names where they exist).
 //! A bad value stops start-up with a message naming the offending key.
 
+mod http;
 mod secret;
 mod sections;
+mod security;
 mod sources;
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use http::{parse_network, HttpConfig};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
     AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, DatabaseConfig, GameConfig,
@@ -47,6 +50,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub game: GameConfig,
     pub legacy: LegacyConfig,
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -61,16 +65,13 @@ impl Config {
         file: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let table = sources::layered_table(file, env)?;
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
-            // Name the environment variable behind a key when there is one.
-            let message = e.message().to_string();
-            ConfigError::Invalid {
-                key: "configuration".into(),
-                reason: message,
-            }
-        })?;
+        let table = sources::layered_table(file, &env)?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e| sources::blame::<Config>(file, &env, &e))?;
         config.validate()?;
+        security::refuse_weak_secrets(&config)?;
+        security::refuse_public_dev_tokens(&config)?;
         Ok(config)
     }
 
@@ -129,6 +130,24 @@ impl Config {
         {
             return Err(invalid("LEGACY_UPSTREAM_URL", "not a valid http(s) URL"));
         }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(invalid(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if self.http.keepalive_timeout_secs == 0 {
+            return Err(invalid("HTTP_KEEPALIVE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("HTTP_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if self.admin.failed_attempts_window_secs == 0 {
+            return Err(invalid(
+                "ADMIN_FAILED_ATTEMPTS_WINDOW_SECS",
+                "must be at least 1",
+            ));
+        }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
         }
@@ -180,7 +199,7 @@ mod tests {
                 "MODAL_ENDPOINT",
                 "https://ws--dreamcore-generate-game.modal.run",
             ),
-            ("MODAL_INTERNAL_SECRET", "s3cret"),
+            ("MODAL_INTERNAL_SECRET", "s3cret-modal-internal"),
             ("SUPABASE_URL", "https://abc.supabase.co/"),
         ])
         .unwrap();
@@ -198,7 +217,7 @@ mod tests {
             config.auth.effective_jwks_url().unwrap(),
             "https://abc.supabase.co/auth/v1/.well-known/jwks.json"
         );
-        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret-modal-internal"));
     }
 
     #[test]
@@ -209,7 +228,7 @@ mod tests {
                 "MODAL_ENDPOINT",
                 "https://x--dreamcore-generate-game.modal.run",
             ),
-            ("MODAL_INTERNAL_SECRET", "s"),
+            ("MODAL_INTERNAL_SECRET", "modal-internal-secret"),
             ("MODAL_LIST_FILES_ENDPOINT", "http://127.0.0.1:9/list"),
         ])
         .unwrap();

@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub public_dir: PathBuf,
     pub drain_timeout_secs: u64,
     pub log_format: LogFormat,
+    /// Start even with secrets shorter than the minimums (development only).
+    pub allow_weak_secrets: bool,
+    /// Accept development tokens although `host` is not a loopback address.
+    pub allow_dev_tokens_on_public_bind: bool,
 }
 
 /// `[backend]`: which backend new jobs use, and when `auto` falls back to local.
@@ -225,6 +229,9 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminConfig {
     pub token: Secret,
+    /// Wrong tokens a client may present per window before it gets 429; 0 = no limit.
+    pub max_failed_attempts: u32,
+    pub failed_attempts_window_secs: u64,
 }
 
 /// `[game]`: signed preview URLs.

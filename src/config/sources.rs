@@ -1,7 +1,9 @@
 //! Where configuration values come from, in order: the embedded `config/default.toml`, an
 //! optional TOML file, then environment variables (the Express names where they exist).
 
-use super::{invalid, BackendMode, ConfigError};
+use serde::de::DeserializeOwned;
+
+use super::{invalid, parse_network, BackendMode, ConfigError};
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 
@@ -10,6 +12,7 @@ const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 enum Kind {
     Str,
     Int,
+    Bool,
     List,
 }
 
@@ -21,6 +24,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("PUBLIC_DIR", "server.public_dir", Kind::Str),
     ("DRAIN_TIMEOUT_SECS", "server.drain_timeout_secs", Kind::Int),
     ("LOG_FORMAT", "server.log_format", Kind::Str),
+    (
+        "ALLOW_WEAK_SECRETS",
+        "server.allow_weak_secrets",
+        Kind::Bool,
+    ),
     ("USE_MODAL", "backend.use_modal", Kind::Str),
     (
         "AUTO_FAILURE_THRESHOLD",
@@ -92,6 +100,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("JWKS_MAX_STALE_SECS", "auth.jwks_max_stale_secs", Kind::Int),
     ("AUTH_TIMEOUT_SECS", "auth.init_timeout_secs", Kind::Int),
+    (
+        "ALLOW_DEV_TOKENS_ON_PUBLIC_BIND",
+        "server.allow_dev_tokens_on_public_bind",
+        Kind::Bool,
+    ),
     ("MAX_JOBS_PER_USER", "limits.max_jobs_per_user", Kind::Int),
     ("MAX_JOBS_TOTAL", "limits.max_jobs_total", Kind::Int),
     ("JOB_TIMEOUT_SECS", "limits.job_timeout_secs", Kind::Int),
@@ -129,8 +142,36 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("DATABASE_URL", "database.url", Kind::Str),
     ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
+    (
+        "ADMIN_MAX_FAILED_ATTEMPTS",
+        "admin.max_failed_attempts",
+        Kind::Int,
+    ),
+    (
+        "ADMIN_FAILED_ATTEMPTS_WINDOW_SECS",
+        "admin.failed_attempts_window_secs",
+        Kind::Int,
+    ),
     ("GAME_SIGNING_SECRET", "game.signing_secret", Kind::Str),
     ("LEGACY_UPSTREAM_URL", "legacy.upstream_url", Kind::Str),
+    (
+        "HTTP_HEADER_READ_TIMEOUT_SECS",
+        "http.header_read_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "HTTP_KEEPALIVE_TIMEOUT_SECS",
+        "http.keepalive_timeout_secs",
+        Kind::Int,
+    ),
+    ("HTTP_MAX_CONNECTIONS", "http.max_connections", Kind::Int),
+    (
+        "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        "http.max_connections_per_client",
+        Kind::Int,
+    ),
+    ("HTTP_FD_RESERVE", "http.fd_reserve", Kind::Int),
+    ("TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).
@@ -178,6 +219,16 @@ pub(super) fn layered_table(
                             invalid(env_key, format!("expected a whole number, got {raw:?}"))
                         })?,
                 ),
+                Kind::Bool => match raw.trim() {
+                    "true" => toml::Value::Boolean(true),
+                    "false" => toml::Value::Boolean(false),
+                    _ => {
+                        return Err(invalid(
+                            env_key,
+                            format!("expected true or false, got {raw:?}"),
+                        ))
+                    }
+                },
                 Kind::List => toml::Value::Array(
                     raw.split(',')
                         .map(str::trim)
@@ -192,6 +243,18 @@ pub(super) fn layered_table(
                     format!("expected a port number, got {raw:?}"),
                 ));
             }
+            if *env_key == "TRUSTED_PROXIES" {
+                if let Some(bad) = raw
+                    .split(',')
+                    .map(str::trim)
+                    .find(|s| !s.is_empty() && parse_network(s).is_none())
+                {
+                    return Err(invalid(
+                        env_key,
+                        format!("expected IP addresses or CIDR ranges, got {bad:?}"),
+                    ));
+                }
+            }
             if *env_key == "USE_MODAL" && BackendMode::parse_use_modal(&raw).is_none() {
                 return Err(invalid(
                     env_key,
@@ -202,6 +265,32 @@ pub(super) fn layered_table(
         }
     }
     Ok(table)
+}
+
+/// Who caused `error`: the file (or the embedded defaults) when they fail without any
+/// variable, else the first environment variable that fails on its own over them.
+pub(super) fn blame<C: DeserializeOwned>(
+    file: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+    error: &toml::de::Error,
+) -> ConfigError {
+    let deserializes = |table: Result<toml::Table, ConfigError>| {
+        table.is_ok_and(|table| table.try_into::<C>().is_ok())
+    };
+    let file_is_sound = deserializes(layered_table(file, |_| None));
+    for (env_key, _, _) in ENV_KEYS.iter().filter(|_| file_is_sound) {
+        if env(env_key).is_none() {
+            continue;
+        }
+        let alone = |key: &str| if key == *env_key { env(key) } else { None };
+        if !deserializes(layered_table(file, alone)) {
+            return invalid(env_key, error.message());
+        }
+    }
+    ConfigError::File {
+        path: file.unwrap_or("<embedded>").to_string(),
+        reason: error.message().to_string(),
+    }
 }
 
 fn merge(base: &mut toml::Table, overlay: toml::Table) {

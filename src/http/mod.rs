@@ -1,16 +1,20 @@
 //! HTTP surface: liveness, readiness, metrics, the admin backend switch, the static
 //! frontend, and the WebSocket upgrade (accepted on any path, as upstream does).
 
+mod admin_access;
+pub mod client_addr;
 mod game;
 mod legacy;
 mod pages;
 mod rest;
 
+use std::time::Duration;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
@@ -21,8 +25,13 @@ use tower_http::trace::TraceLayer;
 use crate::config::BackendMode;
 use crate::metrics::METRICS;
 use crate::state::AppState;
+use admin_access::{AdminAccess, AdminGuesses};
 
 pub fn router(app: AppState) -> Router {
+    let admin_guesses = AdminGuesses::new(
+        app.config.admin.max_failed_attempts,
+        Duration::from_secs(app.config.admin.failed_attempts_window_secs),
+    );
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -40,7 +49,8 @@ pub fn router(app: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(Extension(admin_guesses)),
         )
         .with_state(app)
 }
@@ -82,34 +92,7 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Constant-time check of `Authorization: Bearer <ADMIN_TOKEN>`; no token configured means
-/// the admin routes are off.
-fn admin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
-    use subtle::ConstantTimeEq;
-    let expected = app.config.admin.token.expose();
-    if expected.is_empty() {
-        return false;
-    }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
-}
-
-fn forbidden() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({ "error": "Unauthorized" })),
-    )
-        .into_response()
-}
-
-async fn backend_status(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if !admin_allowed(&app, &headers) {
-        return forbidden();
-    }
+async fn backend_status(_: AdminAccess, State(app): State<AppState>) -> Response {
     Json(app.selector.status()).into_response()
 }
 
@@ -120,13 +103,10 @@ struct SetBackend {
 }
 
 async fn set_backend(
+    _: AdminAccess,
     State(app): State<AppState>,
-    headers: HeaderMap,
     body: Option<Json<SetBackend>>,
 ) -> Response {
-    if !admin_allowed(&app, &headers) {
-        return forbidden();
-    }
     let Some(mode) = body.and_then(|Json(b)| BackendMode::parse_use_modal(&b.use_modal)) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -155,10 +135,7 @@ async fn ops_page() -> impl IntoResponse {
     )
 }
 
-async fn ops_status(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if !admin_allowed(&app, &headers) {
-        return forbidden();
-    }
+async fn ops_status(_: AdminAccess, State(app): State<AppState>) -> Response {
     let jobs: Vec<_> = app
         .jobs
         .running()
@@ -194,10 +171,7 @@ async fn ops_status(State(app): State<AppState>, headers: HeaderMap) -> Response
     .into_response()
 }
 
-async fn purge_keys(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if !admin_allowed(&app, &headers) {
-        return forbidden();
-    }
+async fn purge_keys(_: AdminAccess, State(app): State<AppState>) -> Response {
     app.verifier.purge_keys();
     Json(json!({ "status": "purged" })).into_response()
 }

@@ -293,7 +293,7 @@ fn slow_modal(events: usize) -> Script {
 async fn flip(relay: &TestRelay, use_modal: &str) {
     let response = reqwest::Client::new()
         .post(format!("http://{}/admin/backend", relay.addr))
-        .bearer_auth("ops-token")
+        .bearer_auth("ops-token-0123456789")
         .json(&json!({"useModal": use_modal}))
         .send()
         .await
@@ -317,7 +317,7 @@ async fn twenty_jobs_in_flight_while_the_backend_flips_twice() {
     .await;
     let modal = FakeModal::start(|_| slow_modal(12)).await;
     let mut setup = Setup::new("true", Some(&modal), &anthropic);
-    setup.extra.push(("ADMIN_TOKEN", "ops-token"));
+    setup.extra.push(("ADMIN_TOKEN", "ops-token-0123456789"));
     let relay = setup.start().await;
 
     let mut clients = Vec::new();

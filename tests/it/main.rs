@@ -5,7 +5,10 @@ mod support;
 
 mod auth_jwt;
 mod backends;
+mod config_refusals;
+mod decoders;
 mod drain;
+mod front_door;
 mod local_cli;
 mod modal_backend;
 mod nginx;

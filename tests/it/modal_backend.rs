@@ -339,7 +339,7 @@ async fn cli_result_error_turns_done_into_failure() {
 #[tokio::test]
 async fn wrong_secret_is_an_upstream_auth_failure() {
     let fake = FakeModal::start(|_| Script::success(&[])).await;
-    let backend = ModalBackend::new(&config(&fake.url, "not-the-secret", 30)).unwrap();
+    let backend = ModalBackend::new(&config(&fake.url, "not-the-modal-secret", 30)).unwrap();
     let events = collect(&backend, request("hi")).await;
     assert_eq!(events.len(), 1);
     let f = failure(events.into_iter().next().unwrap());
@@ -660,7 +660,7 @@ async fn request_has_exactly_the_documented_shape() {
 
     let backend = ModalBackend::new(&config(
         &format!("http://{addr}/generate_game"),
-        "the-secret",
+        "the-modal-secret",
         30,
     ))
     .unwrap();
@@ -674,7 +674,7 @@ async fn request_has_exactly_the_documented_shape() {
     let (line, headers, body) = &seen[0];
     assert_eq!(line, "POST /generate_game");
     assert_eq!(headers["content-type"], "application/json");
-    assert_eq!(headers["x-modal-secret"], "the-secret");
+    assert_eq!(headers["x-modal-secret"], "the-modal-secret");
     assert!(headers.get("authorization").is_none());
     let body: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(

@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-const SIGNING_SECRET: &str = "rest-test-game-signing-secret";
+const SIGNING_SECRET: &str = "rest-test-game-signing-secret-0123";
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()

@@ -26,7 +26,11 @@ impl SseLines {
     pub fn push(&mut self, mut chunk: &[u8]) -> Vec<String> {
         let mut payloads = Vec::new();
         while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
-            if !self.discarding {
+            // The same limit whether the line arrived whole or in pieces: how Modal's body
+            // is cut into chunks must not change what is decoded.
+            if !self.discarding && self.buffer.len() + at > self.max_line {
+                tracing::warn!(limit = self.max_line, "skipping an overlong SSE line");
+            } else if !self.discarding {
                 self.buffer.extend_from_slice(&chunk[..at]);
                 payloads.extend(data_payload(&self.buffer));
             }
@@ -129,5 +133,12 @@ mod tests {
             ],
         );
         assert_eq!(out, vec!["1"]);
+    }
+
+    #[test]
+    fn overlong_line_is_skipped_even_when_it_arrives_whole() {
+        let mut lines = SseLines::new(16);
+        let long = format!("data: {}\ndata: 1\n", "x".repeat(40));
+        assert_eq!(feed_all(&mut lines, &[long.as_bytes()]), vec!["1"]);
     }
 }

@@ -2,6 +2,8 @@
 //! Every frame is one JSON object whose `type` names the variant.
 
 mod client;
+#[cfg(test)]
+mod client_properties;
 pub mod close;
 mod server;
 pub mod texts;

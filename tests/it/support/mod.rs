@@ -10,4 +10,5 @@ pub mod fake_modal;
 pub mod nginx;
 pub mod postgres;
 pub mod relay;
+pub mod relay_process;
 pub mod tools;
