@@ -133,9 +133,13 @@ CREATE TABLE public.jobs (
   result           text,
   error            text,
   created_at       timestamptz DEFAULT now(),
-  updated_at       timestamptz DEFAULT now()
+  updated_at       timestamptz DEFAULT now(),
+  -- The relay's own (sql/job_leases.sql): the instance running the job and until when.
+  owner_instance   uuid,
+  lease_expires_at timestamptz
 );
 CREATE INDEX idx_jobs_user_id     ON public.jobs(user_id);
+CREATE INDEX idx_jobs_lease       ON public.jobs(lease_expires_at) WHERE status IN ('pending', 'processing');
 CREATE INDEX idx_jobs_project_id  ON public.jobs(project_id);
 CREATE INDEX idx_jobs_status      ON public.jobs(status);
 CREATE INDEX idx_jobs_user_status ON public.jobs(user_id, status);

@@ -18,6 +18,7 @@ use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::{probe_modal, BackendSelector};
 use crate::backend::Backend;
 use crate::config::{BackendMode, Config};
+use crate::jobs::bus::{BusError, JobBus, MemoryBus, RedisBus};
 use crate::jobs::limits::SlotLimiter;
 use crate::jobs::prompt::PromptTemplate;
 use crate::jobs::quota::QuotaPolicy;
@@ -50,6 +51,8 @@ pub enum StartupError {
     Http(String),
     #[error("no random source for a new key: {0}")]
     Random(std::io::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// A relay built from its configuration, ready to serve.
@@ -183,10 +186,17 @@ impl Relay {
             Duration::from_secs(config.backend.auto_failure_window_secs),
         ));
 
+        let instance = uuid::Uuid::new_v4();
+        let bus: Arc<dyn JobBus> = if config.cluster.redis_url.is_empty() {
+            Arc::new(MemoryBus)
+        } else {
+            RedisBus::start(&config.cluster, config.job_timeout(), Arc::clone(&store))?
+        };
         let quota = QuotaPolicy::new(true);
         let jobs = Jobs::new(
             Arc::clone(&store),
             Arc::clone(&selector),
+            bus,
             SlotLimiter::new(
                 config.limits.max_jobs_per_user,
                 config.limits.max_jobs_total,
@@ -197,18 +207,21 @@ impl Relay {
                 job_timeout: config.job_timeout(),
                 cancel_wait: Duration::from_secs(config.cli.kill_grace_secs + 5),
                 data_dir,
+                lease: crate::store::Lease {
+                    instance,
+                    ttl: config.cluster.lease_ttl(),
+                },
+                lease_renew: config.cluster.lease_renew(),
             },
         );
-        let orphaned = jobs.fail_orphans().await?;
-        if orphaned > 0 {
-            tracing::warn!(
-                count = orphaned,
-                "jobs left unfinished by a previous process marked failed"
-            );
-        }
+        // Only jobs whose lease expired: a live instance's jobs are never touched.
+        jobs.sweep_expired().await?;
+        crate::jobs::lease::spawn(&jobs);
         tracing::info!(
             use_modal = mode.as_use_modal(),
             store = store.kind(),
+            %instance,
+            bus = jobs.bus().health().mode,
             "relay ready"
         );
         let modal_git = if config.modal.endpoint.is_empty() {

@@ -139,6 +139,18 @@ impl Failure {
         .with_detail("drain timeout reached")
     }
 
+    /// The instance running the job stopped renewing its lease (killed, lost its node);
+    /// another instance failed the job so the user can retry.
+    pub fn instance_lost() -> Self {
+        Self::new(
+            "SERVER_RESTARTING",
+            "サーバーの再起動により生成が中断されました。もう一度お試しください",
+            true,
+            None,
+        )
+        .with_detail("the job's instance stopped renewing its lease")
+    }
+
     /// The relay itself could not run the job (store failure, bad workspace...).
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new("OPERATION_FAILED", MSG_GENERAL, true, None).with_detail(detail)

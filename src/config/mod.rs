@@ -15,8 +15,9 @@ use serde::Deserialize;
 pub use http::{parse_network, HttpConfig};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
-    AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, DatabaseConfig, GameConfig,
-    LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig, DEV_ISSUER,
+    AdminConfig, AuthConfig, BackendConfig, BackendMode, CliConfig, ClusterConfig, DatabaseConfig,
+    GameConfig, LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PromptConfig, ServerConfig,
+    DEV_ISSUER,
 };
 pub use sources::env_keys;
 
@@ -51,6 +52,7 @@ pub struct Config {
     pub game: GameConfig,
     pub legacy: LegacyConfig,
     pub http: HttpConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -150,6 +152,26 @@ impl Config {
         }
         if self.modal.idle_timeout_secs == 0 {
             return Err(invalid("MODAL_IDLE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_renew_secs == 0 {
+            return Err(invalid("JOB_LEASE_RENEW_SECS", "must be at least 1"));
+        }
+        if self.cluster.lease_ttl_secs < 2 * self.cluster.lease_renew_secs {
+            return Err(invalid(
+                "JOB_LEASE_TTL_SECS",
+                "must be at least twice JOB_LEASE_RENEW_SECS",
+            ));
+        }
+        if !self.cluster.redis_url.is_empty()
+            && redis::Client::open(self.cluster.redis_url.expose()).is_err()
+        {
+            return Err(invalid("REDIS_URL", "not a valid redis:// URL"));
+        }
+        if self.cluster.stream_max_events == 0 || self.cluster.stream_max_bytes < 1024 {
+            return Err(invalid(
+                "JOB_STREAM_MAX_EVENTS",
+                "streams need at least 1 event and 1024 bytes (JOB_STREAM_MAX_BYTES)",
+            ));
         }
         Ok(())
     }

@@ -249,6 +249,36 @@ pub struct LegacyConfig {
     pub upstream_url: String,
 }
 
+/// `[cluster]`: running as one of several replicas (README "Scaling"), and the job leases
+/// every mode uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterConfig {
+    /// Redis shared by the replicas; empty = a single embedded instance.
+    pub redis_url: Secret,
+    /// How often the owner renews its jobs' leases and every instance sweeps expired ones.
+    pub lease_renew_secs: u64,
+    /// How long a lease outlives its last renewal (database time).
+    pub lease_ttl_secs: u64,
+    /// Most events a job's Redis stream keeps.
+    pub stream_max_events: usize,
+    /// Most bytes of frames a job's Redis stream keeps.
+    pub stream_max_bytes: usize,
+    /// How long a job's stream stays after its terminal event.
+    pub stream_expire_secs: u64,
+    /// Bytes of events waiting to be written to Redis; beyond, events skip Redis (a gap).
+    pub publish_queue_bytes: usize,
+}
+
+impl ClusterConfig {
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_secs(self.lease_renew_secs)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
 fn de_backend_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackendMode, D::Error> {
     let raw = String::deserialize(d)?;
     BackendMode::parse_use_modal(&raw).ok_or_else(|| {

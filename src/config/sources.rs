@@ -172,6 +172,33 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("HTTP_FD_RESERVE", "http.fd_reserve", Kind::Int),
     ("TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
+    ("REDIS_URL", "cluster.redis_url", Kind::Str),
+    (
+        "JOB_LEASE_RENEW_SECS",
+        "cluster.lease_renew_secs",
+        Kind::Int,
+    ),
+    ("JOB_LEASE_TTL_SECS", "cluster.lease_ttl_secs", Kind::Int),
+    (
+        "JOB_STREAM_MAX_EVENTS",
+        "cluster.stream_max_events",
+        Kind::Int,
+    ),
+    (
+        "JOB_STREAM_MAX_BYTES",
+        "cluster.stream_max_bytes",
+        Kind::Int,
+    ),
+    (
+        "JOB_STREAM_EXPIRE_SECS",
+        "cluster.stream_expire_secs",
+        Kind::Int,
+    ),
+    (
+        "REDIS_PUBLISH_QUEUE_BYTES",
+        "cluster.publish_queue_bytes",
+        Kind::Int,
+    ),
 ];
 
 /// Names of every environment variable the relay reads (for `.env.example` checks).

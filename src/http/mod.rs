@@ -75,6 +75,7 @@ async fn ready(State(app): State<AppState>) -> Response {
         "status": if app.jobs.is_accepting() { "ready" } else { "draining" },
         "backend": backend,
         "store": app.store.kind(),
+        "cluster": app.jobs.bus().health(),
         "runningJobs": app.jobs.running().len(),
     });
     let status = if app.jobs.is_accepting() && backend.current.is_some() {

@@ -1,12 +1,14 @@
 //! A job's event log and its subscribers. Every event gets the next sequence number and is
 //! appended and delivered under one lock, so a socket that subscribes mid-job receives the
 //! log up to some sequence number and then every later event: nothing lost, nothing twice.
+//! The same lock hands each event to the job bus, so other instances see the same order.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
+use super::bus::{EventKind, JobBus};
 use crate::metrics::{counter_inc, METRICS};
 use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
@@ -37,17 +39,29 @@ struct Inner {
     next_seq: u64,
 }
 
+/// One job's events as this process has them: the job's own, when it runs here, or the
+/// mirror of a job another instance runs (fed from the bus).
 pub struct JobChannel {
+    job_id: Uuid,
     user_id: Uuid,
     project_id: Uuid,
+    /// Where the events of a job running here also go; `None` on a mirror.
+    bus: Option<Arc<dyn JobBus>>,
     inner: Mutex<Inner>,
 }
 
 impl JobChannel {
-    pub fn new(user_id: Uuid, project_id: Uuid) -> Self {
+    pub fn new(
+        job_id: Uuid,
+        user_id: Uuid,
+        project_id: Uuid,
+        bus: Option<Arc<dyn JobBus>>,
+    ) -> Self {
         Self {
+            job_id,
             user_id,
             project_id,
+            bus,
             inner: Mutex::new(Inner {
                 log: Vec::new(),
                 subscribers: Vec::new(),
@@ -66,14 +80,21 @@ impl JobChannel {
 
     /// Append an event and deliver it to every subscriber. Returns its sequence number.
     pub fn publish(&self, message: &ServerMessage) -> u64 {
-        let completed = matches!(message, ServerMessage::Completed { .. });
-        let frame = message.to_frame();
+        self.push(message.to_frame(), EventKind::of(message))
+    }
+
+    /// Append an already serialized event (a mirror's, read from the bus) and deliver it.
+    pub fn push(&self, frame: Utf8Bytes, kind: EventKind) -> u64 {
+        let completed = kind == EventKind::Completed;
         let game_updated = completed.then(|| self.game_updated());
         let Ok(mut inner) = self.inner.lock() else {
             return 0;
         };
         let seq = inner.next_seq;
         inner.next_seq += 1;
+        if let Some(bus) = &self.bus {
+            bus.append(self.job_id, seq, &frame, kind);
+        }
         inner.log.push(Entry {
             frame: frame.clone(),
             completed,
@@ -130,6 +151,13 @@ impl JobChannel {
         }
     }
 
+    pub fn has_subscribers(&self) -> bool {
+        self.inner
+            .lock()
+            .map(|i| !i.subscribers.is_empty())
+            .unwrap_or(false)
+    }
+
     pub fn is_subscribed(&self, conn_id: u64) -> bool {
         self.inner
             .lock()
@@ -169,7 +197,7 @@ mod tests {
 
     #[test]
     fn late_subscriber_gets_log_then_live_without_duplicates() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), None);
         let (early, mut early_rx, _) = OutboundSender::channel(1, 64);
         channel.subscribe(early, SubscriptionKind::Message, true);
         for n in 0..3 {
@@ -191,7 +219,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_the_subscriber() {
-        let channel = JobChannel::new(Uuid::nil(), Uuid::nil());
+        let channel = JobChannel::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), None);
         let (slow, _rx, overflowed) = OutboundSender::channel(1, 8);
         channel.subscribe(slow, SubscriptionKind::Observer, false);
         for n in 0..20 {

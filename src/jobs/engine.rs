@@ -1,15 +1,17 @@
 //! What the registry that starts jobs and the runner that drives them share: the store,
-//! the backend selector, the live-job map, the failure log and the drain's abort reason.
+//! the backend selector, the job bus, the live-job map, the failure log and the drain's
+//! abort reason.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::bus::JobBus;
 use super::failures::FailureLog;
 use super::live::LiveJobs;
 use crate::backend::selector::BackendSelector;
 use crate::backend::Failure;
-use crate::store::Store;
+use crate::store::{Lease, Store};
 
 /// Settings of the job engine.
 pub struct JobsConfig {
@@ -18,12 +20,17 @@ pub struct JobsConfig {
     pub cancel_wait: Duration,
     /// Absolute data directory (the local CLI's workspaces live below it).
     pub data_dir: PathBuf,
+    /// This instance's lease on the jobs it runs.
+    pub lease: Lease,
+    /// How often leases are renewed and expired ones swept.
+    pub lease_renew: Duration,
 }
 
 /// State shared by every job of this process.
 pub(super) struct Engine {
     pub(super) store: Arc<dyn Store>,
     pub(super) selector: Arc<BackendSelector>,
+    pub(super) bus: Arc<dyn JobBus>,
     pub(super) config: JobsConfig,
     pub(super) live: LiveJobs,
     pub(super) failures: FailureLog,
@@ -35,16 +42,23 @@ impl Engine {
     pub(super) fn new(
         store: Arc<dyn Store>,
         selector: Arc<BackendSelector>,
+        bus: Arc<dyn JobBus>,
         config: JobsConfig,
     ) -> Self {
         Self {
             store,
             selector,
+            bus,
             config,
             live: LiveJobs::default(),
             failures: FailureLog::default(),
             aborted: OnceLock::new(),
         }
+    }
+
+    /// This process's instance id (job rows name it as their owner).
+    pub(super) fn instance(&self) -> uuid::Uuid {
+        self.config.lease.instance
     }
 
     /// From now on, cancelled jobs end as this failure (the drain ran out of time).

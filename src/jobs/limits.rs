@@ -44,6 +44,10 @@ impl SlotLimiter {
         self.per_user
     }
 
+    pub fn total_limit(&self) -> usize {
+        self.total
+    }
+
     pub fn try_acquire(&self, user_id: Uuid) -> Result<Slot, SlotError> {
         let mut counts = self.counts.lock().map_err(|_| SlotError::System)?;
         let mine = counts.per_user.get(&user_id).copied().unwrap_or(0);

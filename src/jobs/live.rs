@@ -1,13 +1,14 @@
 //! A job running in this process, and the map that finds it by job or by project.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::bus::JobBus;
 use super::channel::JobChannel;
 use crate::backend::BackendKind;
 use crate::store::models::JobRow;
@@ -18,26 +19,34 @@ pub struct LiveJob {
     pub user_id: Uuid,
     pub project_id: Uuid,
     pub backend: BackendKind,
-    pub channel: JobChannel,
+    pub channel: Arc<JobChannel>,
     pub started_at: Instant,
     row: Mutex<JobRow>,
     cancel: CancellationToken,
     finished: CancellationToken,
+    /// The row as another instance ended it (a cancel or a sweep written to the database).
+    ended_elsewhere: OnceLock<JobRow>,
 }
 
 impl LiveJob {
-    /// A job about to run, from its freshly created row.
-    pub(super) fn new(row: JobRow, backend: BackendKind) -> Self {
+    /// A job about to run, from its freshly created row; its events also go to `bus`.
+    pub(super) fn new(row: JobRow, backend: BackendKind, bus: Arc<dyn JobBus>) -> Self {
         Self {
             id: row.id,
             user_id: row.user_id,
             project_id: row.project_id,
             backend,
-            channel: JobChannel::new(row.user_id, row.project_id),
+            channel: Arc::new(JobChannel::new(
+                row.id,
+                row.user_id,
+                row.project_id,
+                Some(bus),
+            )),
             started_at: Instant::now(),
             row: Mutex::new(row),
             cancel: CancellationToken::new(),
             finished: CancellationToken::new(),
+            ended_elsewhere: OnceLock::new(),
         }
     }
 
@@ -62,6 +71,17 @@ impl LiveJob {
     /// Ask the runner to stop the job.
     pub(super) fn request_cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Another instance ended the job's row: stop the job and report what the row says.
+    pub(super) fn end_as(&self, row: JobRow) {
+        let _ = self.ended_elsewhere.set(row);
+        self.cancel.cancel();
+    }
+
+    /// The row as another instance ended it, if one did.
+    pub(super) fn ended_elsewhere(&self) -> Option<&JobRow> {
+        self.ended_elsewhere.get()
     }
 
     /// Called by the runner once the terminal event went out.

@@ -1,10 +1,12 @@
 //! Jobs: one per generation request. Registry and slot limits, the sequence-numbered event
-//! log each job keeps for its subscribers, daily quotas, prompts, and the runner that turns
-//! backend events into wire events.
+//! log each job keeps for its subscribers, the bus that carries it to other instances, job
+//! leases, daily quotas, prompts, and the runner that turns backend events into wire events.
 
+pub mod bus;
 mod channel;
 mod engine;
 mod failures;
+pub mod lease;
 pub mod limits;
 mod live;
 pub mod prompt;
@@ -12,7 +14,6 @@ pub mod quota;
 mod registry;
 mod runner;
 
-pub use channel::SubscriptionKind;
+pub use channel::{JobChannel, SubscriptionKind};
 pub use engine::JobsConfig;
-pub use live::LiveJob;
 pub use registry::{CancelError, Jobs, StartError, StartOutcome};

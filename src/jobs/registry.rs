@@ -11,6 +11,8 @@ use chrono::Utc;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::bus::{state_from_database, JobBus};
+use super::channel::JobChannel;
 use super::engine::{Engine, JobsConfig};
 use super::failures::RecentFailure;
 use super::limits::{SlotError, SlotLimiter};
@@ -23,6 +25,9 @@ use crate::backend::selector::{BackendSelector, SelectError};
 use crate::backend::{BackendKind, Failure, RunRequest};
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
+
+/// How often a cancel of another instance's job checks whether the row ended.
+const REMOTE_CANCEL_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub enum StartOutcome {
@@ -85,13 +90,14 @@ impl Jobs {
     pub fn new(
         store: Arc<dyn Store>,
         selector: Arc<BackendSelector>,
+        bus: Arc<dyn JobBus>,
         limiter: SlotLimiter,
         quota: QuotaPolicy,
         prompt: PromptTemplate,
         config: JobsConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            engine: Arc::new(Engine::new(store, selector, config)),
+            engine: Arc::new(Engine::new(store, selector, bus, config)),
             limiter,
             quota,
             prompt,
@@ -99,6 +105,30 @@ impl Jobs {
             tracker: TaskTracker::new(),
             accepting: AtomicBool::new(true),
         })
+    }
+
+    /// This process's instance id (job rows name it as their owner).
+    pub fn instance(&self) -> Uuid {
+        self.engine.instance()
+    }
+
+    /// How often leases are renewed and expired ones swept.
+    pub fn lease_renew(&self) -> Duration {
+        self.engine.config.lease_renew
+    }
+
+    pub fn bus(&self) -> &Arc<dyn JobBus> {
+        &self.engine.bus
+    }
+
+    /// The channel to follow the unfinished job `row` through: its own when it runs here,
+    /// else a mirror of the instance running it (`None` on a single instance).
+    pub fn channel_for(&self, row: &JobRow) -> Option<Arc<JobChannel>> {
+        match self.live(row.id) {
+            Some(job) => Some(Arc::clone(&job.channel)),
+            None if row.status.is_active() => self.engine.bus.follow(row),
+            None => None,
+        }
     }
 
     /// The project's job, if it runs in this process.
@@ -165,6 +195,9 @@ impl Jobs {
         if !self.is_accepting() {
             return Err(StartError::Draining);
         }
+        // One start per user at a time across the cluster (the process's own lock below
+        // serializes a project within this instance).
+        let _turn = self.engine.bus.start_turn(who.user_id).await;
         let _serialized = self.project_lock(project_id).await;
         if let Some(job) = self.live_for_project(project_id) {
             if let Some(row) = job.row() {
@@ -175,6 +208,22 @@ impl Jobs {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
         let backend = self.engine.selector.pick()?;
+        if self.engine.bus.is_clustered() {
+            // Jobs on every instance count: the database knows them all. The user's turn
+            // makes the user's count exact; the total can be passed by starts of different
+            // users racing on different instances at the same instant.
+            let jobs = self.engine.store.active_jobs_for_user(who.user_id).await?;
+            if jobs.len() >= self.limiter.per_user_limit() {
+                return Err(StartError::UserLimit {
+                    limit: self.limiter.per_user_limit(),
+                    in_progress: jobs.len(),
+                    jobs,
+                });
+            }
+            if self.engine.store.count_active_jobs().await? >= self.limiter.total_limit() {
+                return Err(StartError::SystemBusy);
+            }
+        }
         let slot = match self.limiter.try_acquire(who.user_id) {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
@@ -208,13 +257,23 @@ impl Jobs {
         let row = match self
             .engine
             .store
-            .start_job(who.user_id, project_id, job_id, Utc::now())
+            .start_job(
+                who.user_id,
+                project_id,
+                job_id,
+                Utc::now(),
+                &self.engine.config.lease,
+            )
             .await?
         {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
             JobStart::Created(row) => row,
         };
-        let job = Arc::new(LiveJob::new(row.clone(), backend.kind()));
+        let job = Arc::new(LiveJob::new(
+            row.clone(),
+            backend.kind(),
+            Arc::clone(&self.engine.bus),
+        ));
         self.engine.live.insert(&job);
         let workspace = match backend.kind() {
             BackendKind::Modal => format!("/data/users/{}/projects/{project_id}", who.user_id),
@@ -269,7 +328,21 @@ impl Jobs {
         if !row.status.is_active() {
             return Ok(CancelOutcome::AlreadyFinished);
         }
-        // Unfinished in the database but not running here: an orphan or another instance's.
+        // Unfinished in the database but not running here: ask the instance running it,
+        // and wait (bounded) for it to stop the work and end the row.
+        if self.engine.bus.request_cancel(job_id).await {
+            let deadline = tokio::time::Instant::now() + self.engine.config.cancel_wait;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(REMOTE_CANCEL_POLL).await;
+                match self.engine.store.get_job(job_id).await? {
+                    Some(row) if !row.status.is_active() => return Ok(CancelOutcome::Cancelled),
+                    Some(_) => {}
+                    None => return Err(CancelError::NotFound),
+                }
+            }
+        }
+        // Nobody answered (an orphan, or Redis is down): end the row here. A live owner sees
+        // it at its next lease renewal and stops the work then.
         let update = JobUpdate {
             status: Some(JobStatus::Cancelled),
             ..JobUpdate::default()
@@ -303,13 +376,60 @@ impl Jobs {
         self.engine.store.active_job(project_id).await
     }
 
-    /// At start-up: jobs a previous process left unfinished can never finish now.
-    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
-        self.engine
+    /// Fail the jobs whose instance stopped renewing their lease (it died), and give their
+    /// followers on every instance the `failed` event. Jobs of live instances are never
+    /// touched. Returns how many were failed.
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let failure = Failure::instance_lost();
+        let rows = self
+            .engine
             .store
-            .fail_unfinished_jobs(
-                "サーバーの再起動により生成が中断されました。もう一度お試しください",
-            )
-            .await
+            .fail_expired_jobs(&failure.user_message)
+            .await?;
+        for row in &rows {
+            tracing::warn!(job_id = %row.id, user_id = %row.user_id, "job's instance stopped renewing its lease; failed");
+            let (message, _) = state_from_database(row);
+            self.engine.bus.end_orphan(row, &message).await;
+        }
+        Ok(rows.len())
+    }
+
+    /// Extend the leases of the jobs running here. A job whose row another instance ended
+    /// (a cancel or sweep written to the database) is stopped. A store that cannot be
+    /// reached fails nothing: the leases are simply not extended this time.
+    pub async fn renew_leases(&self) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = running.iter().map(|job| job.id).collect();
+        let store = &self.engine.store;
+        let renewed = match store.renew_leases(&self.engine.config.lease, &ids).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = ids.len(), "could not renew job leases");
+                return;
+            }
+        };
+        for job in running.iter().filter(|job| !renewed.contains(&job.id)) {
+            match store.get_job(job.id).await {
+                Ok(Some(row)) if !row.status.is_active() => {
+                    tracing::info!(job_id = %job.id, status = row.status.as_str(), "job ended by another instance");
+                    job.end_as(row);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read a job whose lease was not renewed")
+                }
+            }
+        }
+    }
+
+    /// Another instance asked to cancel `job_id`: stop it if it runs here.
+    pub fn cancel_requested(&self, job_id: Uuid) {
+        if let Some(job) = self.live(job_id) {
+            tracing::info!(%job_id, "cancel requested by another instance");
+            job.request_cancel();
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::store::{JobUpdate, Store};
 use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// Shown when the agent wrote no text of its own.
-const DEFAULT_COMPLETION: &str = "ゲームを更新しました";
+pub(super) const DEFAULT_COMPLETION: &str = "ゲームを更新しました";
 const PREPARING: &str = "実行環境を準備中...";
 /// Progress persisted at most this often while a job streams.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
@@ -58,6 +58,7 @@ pub(super) async fn run(
 ) {
     let span = tracing::info_span!(
         "job",
+        instance = %engine.instance(),
         job_id = %job.id,
         user_id = %job.user_id,
         project_id = %job.project_id,
@@ -132,9 +133,15 @@ async fn drive(
     let outcome = loop {
         tokio::select! {
             biased;
-            _ = &mut cancelled => break match engine.abort_reason() {
-                Some(failure) => Outcome::Failed(failure),
-                None => Outcome::Cancelled,
+            _ = &mut cancelled => break match (job.ended_elsewhere(), engine.abort_reason()) {
+                // Another instance ended the row (a cancel it wrote, or a lease sweep): say
+                // what the database says.
+                (Some(row), _) if row.status == JobStatus::Failed => Outcome::Failed(
+                    Failure::instance_lost().with_detail("the job was failed by another instance"),
+                ),
+                (Some(_), _) => Outcome::Cancelled,
+                (None, Some(failure)) => Outcome::Failed(failure),
+                (None, None) => Outcome::Cancelled,
             },
             _ = &mut timeout => {
                 backend_cancel.cancel();

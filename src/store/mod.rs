@@ -44,6 +44,20 @@ pub struct JobUpdate {
     pub error: Option<String>,
 }
 
+/// The instance running a job, and how long after each renewal the job may be presumed alive.
+/// Expiry is computed by the database's clock, so instances never compare their own clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub instance: Uuid,
+    pub ttl: std::time::Duration,
+}
+
+impl Lease {
+    fn ttl_millis(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaKind {
     ProjectsCreated,
@@ -120,14 +134,19 @@ pub trait Store: Send + Sync + 'static {
         content: &str,
     ) -> Result<(), StoreError>;
     async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError>;
-    /// Atomically: the project's unfinished job if there is one, else a new `pending` job.
+    /// Atomically: the project's unfinished job if there is one, else a new `pending` job
+    /// held under `lease`.
     async fn start_job(
         &self,
         user_id: Uuid,
         project_id: Uuid,
         job_id: Uuid,
         now: DateTime<Utc>,
+        lease: &Lease,
     ) -> Result<JobStart, StoreError>;
+    /// Extend the lease of those of `job_ids` that are still unfinished, under `lease`'s
+    /// instance. Returns the ids renewed: a job missing from the answer was ended elsewhere.
+    async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
     /// Apply `update` if the job is unfinished; the row after the update, `None` if it was
     /// missing or already terminal.
     async fn update_job(
@@ -140,9 +159,11 @@ pub trait Store: Send + Sync + 'static {
     async fn active_job(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError>;
     /// The user's unfinished jobs with project names, newest first.
     async fn active_jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ActiveJobInfo>, StoreError>;
-    /// Mark every unfinished job as failed with `error` (jobs a previous process orphaned).
-    /// Returns how many rows changed.
-    async fn fail_unfinished_jobs(&self, error: &str) -> Result<u64, StoreError>;
+    /// How many jobs are unfinished, on every instance.
+    async fn count_active_jobs(&self) -> Result<usize, StoreError>;
+    /// Mark failed, with `error`, every unfinished job whose lease expired (its instance
+    /// died). Jobs of live instances are never touched. Returns the rows it failed.
+    async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError>;
     /// The user's plan (`free` unless an active subscription says otherwise).
     async fn plan(&self, user_id: Uuid) -> Result<String, StoreError>;
     /// Check-and-increment today's (UTC) counter; `limit` -1 is unlimited.

@@ -151,25 +151,25 @@ async fn select_project(conn: &Connection, project_id: Option<String>) {
             tracing::warn!(error = %e, "could not read history");
             Vec::new()
         });
-    let live = conn.app.jobs.live_for_project(project.id);
-    let active_job = match &live {
-        Some(job) => job.row(),
-        None => conn
-            .app
-            .jobs
-            .active_row(project.id)
-            .await
-            .unwrap_or_default(),
-    };
+    let active_job = conn
+        .app
+        .jobs
+        .active_row(project.id)
+        .await
+        .unwrap_or_default();
+    let channel = active_job
+        .as_ref()
+        .and_then(|row| conn.app.jobs.channel_for(row));
     conn.reply(ServerMessage::ProjectSelected {
         project_id: project.id,
         history,
         versions: Vec::new(),
         active_job,
     });
-    if let Some(job) = live {
-        // Everything the job emitted so far, then live events (docs/decisions.md, decision 6).
-        conn.follow(&job, SubscriptionKind::Observer, true);
+    if let Some(channel) = channel {
+        // Everything the job emitted so far, then live events (docs/decisions.md, decision
+        // 6), from whichever instance runs it.
+        conn.follow(&channel, SubscriptionKind::Observer, true);
     }
     super::versions::send_list(conn, &who, project.id, false).await;
 }
@@ -219,7 +219,7 @@ async fn delete_project(conn: &Connection, project_id: Option<String>) {
         Err(text) => return conn.reply(ServerMessage::error(text)),
     };
     // A job still running on the project would write into rows that no longer exist.
-    if let Some(job) = conn.app.jobs.live_for_project(project.id) {
+    if let Ok(Some(job)) = conn.app.jobs.active_row(project.id).await {
         let _ = conn.app.jobs.cancel(who.user_id, job.id).await;
     }
     if let Err(e) = conn.app.store.delete_project(&who, project.id).await {
@@ -278,7 +278,18 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
     if content.trim().is_empty() {
         return conn.reply(ServerMessage::error(texts::INVALID_REQUEST));
     }
-    if !conn.app.generation_limit.try_take(who.user_id) {
+    let per_minute = conn.app.config.limits.generations_per_minute;
+    let allowed = match conn
+        .app
+        .jobs
+        .bus()
+        .take_generation(who.user_id, per_minute)
+        .await
+    {
+        Some(allowed) => allowed,
+        None => conn.app.generation_limit.try_take(who.user_id),
+    };
+    if !allowed {
         METRICS.rate_limited.inc(&["generation"]);
         return conn.reply(ServerMessage::rate_limited());
     }
@@ -288,7 +299,7 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
                 job: row,
                 is_existing: false,
             });
-            conn.follow(&job, SubscriptionKind::Message, true);
+            conn.follow(&job.channel, SubscriptionKind::Message, true);
         }
         Ok(StartOutcome::Attached(job, row)) => {
             conn.reply(ServerMessage::JobStarted {
@@ -296,13 +307,18 @@ async fn generate(conn: &Connection, request: GenerationRequest) {
                 is_existing: true,
             });
             let already = job.channel.is_subscribed(conn.id);
-            conn.follow(&job, SubscriptionKind::Message, !already);
+            conn.follow(&job.channel, SubscriptionKind::Message, !already);
         }
         Ok(StartOutcome::ExistingElsewhere(row)) => {
+            let channel = conn.app.jobs.channel_for(&row);
             conn.reply(ServerMessage::JobStarted {
                 job: row,
                 is_existing: true,
             });
+            if let Some(channel) = channel {
+                let already = channel.is_subscribed(conn.id);
+                conn.follow(&channel, SubscriptionKind::Message, !already);
+            }
         }
         Err(StartError::UserLimit {
             limit,
@@ -343,7 +359,7 @@ async fn cancel(conn: &Connection, job_id: Option<String>) {
         let (Some(who), Some(project_id)) = (conn.identity(), conn.current_project()) else {
             return;
         };
-        if let Some(job) = conn.app.jobs.live_for_project(project_id) {
+        if let Ok(Some(job)) = conn.app.jobs.active_row(project_id).await {
             let _ = conn.app.jobs.cancel(who.user_id, job.id).await;
         }
         return conn.reply(ServerMessage::Cancelled {
@@ -403,10 +419,10 @@ async fn subscribe_job(conn: &Connection, job_id: Option<String>) {
         return conn.reply(ServerMessage::error(texts::JOB_NOT_FOUND));
     };
     match conn.app.jobs.job_for_user(who.user_id, job_id).await {
-        Ok(Some(_)) => {
+        Ok(Some(row)) => {
             conn.reply(ServerMessage::Subscribed { job_id });
-            if let Some(job) = conn.app.jobs.live(job_id) {
-                conn.follow(&job, SubscriptionKind::Observer, false);
+            if let Some(channel) = conn.app.jobs.channel_for(&row) {
+                conn.follow(&channel, SubscriptionKind::Observer, false);
             }
         }
         _ => conn.reply(ServerMessage::error(texts::JOB_NOT_FOUND)),

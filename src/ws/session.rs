@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use crate::auth::Identity;
-use crate::jobs::{LiveJob, SubscriptionKind};
+use crate::jobs::{JobChannel, SubscriptionKind};
 use crate::metrics::{gauge_add, METRICS};
 use crate::state::AppState;
 use crate::wire::outbound::{Outbound, OutboundSender};
@@ -17,8 +17,9 @@ use crate::wire::protocol::ServerMessage;
 struct Session {
     identity: Option<Identity>,
     current_project: Option<Uuid>,
-    /// The one job this socket follows (docs/protocol.md §5.7).
-    following: Option<Arc<LiveJob>>,
+    /// The channel of the one job this socket follows (docs/protocol.md §5.7): the job's
+    /// own when it runs here, a mirror when another instance runs it.
+    following: Option<Arc<JobChannel>>,
 }
 
 /// One authenticated (or not yet authenticated) browser socket, as handlers see it.
@@ -71,8 +72,8 @@ impl Connection {
             .is_some_and(|old| old.user_id != identity.user_id)
         {
             session.current_project = None;
-            if let Some(job) = session.following.take() {
-                job.channel.unsubscribe(self.id);
+            if let Some(channel) = session.following.take() {
+                channel.unsubscribe(self.id);
             }
         }
         session.identity = Some(identity);
@@ -89,23 +90,23 @@ impl Connection {
         self.session().current_project = project_id;
     }
 
-    /// Follow `job` instead of whatever this socket followed before.
-    pub fn follow(&self, job: &Arc<LiveJob>, kind: SubscriptionKind, replay: bool) {
+    /// Follow the job of `channel` instead of whatever this socket followed before.
+    pub fn follow(&self, channel: &Arc<JobChannel>, kind: SubscriptionKind, replay: bool) {
         let mut session = self.session();
         if let Some(previous) = session.following.take() {
-            if previous.id != job.id {
-                previous.channel.unsubscribe(self.id);
+            if !Arc::ptr_eq(&previous, channel) {
+                previous.unsubscribe(self.id);
             }
         }
-        job.channel.subscribe(self.sink.clone(), kind, replay);
-        session.following = Some(Arc::clone(job));
+        channel.subscribe(self.sink.clone(), kind, replay);
+        session.following = Some(Arc::clone(channel));
     }
 
     /// The socket is gone: stop following its job and stop counting its session.
     pub(super) fn leave(&self) {
         let mut session = self.session();
-        if let Some(job) = session.following.take() {
-            job.channel.unsubscribe(self.id);
+        if let Some(channel) = session.following.take() {
+            channel.unsubscribe(self.id);
         }
         if session.identity.take().is_some() {
             gauge_add(&METRICS.sessions_authenticated, -1);

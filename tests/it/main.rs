@@ -5,6 +5,7 @@ mod support;
 
 mod auth_jwt;
 mod backends;
+mod cluster;
 mod config_refusals;
 mod decoders;
 mod drain;

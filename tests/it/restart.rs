@@ -1,5 +1,5 @@
 //! SIGKILL of the relay mid-job, then a restart on the same data: nothing is lost, nothing
-//! is left half-alive (no zombie job blocking the project).
+//! is left half-alive (no zombie job blocking the project once its lease expired).
 
 use crate::support::fake_modal;
 use crate::support::postgres;
@@ -41,6 +41,9 @@ impl RelayProcess {
             .env("MODAL_ENDPOINT", &fake.url)
             .env("MODAL_INTERNAL_SECRET", &fake.secret)
             .env("DATABASE_URL", database_url)
+            // Short leases: the killed instance's job is failed within about three seconds.
+            .env("JOB_LEASE_RENEW_SECS", "1")
+            .env("JOB_LEASE_TTL_SECS", "2")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -131,6 +134,26 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
         json!(project),
         "project still listed"
     );
+    // The new instance never fails a job whose lease is live; this one's lease runs out
+    // because nobody renews it any more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.send(json!({"type":"getJobStatus","jobId":job_id})).await;
+        let status = c.recv_until("jobStatus").await.pop().unwrap();
+        if status["job"]["status"] == "failed" {
+            assert_eq!(
+                status["job"]["error"],
+                "サーバーの再起動により生成が中断されました。もう一度お試しください"
+            );
+            break;
+        }
+        assert_eq!(status["job"]["status"], "processing", "{status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed instance's job was never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let selected = c.select(project).await;
     assert_eq!(
         selected["activeJob"],
@@ -138,9 +161,6 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
         "no zombie job"
     );
     assert_eq!(selected["history"][0]["content"], "作って");
-    c.send(json!({"type":"getJobStatus","jobId":job_id})).await;
-    let status = c.recv_until("jobStatus").await.pop().unwrap();
-    assert_eq!(status["job"]["status"], "failed");
 
     c.send(json!({"type":"message","content":"もう一度"})).await;
     let frames = c.recv_until("gameUpdated").await;

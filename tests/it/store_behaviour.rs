@@ -16,7 +16,7 @@ use dreamcore_relay::auth::Identity;
 use dreamcore_relay::store::models::{ChatRole, JobRow, JobStatus};
 use dreamcore_relay::store::postgres::{self as pg, PostgresStore, Scope};
 use dreamcore_relay::store::sqlite::SqliteStore;
-use dreamcore_relay::store::{JobStart, JobUpdate, QuotaKind, QuotaUsage, Store};
+use dreamcore_relay::store::{JobStart, JobUpdate, Lease, QuotaKind, QuotaUsage, Store};
 use postgres::PgDb;
 use serde_json::json;
 use uuid::Uuid;
@@ -152,6 +152,14 @@ impl Fixture {
 }
 
 /// Runs each suite function once per backend.
+/// A lease of a live instance (it outlasts any test).
+fn live() -> Lease {
+    Lease {
+        instance: Uuid::new_v4(),
+        ttl: Duration::from_secs(600),
+    }
+}
+
 macro_rules! both_backends {
     ($($name:ident: $sqlite:ident),* $(,)?) => {
         mod on_sqlite {
@@ -185,7 +193,7 @@ both_backends! {
     start_job_is_atomic_under_races: sqlite_memory,
     update_job_never_overwrites_terminal_states: sqlite_memory,
     active_jobs_with_project_names: sqlite_memory,
-    fail_unfinished_jobs_fails_only_unfinished: sqlite_memory,
+    sweeps_fail_only_expired_leases: sqlite_memory,
     quotas_refuse_after_limit: sqlite_memory,
     parallel_consumes_never_exceed_the_limit: sqlite_memory,
     plan_comes_from_active_subscription: sqlite_file,
@@ -216,8 +224,18 @@ mod suite {
         project_id: Uuid,
         at: DateTime<Utc>,
     ) -> JobRow {
+        started_under(store, who, project_id, at, &live()).await
+    }
+
+    async fn started_under(
+        store: &dyn Store,
+        who: &Identity,
+        project_id: Uuid,
+        at: DateTime<Utc>,
+        lease: &Lease,
+    ) -> JobRow {
         match store
-            .start_job(who.user_id, project_id, Uuid::now_v7(), at)
+            .start_job(who.user_id, project_id, Uuid::now_v7(), at, lease)
             .await
             .unwrap()
         {
@@ -407,9 +425,10 @@ mod suite {
         let a = user(store, env).await;
         let project = store.create_project(&a, "racy").await.unwrap();
         for race in 0..100 {
+            let (lease_a, lease_b) = (live(), live());
             let (first, second) = tokio::join!(
-                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now()),
-                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now()),
+                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &lease_a),
+                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &lease_b),
             );
             let (created, existing) = match (first.unwrap(), second.unwrap()) {
                 (JobStart::Created(c), JobStart::Existing(e))
@@ -606,41 +625,79 @@ mod suite {
         );
     }
 
-    pub async fn fail_unfinished_jobs_fails_only_unfinished(store: &dyn Store, env: &Env) {
+    pub async fn sweeps_fail_only_expired_leases(store: &dyn Store, env: &Env) {
         let a = user(store, env).await;
         let projects = [
             store.create_project(&a, "p1").await.unwrap(),
             store.create_project(&a, "p2").await.unwrap(),
             store.create_project(&a, "p3").await.unwrap(),
+            store.create_project(&a, "p4").await.unwrap(),
         ];
-        let pending = started(store, &a, projects[0].id, Utc::now()).await;
-        let processing = started(store, &a, projects[1].id, Utc::now()).await;
+        let alive = live();
+        // An instance that dies right away: its leases expire after a millisecond.
+        let dead = Lease {
+            instance: Uuid::new_v4(),
+            ttl: Duration::from_millis(1),
+        };
+        let running = started_under(store, &a, projects[0].id, Utc::now(), &alive).await;
+        let pending = started_under(store, &a, projects[1].id, Utc::now(), &dead).await;
+        let processing = started_under(store, &a, projects[2].id, Utc::now(), &dead).await;
         store
             .update_job(processing.id, &status(JobStatus::Processing))
             .await
             .unwrap()
             .unwrap();
-        let done = started(store, &a, projects[2].id, Utc::now()).await;
+        let done = started_under(store, &a, projects[3].id, Utc::now(), &dead).await;
         store
             .update_job(done.id, &status(JobStatus::Completed))
             .await
             .unwrap()
             .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.count_active_jobs().await.unwrap(), 3);
 
-        assert_eq!(
-            store.fail_unfinished_jobs("relay restarted").await.unwrap(),
-            2
-        );
+        let mut failed: Vec<Uuid> = store
+            .fail_expired_jobs("instance lost")
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.id)
+            .collect();
+        failed.sort();
+        let mut expected = vec![pending.id, processing.id];
+        expected.sort();
+        assert_eq!(failed, expected, "only the dead instance's unfinished jobs");
         for id in [pending.id, processing.id] {
             let job = store.get_job(id).await.unwrap().unwrap();
             assert_eq!(
                 (job.status, job.error.as_deref()),
-                (JobStatus::Failed, Some("relay restarted"))
+                (JobStatus::Failed, Some("instance lost"))
             );
         }
         let done = store.get_job(done.id).await.unwrap().unwrap();
         assert_eq!((done.status, done.error), (JobStatus::Completed, None));
-        assert_eq!(store.fail_unfinished_jobs("again").await.unwrap(), 0);
+        assert!(store.fail_expired_jobs("again").await.unwrap().is_empty());
+
+        // Renewal answers which jobs are still unfinished; ended ones are not renewed.
+        let renewed = store
+            .renew_leases(&alive, &[running.id, pending.id, done.id])
+            .await
+            .unwrap();
+        assert_eq!(renewed, vec![running.id]);
+        assert!(store.renew_leases(&alive, &[]).await.unwrap().is_empty());
+        let still = store.get_job(running.id).await.unwrap().unwrap();
+        assert_eq!(
+            still.status,
+            JobStatus::Pending,
+            "a live lease is never swept"
+        );
+        // A lease that is not renewed expires, and then the job is swept.
+        store.renew_leases(&dead, &[running.id]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let swept = store.fail_expired_jobs("instance lost").await.unwrap();
+        assert_eq!(swept.len(), 1);
+        assert_eq!(swept[0].id, running.id);
+        assert_eq!(store.count_active_jobs().await.unwrap(), 0);
         assert!(store
             .active_jobs_for_user(a.user_id)
             .await
@@ -784,7 +841,7 @@ async fn pg_user_scope_is_enforced_by_row_level_security() {
         .await
         .unwrap();
     store
-        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now())
+        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &live())
         .await
         .unwrap();
 
@@ -906,7 +963,7 @@ async fn pg_pooled_connection_is_clean_after_transactions() {
         .await
         .unwrap();
     store
-        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now())
+        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &live())
         .await
         .unwrap();
 

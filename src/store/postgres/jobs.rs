@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::pool::{begin, commit, decode_err, get, query, query_one, query_opt, Scope};
 use super::PostgresStore;
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, StoreError};
+use crate::store::{JobStart, JobUpdate, Lease, StoreError};
 
 fn parse_status(raw: Option<String>) -> Result<JobStatus, StoreError> {
     raw.as_deref()
@@ -64,7 +64,9 @@ pub(super) async fn start_job(
     project_id: Uuid,
     job_id: Uuid,
     now: DateTime<Utc>,
+    lease: &Lease,
 ) -> Result<JobStart, StoreError> {
+    let ttl_ms = lease.ttl_millis();
     let mut conn = store.connection().await?;
     let tx = begin(&mut conn, Scope::Service).await?;
     // Serialises check-then-insert per project across connections and relay instances
@@ -83,14 +85,18 @@ pub(super) async fn start_job(
     let row = query_one(
         &tx,
         &format!(
-            "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at)
-             VALUES ($1, $2, $3, 'pending', 0, $4, $4) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
+                               owner_instance, lease_expires_at)
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5, now() + $6 * interval '1 millisecond')
+             RETURNING {JOB_COLUMNS}"
         ),
         &[
             (&job_id, Type::UUID),
             (&user_id, Type::UUID),
             (&project_id, Type::UUID),
             (&now, Type::TIMESTAMPTZ),
+            (&lease.instance, Type::UUID),
+            (&ttl_ms, Type::INT8),
         ],
     )
     .await?;
@@ -190,22 +196,66 @@ pub(super) async fn active_jobs_for_user(
         .collect()
 }
 
-pub(super) async fn fail_unfinished_jobs(
-    store: &PostgresStore,
-    error: &str,
-) -> Result<u64, StoreError> {
+pub(super) async fn count_active_jobs(store: &PostgresStore) -> Result<usize, StoreError> {
     let mut conn = store.connection().await?;
     let tx = begin(&mut conn, Scope::Service).await?;
     let row = query_one(
         &tx,
-        "WITH failed AS (
-            UPDATE jobs SET status = 'failed', error = $1, updated_at = now()
-            WHERE status IN ('pending', 'processing') RETURNING 1)
-         SELECT count(*) FROM failed",
-        &[(&error, Type::TEXT)],
+        "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+        &[],
     )
     .await?;
     commit(tx).await?;
     let count: i64 = get(&row, 0)?;
-    u64::try_from(count).map_err(|_| decode_err("row count"))
+    usize::try_from(count).map_err(|_| decode_err("job count"))
+}
+
+pub(super) async fn renew_leases(
+    store: &PostgresStore,
+    lease: &Lease,
+    job_ids: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    if job_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ttl_ms = lease.ttl_millis();
+    let ids = job_ids.to_vec();
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    // Database time (`now()`): a relay with a skewed clock still renews correctly.
+    let rows = query(
+        &tx,
+        "UPDATE jobs SET owner_instance = $1,
+                         lease_expires_at = now() + $2 * interval '1 millisecond'
+         WHERE id = ANY($3) AND status IN ('pending', 'processing') RETURNING id",
+        &[
+            (&lease.instance, Type::UUID),
+            (&ttl_ms, Type::INT8),
+            (&ids, Type::UUID_ARRAY),
+        ],
+    )
+    .await?;
+    commit(tx).await?;
+    rows.iter().map(|row| get(row, 0)).collect()
+}
+
+pub(super) async fn fail_expired_jobs(
+    store: &PostgresStore,
+    error: &str,
+) -> Result<Vec<JobRow>, StoreError> {
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    let rows = query(
+        &tx,
+        &format!(
+            "UPDATE jobs SET status = 'failed', error = $1, updated_at = now()
+             WHERE status IN ('pending', 'processing')
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())
+             RETURNING {JOB_COLUMNS}"
+        ),
+        &[(&error, Type::TEXT)],
+    )
+    .await?;
+    commit(tx).await?;
+    rows.iter().map(job_from_row).collect()
 }

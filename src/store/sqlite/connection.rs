@@ -72,6 +72,10 @@ CREATE TABLE usage_quotas (
 );
 "#,
     r#"
+ALTER TABLE jobs ADD COLUMN owner_instance TEXT;
+ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;
+"#,
+    r#"
 CREATE TABLE relay_secrets (
     name       TEXT PRIMARY KEY,
     value      TEXT NOT NULL,

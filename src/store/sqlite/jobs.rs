@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::connection::{now_text, parse_ts, parse_uuid};
 use super::SqliteStore;
 use crate::store::models::{iso_millis, ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, StoreError};
+use crate::store::{JobStart, JobUpdate, Lease, StoreError};
 
 /// The `jobs` columns in the order [`job_from_row`] reads them.
 const JOB_COLUMNS: &str =
@@ -57,18 +57,25 @@ fn select_active_job(conn: &Connection, project_id: &str) -> rusqlite::Result<Op
     .optional()
 }
 
+/// When a lease taken or renewed now expires. One machine's clock is the database's clock here.
+fn lease_expiry(lease: &Lease) -> String {
+    iso_millis(&(Utc::now() + chrono::Duration::milliseconds(lease.ttl_millis())))
+}
+
 pub(super) async fn start_job(
     store: &SqliteStore,
     user_id: Uuid,
     project_id: Uuid,
     job_id: Uuid,
     now: DateTime<Utc>,
+    lease: &Lease,
 ) -> Result<JobStart, StoreError> {
     let (uid, pid, jid) = (
         user_id.to_string(),
         project_id.to_string(),
         job_id.to_string(),
     );
+    let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
     store
         .call(move |c| {
             // IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
@@ -78,9 +85,10 @@ pub(super) async fn start_job(
             }
             let now = iso_millis(&now);
             tx.execute(
-                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)",
-                params![jid, uid, pid, now],
+                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
+                                   owner_instance, lease_expires_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5, ?6)",
+                params![jid, uid, pid, now, owner, expiry],
             )?;
             let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             tx.commit()?;
@@ -170,19 +178,66 @@ pub(super) async fn active_jobs_for_user(
         .await
 }
 
-pub(super) async fn fail_unfinished_jobs(
+pub(super) async fn count_active_jobs(store: &SqliteStore) -> Result<usize, StoreError> {
+    store
+        .call(|c| {
+            c.query_row(
+                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+        })
+        .await
+}
+
+pub(super) async fn renew_leases(
+    store: &SqliteStore,
+    lease: &Lease,
+    job_ids: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+    let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
+    store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let mut renewed = Vec::with_capacity(ids.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET owner_instance = ?2, lease_expires_at = ?3
+                     WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING id",
+                )?;
+                for id in &ids {
+                    if let Some(raw) = stmt
+                        .query_row(params![id, owner, expiry], |row| row.get::<_, String>(0))
+                        .optional()?
+                    {
+                        renewed.push(parse_uuid(raw)?);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(renewed)
+        })
+        .await
+}
+
+pub(super) async fn fail_expired_jobs(
     store: &SqliteStore,
     error: &str,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<JobRow>, StoreError> {
     let error = error.to_string();
     store
         .call(move |c| {
-            c.execute(
+            let now = now_text();
+            let mut stmt = c.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2
-                 WHERE status IN ('pending', 'processing')",
-                params![error, now_text()],
-            )
-            .map(|n| n as u64)
+                 WHERE status IN ('pending', 'processing')
+                   AND (lease_expires_at IS NULL OR lease_expires_at < ?2)
+                 RETURNING {JOB_COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![error, now], job_from_row)?;
+            rows.collect()
         })
         .await
 }

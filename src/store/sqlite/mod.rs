@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, Project};
-use super::{JobStart, JobUpdate, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError};
+use super::{JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError};
 use crate::auth::Identity;
 
 /// The SQLite store: a queue into the one thread that owns the database connection.
@@ -101,8 +101,13 @@ impl Store for SqliteStore {
         project_id: Uuid,
         job_id: Uuid,
         now: DateTime<Utc>,
+        lease: &Lease,
     ) -> Result<JobStart, StoreError> {
-        jobs::start_job(self, user_id, project_id, job_id, now).await
+        jobs::start_job(self, user_id, project_id, job_id, now, lease).await
+    }
+
+    async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        jobs::renew_leases(self, lease, job_ids).await
     }
 
     async fn update_job(
@@ -125,8 +130,12 @@ impl Store for SqliteStore {
         jobs::active_jobs_for_user(self, user_id).await
     }
 
-    async fn fail_unfinished_jobs(&self, error: &str) -> Result<u64, StoreError> {
-        jobs::fail_unfinished_jobs(self, error).await
+    async fn count_active_jobs(&self) -> Result<usize, StoreError> {
+        jobs::count_active_jobs(self).await
+    }
+
+    async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError> {
+        jobs::fail_expired_jobs(self, error).await
     }
 
     async fn plan(&self, user_id: Uuid) -> Result<String, StoreError> {

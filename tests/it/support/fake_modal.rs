@@ -222,6 +222,24 @@ impl Script {
         Script::Stream(steps)
     }
 
+    /// Like [`Script::success`], with one assistant text event per `texts` item and `gap`
+    /// before each: a job that streams for a while.
+    pub fn paced(texts: &[String], gap: Duration) -> Script {
+        let mut steps: Vec<Step> = STARTUP.iter().map(|s| status(s)).collect();
+        for text in texts {
+            steps.push(Step::Sleep(gap));
+            steps.push(Step::Cli(assistant_text(text)));
+        }
+        steps.push(Step::Cli(cli_result(false)));
+        steps.push(status("Saving version history..."));
+        steps.push(Step::Modal(json!({
+            "type": "debug", "exit_code": 0, "elapsed_seconds": 1.0,
+            "output_line_count": texts.len(), "sandbox_reused": true, "git_commit": COMMIT
+        })));
+        steps.push(done());
+        Script::Stream(steps)
+    }
+
     /// CLI exit code N: statuses, `Saving version history...`, debug {exit_code N}, then the
     /// §2.7.1 error event (N=124 adds timeout_reached + message).
     pub fn cli_exit(code: i32) -> Script {

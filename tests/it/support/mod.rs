@@ -1,6 +1,6 @@
 //! The harness every integration test shares: the relay under test, the fake upstreams
-//! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, nginx,
-//! Chromium, the Claude CLI).
+//! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, Redis,
+//! nginx, Chromium, the Claude CLI).
 
 pub mod balancer;
 pub mod chromium;
@@ -9,6 +9,7 @@ pub mod fake_get_file;
 pub mod fake_modal;
 pub mod nginx;
 pub mod postgres;
+pub mod redis;
 pub mod relay;
 pub mod relay_process;
 pub mod tools;

@@ -21,6 +21,12 @@ pub struct Nginx {
 impl Nginx {
     /// Start nginx proxying everything to `upstream`; returns once it accepts connections.
     pub async fn start(upstream: SocketAddr) -> Nginx {
+        Self::start_round_robin(&[upstream]).await
+    }
+
+    /// Start nginx balancing connections over `upstreams` in turn (nginx's default
+    /// round-robin, no sticky sessions), as a plain load balancer in front of replicas.
+    pub async fn start_round_robin(upstreams: &[SocketAddr]) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} is missing: run scripts/install-test-deps.sh (installs nginx-light)"
@@ -28,7 +34,7 @@ impl Nginx {
         // A port picked by binding :0 can be taken again before nginx binds it: retry.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Self::try_start(upstream).await {
+            match Self::try_start(upstreams).await {
                 Ok(nginx) => return nginx,
                 Err(e) => last_error = e,
             }
@@ -36,11 +42,11 @@ impl Nginx {
         panic!("nginx did not start: {last_error}");
     }
 
-    async fn try_start(upstream: SocketAddr) -> Result<Nginx, String> {
+    async fn try_start(upstreams: &[SocketAddr]) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let addr = free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config(dir.path(), addr, upstream)).map_err(|e| e.to_string())?;
+        std::fs::write(&conf, config(dir.path(), addr, upstreams)).map_err(|e| e.to_string())?;
         let mut command = Command::new(NGINX);
         // If the test process dies without dropping the handle, nginx stops too.
         // SAFETY: prctl is async-signal-safe, as required between fork and exec.
@@ -120,8 +126,12 @@ fn free_port() -> SocketAddr {
         .expect("free port")
 }
 
-fn config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+fn config(dir: &Path, listen: SocketAddr, upstreams: &[SocketAddr]) -> String {
     let dir = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|addr| format!("        server {addr};\n"))
+        .collect();
     // As root the workers would drop to `nobody`, who cannot enter the 0700 temp dir.
     let user = if nix::unistd::geteuid().is_root() {
         "user root;"
@@ -146,6 +156,9 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
 
+    upstream relays {{
+{servers}    }}
+
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      close;
@@ -156,7 +169,7 @@ http {{
         server_name _;
 
         location / {{
-            proxy_pass http://{upstream};
+            proxy_pass http://relays;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;

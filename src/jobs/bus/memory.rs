@@ -1,0 +1,57 @@
+//! The single embedded instance: no other instance exists, so a job's in-process channel is
+//! the whole bus — nothing to forward, mirror or ask, and the process's own locks and
+//! buckets decide every limit.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{BusHealth, EventKind, JobBus, StartTurn};
+use crate::jobs::channel::JobChannel;
+use crate::store::models::JobRow;
+use crate::wire::protocol::ServerMessage;
+
+/// The bus of a relay without `REDIS_URL`.
+#[derive(Debug, Default)]
+pub struct MemoryBus;
+
+#[async_trait]
+impl JobBus for MemoryBus {
+    fn append(&self, _job_id: Uuid, _seq: u64, _frame: &Utf8Bytes, _kind: EventKind) {}
+
+    fn follow(&self, _row: &JobRow) -> Option<Arc<JobChannel>> {
+        None
+    }
+
+    async fn end_orphan(&self, _row: &JobRow, _message: &ServerMessage) {}
+
+    async fn request_cancel(&self, _job_id: Uuid) -> bool {
+        false
+    }
+
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
+        None
+    }
+
+    async fn start_turn(&self, _user_id: Uuid) -> StartTurn {
+        StartTurn::local()
+    }
+
+    async fn take_generation(&self, _user_id: Uuid, _per_minute: u32) -> Option<bool> {
+        None
+    }
+
+    fn is_clustered(&self) -> bool {
+        false
+    }
+
+    fn health(&self) -> BusHealth {
+        BusHealth {
+            mode: "embedded",
+            degraded: None,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The job bus: the one seam through which a job's events, cancel requests and start turns
+//! reach the other instances of a cluster. [`MemoryBus`] is the single embedded instance
+//! (a job's events live only in its in-process [`JobChannel`]); [`RedisBus`] adds a Redis
+//! stream per job, a control channel and cluster-wide locks (README "Scaling").
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use memory::MemoryBus;
+pub use redis::{BusError, RedisBus};
+
+use super::channel::JobChannel;
+use crate::store::models::{JobRow, JobStatus};
+use crate::wire::protocol::{JobResult, ServerMessage};
+
+/// What an event means to a follower: an ordinary event, `completed` (which `gameUpdated`
+/// follows on the message path) or another terminal event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Event,
+    Completed,
+    Ended,
+}
+
+impl EventKind {
+    pub fn of(message: &ServerMessage) -> Self {
+        match message {
+            ServerMessage::Completed { .. } => Self::Completed,
+            ServerMessage::Failed { .. } | ServerMessage::Cancelled { .. } => Self::Ended,
+            _ => Self::Event,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != Self::Event
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Self::Event => "e",
+            Self::Completed => "c",
+            Self::Ended => "x",
+        }
+    }
+
+    fn parse(code: &str) -> Option<Self> {
+        Some(match code {
+            "e" => Self::Event,
+            "c" => Self::Completed,
+            "x" => Self::Ended,
+            _ => return None,
+        })
+    }
+}
+
+/// The bus as `/ready` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BusHealth {
+    /// `embedded` (one instance) or `redis`.
+    pub mode: &'static str,
+    /// Why delivery to other instances is impaired right now; `None` when it is not.
+    pub degraded: Option<String>,
+}
+
+/// Held while this instance starts a job for a user; dropping it lets the next start of the
+/// same user (on any instance) proceed.
+pub struct StartTurn {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl StartTurn {
+    /// A turn that needs no releasing (nothing outside this process to tell).
+    pub fn local() -> Self {
+        Self { release: None }
+    }
+}
+
+impl Drop for StartTurn {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+#[async_trait]
+pub trait JobBus: Send + Sync + 'static {
+    /// Hand on event `seq` of a job running here. Called in sequence order under the job
+    /// channel's lock, so it must never wait.
+    fn append(&self, job_id: Uuid, seq: u64, frame: &Utf8Bytes, kind: EventKind);
+
+    /// A channel following the unfinished job `row`, which runs on another instance: its
+    /// events so far, then live ones, up to its terminal event. `None` when no other
+    /// instance can be reached.
+    fn follow(&self, row: &JobRow) -> Option<Arc<JobChannel>>;
+
+    /// Give followers on every instance the terminal event of a job whose instance died
+    /// (the lease sweep just failed it).
+    async fn end_orphan(&self, row: &JobRow, message: &ServerMessage);
+
+    /// Ask whichever instance runs `job_id` to cancel it; true when the request went out.
+    async fn request_cancel(&self, job_id: Uuid) -> bool;
+
+    /// Cancel requests addressed to the cluster; handed out once.
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>>;
+
+    /// Wait for this instance's turn to start a job for `user_id`, so that slot checks,
+    /// quota and history are decided by one instance at a time.
+    async fn start_turn(&self, user_id: Uuid) -> StartTurn;
+
+    /// Take one of the user's generations for this minute across the cluster: `Some(false)`
+    /// when the limit is reached, `None` when only this instance can decide.
+    async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool>;
+
+    /// True when other instances share the database and the limits.
+    fn is_clustered(&self) -> bool;
+
+    fn health(&self) -> BusHealth;
+}
+
+/// The job's state from the database, as the event a follower gets when the bus cannot
+/// tell it what happened (a gap it cannot fill, or an end it never carried).
+pub fn state_from_database(row: &JobRow) -> (ServerMessage, EventKind) {
+    let job = row.clone();
+    let message = match row.status {
+        JobStatus::Pending | JobStatus::Processing => ServerMessage::Progress {
+            progress: row.progress,
+            message: row.progress_message.clone(),
+            job,
+        },
+        JobStatus::Completed => {
+            let result = row
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
+                .unwrap_or(JobResult {
+                    message: super::runner::DEFAULT_COMPLETION.into(),
+                    mode: None,
+                    generator: None,
+                    html: None,
+                });
+            ServerMessage::Completed { job, result }
+        }
+        JobStatus::Failed => {
+            let failure = crate::backend::Failure::instance_lost();
+            let error = row.error.clone().unwrap_or(failure.user_message);
+            ServerMessage::Failed {
+                job,
+                error: error.clone(),
+                code: failure.code,
+                user_message: error,
+                recoverable: failure.recoverable,
+                exit_code: None,
+            }
+        }
+        JobStatus::Cancelled => ServerMessage::Cancelled {
+            job: Some(job),
+            message: None,
+            job_id: None,
+        },
+    };
+    let kind = EventKind::of(&message);
+    (message, kind)
+}
