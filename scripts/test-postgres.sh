@@ -109,6 +109,8 @@ done
 SUM=$(sha256sum "$STANDIN" | cut -d' ' -f1)
 if [[ "$(cat "$STATE/standin.sha256" 2>/dev/null || true)" != "$SUM" ]]; then
     log "loading $STANDIN into $TEMPLATE"
+    # A template cannot be dropped: unmark the old one first (it is absent on a fresh cluster).
+    "${PSQL[@]}" -d postgres -c "UPDATE pg_database SET datistemplate = false WHERE datname = '$TEMPLATE'" >/dev/null
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DEV_DB" -c "DROP DATABASE IF EXISTS $TEMPLATE" \
         -c "CREATE DATABASE $TEMPLATE"
     "${PSQL[@]}" -d "$TEMPLATE" -f "$STANDIN" >/dev/null

@@ -3,6 +3,7 @@
 mod client_slots;
 mod connection;
 mod front_door;
+mod keys;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::backend::local_cli::LocalCliBackend;
@@ -28,9 +30,12 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
-mod keys;
-
 pub use keys::development_secret;
+
+/// How long a draining relay waits for its jobs' last events to reach Redis.
+const BUS_FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// How long every socket together gets to flush and close with 1012.
+const SOCKETS_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -241,8 +246,11 @@ impl Relay {
         }
     }
 
-    /// Serve until `shutdown` resolves, then drain: refuse new jobs (`/ready` turns 503), let
-    /// running jobs finish within `DRAIN_TIMEOUT_SECS`, close every socket with 1012, stop.
+    /// Serve until `shutdown` resolves, then drain (docs/operations.md §4): the listening
+    /// socket closes at once, so a load balancer of any kind (passive checks only, too) sends
+    /// newcomers to another replica; requests in progress finish. New jobs are refused,
+    /// running ones finish within `DRAIN_TIMEOUT_SECS`, every socket is closed with 1012
+    /// (clustered: at once, since its tab can follow the job from another replica), stop.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -250,20 +258,39 @@ impl Relay {
     ) -> std::io::Result<()> {
         let app = self.app.clone();
         let door = front_door::FrontDoor::new(crate::http::router(self.app), &app.config.http);
-        // HTTP keeps being served during the drain: `/ready` answers 503 meanwhile.
-        let drained = async move {
-            shutdown.await;
-            drain(&app).await;
-        };
-        door.run(listener, drained).await;
+        let stopping = CancellationToken::new();
+        tokio::join!(
+            async {
+                shutdown.await;
+                stopping.cancel();
+            },
+            door.run(listener, stopping.cancelled()),
+            async {
+                stopping.cancelled().await;
+                drain(&app).await;
+            },
+        );
         Ok(())
     }
 }
 
 async fn drain(app: &AppState) {
     let running = app.jobs.running().len();
-    tracing::info!(running, "draining: no new jobs, waiting for running ones");
     app.jobs.stop_accepting();
+    let clustered = app.jobs.bus().is_clustered();
+    if clustered {
+        tracing::info!(
+            running,
+            "draining: no new connections or jobs; sockets closed now (their tabs follow the jobs \
+             from another replica), waiting for running jobs"
+        );
+        close_sockets(app).await;
+    } else {
+        tracing::info!(
+            running,
+            "draining: no new connections or jobs, waiting for running ones"
+        );
+    }
     let timeout = Duration::from_secs(app.config.server.drain_timeout_secs);
     if !app.jobs.wait_idle(timeout).await {
         tracing::warn!("drain timeout reached; failing the remaining jobs as recoverable");
@@ -272,15 +299,24 @@ async fn drain(app: &AppState) {
             .wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5))
             .await;
     }
+    // The jobs' last events must reach the replicas whose sockets follow them.
+    app.jobs.bus().flush(BUS_FLUSH_WAIT).await;
+    if !clustered {
+        close_sockets(app).await;
+    }
+    tracing::info!("drain complete");
+}
+
+/// Close every socket with 1012 and wait (bounded) for them to go.
+async fn close_sockets(app: &AppState) {
     app.close_sockets.cancel();
     app.connections.close();
-    if tokio::time::timeout(Duration::from_secs(5), app.connections.wait())
+    if tokio::time::timeout(SOCKETS_CLOSE_WAIT, app.connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("some sockets did not close within 5 s");
     }
-    tracing::info!("drain complete");
 }
 
 /// In `USE_MODAL=auto`, probe Modal while it is considered down.

@@ -19,6 +19,7 @@ mod quotas;
 mod races;
 mod rest;
 mod restart;
+mod rolling;
 mod shared_state;
 mod store_behaviour;
 mod versions;

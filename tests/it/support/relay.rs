@@ -170,10 +170,13 @@ pub enum Received {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        Client { ws }
+        Self::try_connect(url).await.expect("ws connect")
+    }
+
+    /// `None` when the handshake fails (a refused connection, a 502 from a proxy).
+    pub async fn try_connect(url: &str) -> Option<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        Some(Client { ws })
     }
 
     pub async fn send(&mut self, value: Value) {
