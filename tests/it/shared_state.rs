@@ -33,9 +33,14 @@ async fn two_replicas(db: &PgDb, fake: &FakeGetFile, extra: &[(&str, &str)]) -> 
     [TestRelay::start(&env).await, TestRelay::start(&env).await]
 }
 
-/// The distinct replicas nginx used, by address.
-fn replicas_used(balancer: &Balancer) -> std::collections::BTreeSet<String> {
-    balancer.upstreams().into_iter().collect()
+/// The distinct replicas nginx used for the first `requests` requests, by address. nginx logs
+/// a proxied WebSocket when it closes, a little after the test closed it: wait for the lines.
+async fn replicas_used(balancer: &Balancer, requests: usize) -> std::collections::BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while balancer.upstreams().len() < requests && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    balancer.upstreams().into_iter().take(requests).collect()
 }
 
 async fn signed_url(base: &str, user: Uuid, project: Uuid) -> String {
@@ -75,7 +80,7 @@ async fn a_preview_url_signed_by_one_replica_loads_on_every_replica() {
         signed_url(&lb, user, project).await,
     ];
     assert_eq!(
-        replicas_used(&balancer).len(),
+        replicas_used(&balancer, 4).await.len(),
         2,
         "{:?}",
         balancer.upstreams()
@@ -140,7 +145,7 @@ async fn development_tokens_are_accepted_by_every_replica() {
         client.close().await;
     }
     assert_eq!(
-        replicas_used(&balancer).len(),
+        replicas_used(&balancer, 4).await.len(),
         2,
         "{:?}",
         balancer.upstreams()
