@@ -1,6 +1,6 @@
-//! The instance's upkeep of job ownership: every `JOB_LEASE_RENEW_SECS` it renews the leases
-//! of the jobs it runs and fails the jobs whose lease expired (their instance died); between
-//! ticks it acts on cancel requests other instances send over the bus.
+//! The instance's upkeep of job ownership: every `JOB_LEASE_RENEW_SECS` it checks the bus,
+//! renews the leases of the jobs it runs and fails the jobs whose lease expired (their
+//! instance died); between ticks it acts on cancel requests other instances send over the bus.
 
 use std::sync::{Arc, Weak};
 
@@ -34,6 +34,7 @@ async fn upkeep(
                 if let Err(e) = jobs.sweep_expired().await {
                     tracing::warn!(error = %e, "could not sweep expired job leases");
                 }
+                jobs.bus().probe().await;
             }
             job_id = next_request(&mut requests) => {
                 let Some(jobs) = jobs.upgrade() else { return };

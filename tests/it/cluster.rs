@@ -38,6 +38,58 @@ struct Replica {
 }
 
 impl Replica {
+    /// Start the relay binary on the fake Modal with short leases and `env` on top, in a data
+    /// directory of its own unless `env` names one; returns once `/health` answers.
+    async fn spawn(fake: &FakeModal, env: &[(String, String)]) -> Replica {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let data = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(data.path().join("relay.log")).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dreamcore-relay"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATA_DIR", data.path())
+            .env("SUPABASE_JWT_SECRET", SECRET)
+            .env("USE_MODAL", "true")
+            .env("MODAL_ENDPOINT", &fake.url)
+            .env("MODAL_INTERNAL_SECRET", &fake.secret)
+            .env("JOB_LEASE_RENEW_SECS", "1")
+            .env("JOB_LEASE_TTL_SECS", "3")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLUSTER_TEST_LOG").unwrap_or("warn".into()),
+            );
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("relay binary starts");
+        let replica = Replica { child, port, data };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica did not come up: {}",
+                replica.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
     fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/", self.port)
     }
@@ -119,54 +171,12 @@ impl Cluster {
     }
 
     async fn add_replica(&mut self) -> &Replica {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let data = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(data.path().join("relay.log")).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dreamcore-relay"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATA_DIR", data.path())
-            .env("SUPABASE_JWT_SECRET", SECRET)
-            .env("USE_MODAL", "true")
-            .env("MODAL_ENDPOINT", &self.fake.url)
-            .env("MODAL_INTERNAL_SECRET", &self.fake.secret)
-            .env("DATABASE_URL", self.pg().relay_url())
-            .env("REDIS_URL", self.redis.url())
-            .env("JOB_LEASE_RENEW_SECS", "1")
-            .env("JOB_LEASE_TTL_SECS", "3")
-            .env(
-                "RUST_LOG",
-                std::env::var("CLUSTER_TEST_LOG").unwrap_or("warn".into()),
-            );
-        for (key, value) in &self.env {
-            command.env(key, value);
-        }
-        let child = command
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("relay binary starts");
-        let replica = Replica { child, port, data };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica did not come up: {}",
-                replica.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut env = vec![
+            ("DATABASE_URL".to_string(), self.pg().relay_url()),
+            ("REDIS_URL".to_string(), self.redis.url()),
+        ];
+        env.extend(self.env.iter().cloned());
+        let replica = Replica::spawn(&self.fake, &env).await;
         self.replicas.push(replica);
         self.replicas.last().expect("just added")
     }
@@ -642,6 +652,37 @@ async fn a_replica_starting_touches_no_running_job() {
     let job_id = started["job"]["id"].as_str().unwrap();
     assert_eq!(cluster.job_status(job_id).await, "completed");
     cluster.finish().await;
+}
+
+#[tokio::test]
+async fn without_redis_a_second_instance_on_the_same_sqlite_file_touches_no_running_job() {
+    // A rolling update of the embedded default: the new process starts on the old one's data
+    // while the old one still runs a job.
+    let all = texts(20);
+    let script = all.clone();
+    let fake = FakeModal::start(move |_| Script::paced(&script, Duration::from_millis(100))).await;
+    let shared = tempfile::tempdir().expect("temp dir");
+    let env = [("DATA_DIR".to_string(), shared.path().display().to_string())];
+    let old = Replica::spawn(&fake, &env).await;
+    let user = Uuid::new_v4();
+    let mut tab = old.client(user).await;
+    let project = tab.create_project("更新中").await;
+    tab.select(project).await;
+    tab.send(json!({"type":"message","content":"作って"})).await;
+    let started = tab.recv_until("jobStarted").await.pop().unwrap();
+    tab.recv_until("stream").await;
+
+    let new = Replica::spawn(&fake, &env).await;
+    assert_eq!(new.ready().await["cluster"]["mode"], "embedded");
+    let events = job_events_until(&mut tab, "gameUpdated").await;
+    assert_eq!(count(&events, "failed"), 0, "{events:?}");
+    assert_eq!(count(&events, "completed"), 1);
+    // The row agrees with what the tab saw: the new instance never marked it failed.
+    tab.send(json!({"type":"getJobStatus","jobId":started["job"]["id"]}))
+        .await;
+    let status = tab.recv_until("jobStatus").await.pop().unwrap();
+    assert_eq!(status["job"]["status"], "completed", "{status}");
+    drop((old, new));
 }
 
 #[tokio::test]

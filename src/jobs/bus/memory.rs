@@ -44,6 +44,8 @@ impl JobBus for MemoryBus {
         None
     }
 
+    async fn probe(&self) {}
+
     fn is_clustered(&self) -> bool {
         false
     }

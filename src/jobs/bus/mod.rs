@@ -119,6 +119,10 @@ pub trait JobBus: Send + Sync + 'static {
     /// when the limit is reached, `None` when only this instance can decide.
     async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool>;
 
+    /// Check the connection to the other instances (every lease tick), so that `/ready`
+    /// recovers when the cluster does, even while no event flows.
+    async fn probe(&self);
+
     /// True when other instances share the database and the limits.
     fn is_clustered(&self) -> bool;
 
@@ -172,4 +176,52 @@ pub fn state_from_database(row: &JobRow) -> (ServerMessage, EventKind) {
     };
     let kind = EventKind::of(&message);
     (message, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: JobStatus) -> JobRow {
+        JobRow {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            project_id: Uuid::nil(),
+            status,
+            progress: 40,
+            progress_message: Some("Loading skills...".into()),
+            result: None,
+            error: Some("落ちました".into()),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn database_state_is_a_progress_or_the_terminal_event() {
+        let (message, kind) = state_from_database(&row(JobStatus::Processing));
+        assert_eq!(kind, EventKind::Event);
+        assert!(matches!(
+            message,
+            ServerMessage::Progress { progress: 40, message: Some(ref m), .. } if m == "Loading skills..."
+        ));
+
+        let (message, kind) = state_from_database(&row(JobStatus::Failed));
+        assert_eq!(kind, EventKind::Ended);
+        assert!(matches!(
+            message,
+            ServerMessage::Failed { ref error, recoverable: true, .. } if error == "落ちました"
+        ));
+
+        let (message, kind) = state_from_database(&row(JobStatus::Completed));
+        assert_eq!(kind, EventKind::Completed);
+        assert!(matches!(
+            message,
+            ServerMessage::Completed { ref result, .. } if result.message == super::super::runner::DEFAULT_COMPLETION
+        ));
+        assert_eq!(
+            state_from_database(&row(JobStatus::Cancelled)).1,
+            EventKind::Ended
+        );
+    }
 }

@@ -47,6 +47,21 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// and waited for at most as long.
 const START_TURN_TTL: Duration = Duration::from_secs(15);
 const START_TURN_POLL: Duration = Duration::from_millis(10);
+/// A Redis round trip on a request's path (a start turn, a generation token) or on the lease
+/// upkeep's waits at most this: beyond it the instance goes on alone rather than hold a user
+/// up or delay the renewal of its leases.
+const DECISION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `what` within [`DECISION_TIMEOUT`], a timeout counting as a Redis error.
+async fn decide<T>(what: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    match tokio::time::timeout(DECISION_TIMEOUT, what).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer within the decision timeout",
+        ))),
+    }
+}
 
 /// Token bucket of `ARGV[1]` generations a minute, refilled continuously, timed by the Redis
 /// server's clock so that instances' clocks never matter.
@@ -315,7 +330,7 @@ impl JobBus for RedisBus {
     async fn end_orphan(&self, row: &JobRow, message: &ServerMessage) {
         let key = stream_key(row.id);
         let frame = message.to_frame();
-        let result: RedisResult<()> = async {
+        let result: RedisResult<()> = decide(async {
             let mut conn = self.shared.commands().await?;
             let last: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", 1).await?;
             let seq = last
@@ -339,7 +354,7 @@ impl JobBus for RedisBus {
                 .ignore()
                 .query_async(&mut conn)
                 .await
-        }
+        })
         .await;
         match result {
             Ok(()) => self.shared.health.clear(Part::Commands),
@@ -375,7 +390,7 @@ impl JobBus for RedisBus {
         let key = format!("dreamcore:start:{user_id}");
         let token = Uuid::new_v4().to_string();
         let deadline = tokio::time::Instant::now() + START_TURN_TTL;
-        let mut conn = match self.shared.commands().await {
+        let mut conn = match decide(self.shared.commands()).await {
             Ok(conn) => conn,
             Err(e) => {
                 self.shared.health.set(Part::Commands, e);
@@ -383,14 +398,16 @@ impl JobBus for RedisBus {
             }
         };
         loop {
-            let taken: RedisResult<Option<String>> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(START_TURN_TTL.as_millis() as u64)
-                .query_async(&mut conn)
-                .await;
+            let taken: RedisResult<Option<String>> = decide(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(START_TURN_TTL.as_millis() as u64)
+                    .query_async(&mut conn),
+            )
+            .await;
             match taken {
                 Ok(Some(_)) => break,
                 Ok(None) if tokio::time::Instant::now() < deadline => {
@@ -425,7 +442,7 @@ impl JobBus for RedisBus {
         if per_minute == 0 {
             return Some(true);
         }
-        let taken: RedisResult<i64> = async {
+        let taken: RedisResult<i64> = decide(async {
             let mut conn = self.shared.commands().await?;
             let mut invocation = self
                 .shared
@@ -433,7 +450,7 @@ impl JobBus for RedisBus {
                 .key(format!("dreamcore:generations:{user_id}"));
             invocation.arg(per_minute);
             invocation.invoke_async(&mut conn).await
-        }
+        })
         .await;
         match taken {
             Ok(allowed) => {
@@ -444,6 +461,22 @@ impl JobBus for RedisBus {
                 self.shared.health.set(Part::Commands, e);
                 None
             }
+        }
+    }
+
+    async fn probe(&self) {
+        let pong: RedisResult<String> = decide(async {
+            let mut conn = self.shared.commands().await?;
+            redis::cmd("PING").query_async(&mut conn).await
+        })
+        .await;
+        match pong {
+            // The writer's next batch goes through the same connection.
+            Ok(_) => {
+                self.shared.health.clear(Part::Commands);
+                self.shared.health.clear(Part::Writer);
+            }
+            Err(e) => self.shared.health.set(Part::Commands, e),
         }
     }
 
@@ -726,4 +759,53 @@ async fn check_database(
     let (message, kind) = state_from_database(&row);
     mirror.push(message.to_frame(), kind);
     Next::Stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_events: usize, max_bytes: usize) -> ClusterConfig {
+        ClusterConfig {
+            redis_url: crate::config::Secret::default(),
+            lease_renew_secs: 5,
+            lease_ttl_secs: 15,
+            stream_max_events: max_events,
+            stream_max_bytes: max_bytes,
+            stream_expire_secs: 600,
+            publish_queue_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn streams_keep_both_budgets_and_never_trim_the_newest_entry() {
+        let mut budget = StreamBudget::default();
+        let by_count = settings(3, 1 << 20);
+        assert_eq!(budget.keep(1, 10, &by_count), 1);
+        assert_eq!(budget.keep(2, 10, &by_count), 1);
+        assert_eq!(budget.keep(3, 10, &by_count), 1);
+        assert_eq!(budget.keep(4, 10, &by_count), 2, "at most 3 entries");
+
+        let mut budget = StreamBudget::default();
+        let by_bytes = settings(100, 25);
+        assert_eq!(budget.keep(1, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(2, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(3, 10, &by_bytes), 2, "at most 25 bytes");
+        assert_eq!(
+            budget.keep(4, 100, &by_bytes),
+            4,
+            "an oversized entry stays alone"
+        );
+    }
+
+    #[test]
+    fn entry_ids_are_sequence_numbers() {
+        assert_eq!(entry_id(42), "42-0");
+        assert_eq!(entry_seq("42-0"), Some(42));
+        assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
+        assert_eq!(entry_seq("nonsense"), None);
+        for kind in [EventKind::Event, EventKind::Completed, EventKind::Ended] {
+            assert_eq!(EventKind::parse(kind.code()), Some(kind));
+        }
+    }
 }
