@@ -56,6 +56,8 @@ use uuid::Uuid;
 
 #[path = "loadgen/cluster.rs"]
 mod cluster;
+#[path = "loadgen/cluster_services.rs"]
+mod cluster_services;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
