@@ -10,7 +10,11 @@
 //! target/release/examples/loadgen idle --sockets 10000
 //! target/release/examples/loadgen latency --jobs 200 --rate 50 --seconds 10
 //! target/release/examples/loadgen big --jobs 4 --events 3000 --event-bytes 8192
+//! target/release/examples/loadgen cluster-latency --jobs 200 --rate 50 --seconds 10
+//! target/release/examples/loadgen cluster-jobs --jobs 1000 --events 100
 //! ```
+//! The `cluster-*` scenarios (examples/loadgen/cluster.rs) run two replicas with Redis and
+//! PostgreSQL beside one replica without Redis.
 //! Common flags: `--relay-bin PATH` (default `target/release/dreamcore-relay`),
 //! `--timeout-secs N` (whole scenario, default 300), `--concurrency N` (connects in flight,
 //! default 200), `--metrics` (print the relay's `relay_events_relayed_total` at the end).
@@ -50,6 +54,11 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+#[path = "loadgen/cluster.rs"]
+mod cluster;
+#[path = "loadgen/cluster_services.rs"]
+mod cluster_services;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -101,12 +110,14 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "loadgen <jobs|idle|latency|big> [options]
+const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
   big     --jobs N (4) --events M (3000) --event-bytes B (8192): large outputs, reading
           clients; peak RSS growth, projectSelected size after them, RSS 12 s later
+  cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
+          replicas with Redis (follower on the job's replica, then on the other one)
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -151,6 +162,15 @@ enum Scenario {
         jobs: usize,
         events: u32,
         event_bytes: usize,
+    },
+    ClusterJobs {
+        jobs: usize,
+        events: u32,
+    },
+    ClusterLatency {
+        jobs: usize,
+        rate: u32,
+        seconds: u32,
     },
 }
 
@@ -221,6 +241,15 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             jobs: usize_of(positive("jobs", 4)?)?,
             events: u32_of(positive("events", 3000)?)?,
             event_bytes: usize_of(positive("event-bytes", 8192)?)?,
+        },
+        "cluster-jobs" => Scenario::ClusterJobs {
+            jobs: usize_of(positive("jobs", 1000)?)?,
+            events: u32_of(positive("events", 100)?)?,
+        },
+        "cluster-latency" => Scenario::ClusterLatency {
+            jobs: usize_of(positive("jobs", 200)?)?,
+            rate: u32_of(positive("rate", 50)?)?,
+            seconds: u32_of(positive("seconds", 10)?)?,
         },
         other => {
             return Err(BenchError::Usage(format!(
@@ -1870,6 +1899,27 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
                 let events = rate.saturating_mul(seconds);
                 let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
                 scenario_jobs("latency", &common, jobs, events, gap, deadline).await
+            }
+            Scenario::ClusterJobs { jobs, events } => {
+                cluster::scenario_cluster(
+                    "cluster-jobs",
+                    &common,
+                    jobs,
+                    events,
+                    Duration::ZERO,
+                    deadline,
+                )
+                .await
+            }
+            Scenario::ClusterLatency {
+                jobs,
+                rate,
+                seconds,
+            } => {
+                let events = rate.saturating_mul(seconds);
+                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
+                cluster::scenario_cluster("cluster-latency", &common, jobs, events, gap, deadline)
+                    .await
             }
         }
     };

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dreamcore_relay::config::Config;
-use dreamcore_relay::server::{Relay, RelayHandle};
+use dreamcore_relay::server::{development_secret, Relay, RelayHandle};
 use dreamcore_relay::{auth, config};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
@@ -197,17 +197,24 @@ fn spawn_reload_on_hangup(relay: RelayHandle) {
 }
 
 fn dev_token(config: &Config, user: Uuid, email: &str, ttl: i64) -> ExitCode {
-    let secret = match auth::resolve_hs256_secret(&config.auth, &config.server.data_dir) {
-        Ok((Some(secret), _)) => secret,
-        Ok((None, _)) => {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let secret = match runtime.block_on(development_secret(config)) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
             eprintln!("no HS256 secret: set SUPABASE_JWT_SECRET (a project using only asymmetric keys cannot mint tokens)");
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!(
-                "cannot read the development secret under {}: {e}",
-                config.server.data_dir.display()
-            );
+            eprintln!("cannot read the development secret: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -3,6 +3,7 @@
 mod client_slots;
 mod connection;
 mod front_door;
+mod keys;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Verifier};
+use crate::auth::Verifier;
 use crate::backend::local_cli::LocalCliBackend;
 use crate::backend::modal::pipeline::{CallTimeouts, ModalPipeline};
 use crate::backend::modal::ModalBackend;
@@ -31,6 +32,13 @@ use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+
+pub use keys::development_secret;
+
+/// How long a draining relay waits for its jobs' last events to reach Redis.
+const BUS_FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// How long every socket together gets to flush and close with 1012.
+const SOCKETS_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,8 @@ pub enum StartupError {
     Backend { mode: &'static str, reason: String },
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("no random source for a new key: {0}")]
+    Random(std::io::Error),
     #[error(transparent)]
     Bus(#[from] BusError),
 }
@@ -166,26 +176,6 @@ impl Relay {
         let data_dir = data_dir(&config)?;
         config.server.data_dir = data_dir.clone();
 
-        let (hs256, is_dev_secret) =
-            auth::resolve_hs256_secret(&config.auth, &data_dir).map_err(|source| {
-                StartupError::DataDir {
-                    path: data_dir.display().to_string(),
-                    source,
-                }
-            })?;
-        if is_dev_secret {
-            tracing::warn!(
-                "no SUPABASE_URL or SUPABASE_JWT_SECRET: accepting development tokens signed with {}/dev-jwt-secret \
-                 (mint one with `dreamcore-relay dev-token`)",
-                data_dir.display()
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| StartupError::Http(e.to_string()))?;
-        let verifier = Verifier::new(&config.auth, hs256, http.clone());
-
         let store: Arc<dyn Store> = if config.database.url.is_empty() {
             Arc::new(SqliteStore::open(&data_dir.join("relay.db"))?)
         } else {
@@ -194,6 +184,22 @@ impl Relay {
                     .await?,
             )
         };
+
+        let (hs256, is_dev_secret) = keys::hs256_key(&config, &data_dir, store.as_ref()).await?;
+        if is_dev_secret {
+            tracing::warn!(
+                "no SUPABASE_URL or SUPABASE_JWT_SECRET: accepting development tokens signed with {} \
+                 (mint one with `dreamcore-relay dev-token`)",
+                if store.is_shared() { "the secret the replicas share through the database".to_string() }
+                else { format!("{}/dev-jwt-secret", data_dir.display()) }
+            );
+        }
+        config.game.signing_secret = keys::game_signing_secret(&config, store.as_ref()).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let verifier = Verifier::new(&config.auth, hs256, http.clone());
 
         let modal: Option<Arc<dyn Backend>> = if config.modal.endpoint.is_empty() {
             None
@@ -308,9 +314,11 @@ impl Relay {
         }
     }
 
-    /// Serve every route on `listener` until `shutdown` resolves, then drain: refuse new jobs
-    /// (`/ready` turns 503), let running jobs finish within `DRAIN_TIMEOUT_SECS`, close every
-    /// socket with 1012, stop.
+    /// Serve until `shutdown` resolves, then drain (docs/operations.md §4): the listening
+    /// socket closes at once, so a load balancer of any kind (passive checks only, too) sends
+    /// newcomers to another replica; requests in progress finish. New jobs are refused,
+    /// running ones finish within `DRAIN_TIMEOUT_SECS`, every socket is closed with 1012
+    /// (clustered: at once, since its tab can follow the job from another replica), stop.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -355,20 +363,39 @@ impl Relay {
     ) -> std::io::Result<()> {
         let app = self.app;
         let door = front_door::FrontDoor::new(router, &app.config.http);
-        // HTTP keeps being served during the drain: `/ready` answers 503 meanwhile.
-        let drained = async move {
-            shutdown.await;
-            drain(&app).await;
-        };
-        door.run(listener, drained).await;
+        let stopping = CancellationToken::new();
+        tokio::join!(
+            async {
+                shutdown.await;
+                stopping.cancel();
+            },
+            door.run(listener, stopping.cancelled()),
+            async {
+                stopping.cancelled().await;
+                drain(&app).await;
+            },
+        );
         Ok(())
     }
 }
 
 async fn drain(app: &AppState) {
     let running = app.jobs.running().len();
-    tracing::info!(running, "draining: no new jobs, waiting for running ones");
     app.jobs.stop_accepting();
+    let clustered = app.jobs.bus().is_clustered();
+    if clustered {
+        tracing::info!(
+            running,
+            "draining: no new connections or jobs; sockets closed now (their tabs follow the jobs \
+             from another replica), waiting for running jobs"
+        );
+        close_sockets(app).await;
+    } else {
+        tracing::info!(
+            running,
+            "draining: no new connections or jobs, waiting for running ones"
+        );
+    }
     let timeout = Duration::from_secs(app.config.server.drain_timeout_secs);
     if !app.jobs.wait_idle(timeout).await {
         tracing::warn!("drain timeout reached; failing the remaining jobs as recoverable");
@@ -377,15 +404,24 @@ async fn drain(app: &AppState) {
             .wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5))
             .await;
     }
+    // The jobs' last events must reach the replicas whose sockets follow them.
+    app.jobs.bus().flush(BUS_FLUSH_WAIT).await;
+    if !clustered {
+        close_sockets(app).await;
+    }
+    tracing::info!("drain complete");
+}
+
+/// Close every socket with 1012 and wait (bounded) for them to go.
+async fn close_sockets(app: &AppState) {
     app.close_sockets.cancel();
     app.connections.close();
-    if tokio::time::timeout(Duration::from_secs(5), app.connections.wait())
+    if tokio::time::timeout(SOCKETS_CLOSE_WAIT, app.connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("some sockets did not close within 5 s");
     }
-    tracing::info!("drain complete");
 }
 
 /// In `USE_MODAL=auto`, probe Modal while it is considered down.

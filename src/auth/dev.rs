@@ -16,17 +16,18 @@ use crate::config::{AuthConfig, SecretEncoding};
 /// File name of the development secret inside the data directory.
 pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 
-/// Resolve the HS256 key: SUPABASE_JWT_SECRET (raw or base64 per config); when neither a secret
-/// nor SUPABASE_URL is configured, a development secret stored in `<data_dir>/dev-jwt-secret`
-/// (created with 32 random bytes hex, file mode 0600, on first use) so a fresh checkout works.
-/// Returns (key bytes or None, a flag telling whether it is the dev secret).
-///
-/// The dev secret's key bytes are the hex *text*, the way Supabase uses its legacy JWT secret,
-/// so the file's content also works as `SUPABASE_JWT_SECRET` with raw encoding.
-pub fn resolve_hs256_secret(
-    config: &AuthConfig,
-    data_dir: &Path,
-) -> io::Result<(Option<Vec<u8>>, bool)> {
+/// Where the HS256 key the relay verifies with comes from.
+pub enum Hs256Source {
+    /// SUPABASE_JWT_SECRET, decoded (raw or base64 per config).
+    Configured(Vec<u8>),
+    /// A real project without its secret: asymmetric keys from the JWKS only.
+    JwksOnly,
+    /// Neither a secret nor SUPABASE_URL: a development secret the relay makes up once.
+    Development,
+}
+
+/// Decide where the HS256 key comes from, decoding a configured one.
+pub fn hs256_source(config: &AuthConfig) -> io::Result<Hs256Source> {
     if !config.jwt_secret.is_empty() {
         let text = config.jwt_secret.expose();
         let key = match config.jwt_secret_encoding {
@@ -40,20 +41,44 @@ pub fn resolve_hs256_secret(
                     )
                 })?,
         };
-        return Ok((Some(key), false));
+        return Ok(Hs256Source::Configured(key));
     }
     if !config.supabase_base().is_empty() {
-        // A real project without its secret: asymmetric keys from the JWKS only.
-        return Ok((None, false));
+        return Ok(Hs256Source::JwksOnly);
     }
-    Ok((Some(dev_secret(data_dir)?), true))
+    Ok(Hs256Source::Development)
+}
+
+/// 32 random bytes as hex: a fresh development secret or signing key.
+pub fn random_hex_secret() -> io::Result<String> {
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(hex::encode(random))
+}
+
+/// Resolve the HS256 key for a relay on its own: SUPABASE_JWT_SECRET (raw or base64 per
+/// config); when neither a secret nor SUPABASE_URL is configured, a development secret stored
+/// in `<data_dir>/dev-jwt-secret` (created with 32 random bytes hex, file mode 0600, on first
+/// use) so a fresh checkout works. Returns (key bytes or None, a flag telling whether it is
+/// the dev secret). Replicas sharing a store keep the development secret there instead.
+///
+/// The dev secret's key bytes are the hex *text*, the way Supabase uses its legacy JWT secret,
+/// so the file's content also works as `SUPABASE_JWT_SECRET` with raw encoding.
+pub fn resolve_hs256_secret(
+    config: &AuthConfig,
+    data_dir: &Path,
+) -> io::Result<(Option<Vec<u8>>, bool)> {
+    Ok(match hs256_source(config)? {
+        Hs256Source::Configured(key) => (Some(key), false),
+        Hs256Source::JwksOnly => (None, false),
+        Hs256Source::Development => (Some(dev_secret(data_dir)?), true),
+    })
 }
 
 fn dev_secret(data_dir: &Path) -> io::Result<Vec<u8>> {
     let path = data_dir.join(DEV_SECRET_FILE);
     std::fs::create_dir_all(data_dir)?;
-    let mut random = [0u8; 32];
-    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+    let secret = random_hex_secret()?;
     // `create_new` makes two racing first starts agree: the loser reads the winner's file.
     match OpenOptions::new()
         .write(true)
@@ -62,7 +87,6 @@ fn dev_secret(data_dir: &Path) -> io::Result<Vec<u8>> {
         .open(&path)
     {
         Ok(mut file) => {
-            let secret = hex::encode(random);
             file.write_all(format!("{secret}\n").as_bytes())?;
             file.sync_all()?;
             return Ok(secret.into_bytes());

@@ -56,7 +56,7 @@ fn public_routes(app: &AppState) -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .merge(rest::routes(app))
+        .merge(rest::routes())
         .merge(editor::routes(app, Arc::clone(&readers)))
         .merge(game::routes(app, readers))
         .merge(pages::routes(app))

@@ -2,8 +2,6 @@
 //! the daily quota, and signed preview URLs. Also the REST authentication shared by the
 //! other REST modules (docs/data-and-auth.md §4.1: `Authorization: Bearer` or `X-Auth-Token`).
 
-use std::sync::OnceLock;
-
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -28,9 +26,7 @@ use crate::store::QuotaKind;
 /// How long a signed game URL stays valid (the editor caches it for 4 minutes).
 const GAME_URL_TTL_SECS: i64 = 300;
 
-pub(super) fn routes(app: &AppState) -> Router<AppState> {
-    // Resolve the key now so a missing GAME_SIGNING_SECRET is reported at start-up.
-    signing_key(&app.config);
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/check-access", get(check_access))
         .route("/api/quota", get(quota))
@@ -109,33 +105,11 @@ impl FromRequestParts<AppState> for RestUser {
 
 // --- signed game URLs ----------------------------------------------------------------------
 
-/// The configured GAME_SIGNING_SECRET, else one random key for the life of the process.
-/// `None` only if the system cannot produce random bytes.
+/// The preview-URL signing key: `GAME_SIGNING_SECRET`, which start-up fills in when it is
+/// not configured (the replicas' shared key, or one of this process). `None` when empty.
 pub(super) fn signing_key(config: &Config) -> Option<&[u8]> {
-    let configured = config.game.signing_secret.expose();
-    if !configured.is_empty() {
-        return Some(configured.as_bytes());
-    }
-    static RANDOM: OnceLock<Option<[u8; 32]>> = OnceLock::new();
-    RANDOM
-        .get_or_init(|| {
-            let mut key = [0u8; 32];
-            match getrandom::fill(&mut key) {
-                Ok(()) => {
-                    tracing::warn!(
-                        "GAME_SIGNING_SECRET is not set: preview URLs are signed with a random key of \
-                         this process; instances behind one load balancer must share one secret"
-                    );
-                    Some(key)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "no random source for the game URL key; preview URLs are refused");
-                    None
-                }
-            }
-        })
-        .as_ref()
-        .map(|key| key.as_slice())
+    let key = config.game.signing_secret.expose();
+    (!key.is_empty()).then_some(key.as_bytes())
 }
 
 /// Hex HMAC-SHA256 of `userId:projectId:exp`, the payload upstream signs.

@@ -55,7 +55,7 @@ impl LiveJob {
                 row.project_id,
                 log_max_bytes,
                 // Alone, nobody else needs the events: no hand-off per event at all.
-                bus.is_clustered().then(|| bus as Arc<dyn EventForward>),
+                bus.is_clustered().then_some(bus as Arc<dyn EventForward>),
             )),
             started_at: Instant::now(),
             row: Mutex::new(row),

@@ -16,7 +16,6 @@ pub mod plan;
 pub mod prompt;
 pub mod quota;
 mod registry;
-pub mod restore_marker;
 mod runner;
 
 pub use answer::TRUNCATED_MARKER;

@@ -16,7 +16,6 @@ use super::failures::RecentFailure;
 use super::limits::Slot;
 use super::live::LiveJob;
 use super::plan::{Plan, Prepare};
-use super::restore_marker::marker_path;
 use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
 use crate::metrics::METRICS;
 use crate::store::models::{ChatRole, JobRow, JobStatus};
@@ -295,11 +294,8 @@ async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcom
         tracing::warn!(error = %e, "could not mark the project initialized");
     }
     // A new version supersedes the one a restore had made current.
-    let marker = marker_path(&engine.config.data_dir, job.user_id, job.project_id);
-    if let Err(e) = tokio::fs::remove_file(&marker).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, "could not clear the current-version marker");
-        }
+    if let Err(e) = engine.store.set_current_version(job.project_id, None).await {
+        tracing::warn!(error = %e, "could not clear the current version");
     }
     let result = JobResult {
         message,

@@ -191,4 +191,19 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<QuotaDecision, StoreError>;
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError>;
+
+    /// Whether several relays may use this store at once (PostgreSQL): then the keys a relay
+    /// makes up for itself live in the store, so that every replica uses the same.
+    fn is_shared(&self) -> bool;
+    /// The relay secret stored under `name`, storing `candidate` first when there is none:
+    /// every relay asking for the same name gets the value of the first one that asked.
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;
+    /// The version a restore made current on the project (docs/protocol.md §6.5), if any.
+    async fn current_version(&self, project_id: Uuid) -> Result<Option<String>, StoreError>;
+    /// Record the version a restore made current; `None` forgets it (a new version was made).
+    async fn set_current_version(
+        &self,
+        project_id: Uuid,
+        version: Option<&str>,
+    ) -> Result<(), StoreError>;
 }

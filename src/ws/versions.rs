@@ -9,7 +9,6 @@ use super::session::Connection;
 use crate::auth::Identity;
 use crate::backend::modal_git::ModalGit;
 use crate::backend::BackendKind;
-use crate::jobs::restore_marker::marker_path;
 use crate::wire::protocol::{parse_id, texts, ServerMessage, VersionItem};
 
 const HIDDEN_MESSAGES: [&str; 4] = [
@@ -123,15 +122,13 @@ async fn versions(
             break;
         }
     }
-    let marker = tokio::fs::read_to_string(marker_path(
-        &conn.app.config.server.data_dir,
-        user_id,
-        project_id,
-    ))
-    .await
-    .ok()
-    .map(|m| m.trim().to_string())
-    .filter(|m| is_commit_hash(m));
+    let marker = match conn.app.store.current_version(project_id).await {
+        Ok(marker) => marker.filter(|m| is_commit_hash(m)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the current version; showing the newest");
+            None
+        }
+    };
     let head = marker.or_else(|| items.first().map(|v| v.id.clone()));
     Some((items, head, auto_initialized))
 }
@@ -233,15 +230,8 @@ pub async fn restore(conn: &Connection, project_id: Option<String>, version_id: 
     if let Err(text) = restored {
         return conn.reply(ServerMessage::error(text));
     }
-    let marker = marker_path(&conn.app.config.server.data_dir, who.user_id, id);
-    let written = match marker.parent() {
-        Some(parent) => tokio::fs::create_dir_all(parent)
-            .await
-            .and(tokio::fs::write(&marker, &version).await),
-        None => Ok(()),
-    };
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "could not write the current-version marker");
+    if let Err(e) = conn.app.store.set_current_version(id, Some(&version)).await {
+        tracing::warn!(error = %e, "could not record the current version");
     }
     if let Err(e) = conn.app.store.mark_initialized(id).await {
         tracing::warn!(error = %e, "could not mark the project initialized");

@@ -27,6 +27,8 @@ mod races;
 mod ready;
 mod rest;
 mod restart;
+mod rolling;
+mod shared_state;
 mod store_behaviour;
 mod versions;
 mod ws_limits;

@@ -41,7 +41,7 @@ struct Fixture {
     env: Env,
 }
 
-fn identity(user_id: Uuid) -> Identity {
+pub(crate) fn identity(user_id: Uuid) -> Identity {
     let email = format!("u{}@example.test", user_id.simple());
     Identity {
         user_id,

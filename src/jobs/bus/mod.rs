@@ -84,6 +84,10 @@ pub trait JobBus: EventForward + 'static {
     /// True when other instances share the database and the limits.
     fn is_clustered(&self) -> bool;
 
+    /// Wait, at most `within`, until every event handed on so far has reached the other
+    /// instances (a draining instance, before it exits). Nothing to wait for in one process.
+    async fn flush(&self, _within: std::time::Duration) {}
+
     fn health(&self) -> BusHealth;
 }
 

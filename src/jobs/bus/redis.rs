@@ -307,6 +307,15 @@ impl EventForward for RedisBus {
 
 #[async_trait]
 impl JobBus for RedisBus {
+    async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.queued_bytes.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn follow(&self, row: &JobRow) -> Option<Arc<JobChannel>> {
         let mut mirrors = self.shared.mirrors.lock();
         if let Some(mirror) = mirrors.get(&row.id) {
@@ -534,12 +543,13 @@ async fn write_events(
                     .ignore();
             }
         }
-        shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         let written: RedisResult<()> = async {
             let mut conn = shared.commands().await?;
             pipe.query_async(&mut conn).await
         }
         .await;
+        // Counted until written, so `flush` knows when nothing is left in flight.
+        shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         match written {
             Ok(()) => shared.health.clear(Part::Writer),
             // These events reach other instances as a gap, filled from the database.

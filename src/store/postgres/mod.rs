@@ -18,6 +18,7 @@ mod jobs;
 mod pool;
 mod projects;
 mod quotas;
+mod shared;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -167,5 +168,25 @@ impl Store for PostgresStore {
 
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError> {
         quotas::quota_usage(self, user_id).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
+        shared::shared_secret(self, name, candidate).await
+    }
+
+    async fn current_version(&self, project_id: Uuid) -> Result<Option<String>, StoreError> {
+        shared::current_version(self, project_id).await
+    }
+
+    async fn set_current_version(
+        &self,
+        project_id: Uuid,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        shared::set_current_version(self, project_id, version).await
     }
 }

@@ -75,6 +75,18 @@ CREATE TABLE usage_quotas (
 ALTER TABLE jobs ADD COLUMN owner_instance TEXT;
 ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;
 "#,
+    r#"
+CREATE TABLE relay_secrets (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE relay_current_versions (
+    project_id TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    version    TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// One call queued for the connection thread.

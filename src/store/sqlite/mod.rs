@@ -11,6 +11,7 @@ mod history;
 mod jobs;
 mod projects;
 mod quotas;
+mod shared;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -156,5 +157,25 @@ impl Store for SqliteStore {
 
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError> {
         quotas::quota_usage(self, user_id).await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
+        shared::shared_secret(self, name, candidate).await
+    }
+
+    async fn current_version(&self, project_id: Uuid) -> Result<Option<String>, StoreError> {
+        shared::current_version(self, project_id).await
+    }
+
+    async fn set_current_version(
+        &self,
+        project_id: Uuid,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        shared::set_current_version(self, project_id, version).await
     }
 }

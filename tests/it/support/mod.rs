@@ -2,6 +2,7 @@
 //! (Modal, the Anthropic API), and the real programs the tests drive (PostgreSQL, Redis,
 //! nginx, Chromium, the Claude CLI).
 
+pub mod balancer;
 pub mod chromium;
 pub mod fake_anthropic;
 pub mod fake_get_file;

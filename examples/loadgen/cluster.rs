@@ -1,0 +1,448 @@
+//! `loadgen cluster-latency` / `loadgen cluster-jobs`: the relay as two replicas sharing one
+//! PostgreSQL database and one Redis (a `redis-server` this process starts), beside the same
+//! load on one replica without Redis, all in one run so the figures share the machine's mood.
+//!
+//! Every job has two browsers of the same user: the *owner* sends `message` on replica A (so
+//! the job runs there) and the *follower* sends `subscribeJob` once `jobStarted` names the job.
+//! Three set-ups are measured in turn, each on a fresh database:
+//!
+//! | set-up          | replicas | Redis | follower on |
+//! |-----------------|----------|-------|-------------|
+//! | `single-node`   | A        | no    | A           |
+//! | `same-replica`  | A, B     | yes   | A           |
+//! | `cross-replica` | A, B     | yes   | B           |
+//!
+//! The figures are the follower's: latency of events sent after it subscribed (upstream write
+//! → follower receive), events/s over the job phase, and integrity of everything it received
+//! (replay and live: nothing lost, nothing twice, in order). Redis memory per active job is
+//! `used_memory` in the middle of the job phase minus before it, over the jobs.
+//!
+//! PostgreSQL comes from `scripts/test-postgres.sh` (the socket directory in
+//! `target/test-postgres/socket_dir`, or `LOADGEN_PG_SOCKET_DIR`); `redis-server` from
+//! `LOADGEN_REDIS_SERVER` (default `/usr/bin/redis-server`).
+
+use super::cluster_services::{spawn_replica, used_memory, Postgres, RedisServer};
+use super::*;
+
+/// Where the followers sit, and whether the replicas share a Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    SingleNode,
+    SameReplica,
+    CrossReplica,
+}
+
+impl Setup {
+    fn label(self) -> &'static str {
+        match self {
+            Self::SingleNode => "single-node",
+            Self::SameReplica => "same-replica",
+            Self::CrossReplica => "cross-replica",
+        }
+    }
+}
+
+/// Run the three set-ups with `jobs` jobs of `events` events, `gap` apart.
+pub(super) async fn scenario_cluster(
+    label: &str,
+    common: &Common,
+    jobs: usize,
+    events: u32,
+    gap: Duration,
+    deadline: TokioInstant,
+) -> Result<Value> {
+    let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
+    let stop_upstream = CancellationToken::new();
+    let _stop_on_exit = stop_upstream.clone().drop_guard();
+    let (upstream, _) = start_upstream(
+        modal_secret.clone(),
+        events,
+        0,
+        gap,
+        common.aligned,
+        stop_upstream,
+    )
+    .await?;
+    let postgres = Postgres::locate()?;
+    let mut reports = serde_json::Map::new();
+    println!(
+        "== {label}: {jobs} jobs x {events} events, gap {:.1} ms, two replicas on PostgreSQL ==",
+        gap.as_secs_f64() * 1e3
+    );
+    for setup in [Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica] {
+        let report = run_setup(
+            setup,
+            common,
+            &postgres,
+            upstream,
+            &modal_secret,
+            jobs,
+            events,
+            deadline,
+        )
+        .await?;
+        reports.insert(setup.label().to_string(), report);
+    }
+    let ratio = |a: &str, b: &str, key: &str| {
+        let x = reports[a][key].as_f64().unwrap_or(0.0);
+        let y = reports[b][key].as_f64().unwrap_or(0.0);
+        if y > 0.0 {
+            x / y
+        } else {
+            0.0
+        }
+    };
+    let summary = json!({
+        "cross_over_single_events_per_sec": ratio("cross-replica", "single-node", "events_per_sec"),
+        "same_over_single_events_per_sec": ratio("same-replica", "single-node", "events_per_sec"),
+    });
+    println!(
+        "summary      events/s: cross-replica {:.0}% of single-node, same-replica {:.0}% of single-node",
+        100.0 * summary["cross_over_single_events_per_sec"].as_f64().unwrap_or(0.0),
+        100.0 * summary["same_over_single_events_per_sec"].as_f64().unwrap_or(0.0)
+    );
+    Ok(json!({
+        "scenario": label,
+        "params": {"jobs": jobs, "events": events, "gap_ms": gap.as_secs_f64() * 1e3, "aligned": common.aligned},
+        "setups": reports,
+        "summary": summary,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_setup(
+    setup: Setup,
+    common: &Common,
+    postgres: &Postgres,
+    upstream: SocketAddr,
+    modal_secret: &str,
+    jobs: usize,
+    events: u32,
+    deadline: TokioInstant,
+) -> Result<Value> {
+    let users: Vec<Uuid> = (0..jobs).map(|_| Uuid::new_v4()).collect();
+    let database = postgres.create_database(&users).await?;
+    let redis = match setup {
+        Setup::SingleNode => None,
+        _ => Some(RedisServer::start()?),
+    };
+    let jwt_secret = format!("bench-jwt-{}", Uuid::new_v4().simple());
+    let spawn = |name| {
+        spawn_replica(
+            &common.relay_bin,
+            upstream,
+            modal_secret,
+            &jwt_secret,
+            &database.url,
+            redis.as_ref().map(RedisServer::url),
+            name,
+        )
+    };
+    let a = spawn("a").await?;
+    let b = match setup {
+        Setup::SingleNode => None,
+        _ => Some(spawn("b").await?),
+    };
+    let follower_url = match (&b, setup) {
+        (Some(b), Setup::CrossReplica) => b.ws_url(),
+        _ => a.ws_url(),
+    };
+    let tokens = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| token_for(&jwt_secret, *user, i))
+        .collect::<Result<Vec<_>>>()?;
+
+    // Set-up: owner with a project on A, follower authenticated on its replica.
+    let permits = Arc::new(Semaphore::new(common.concurrency));
+    let mut set = JoinSet::new();
+    for token in tokens {
+        let (a_url, f_url, permits) = (a.ws_url(), follower_url.clone(), permits.clone());
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            tokio::time::timeout_at(deadline, open_pair(&a_url, &f_url, &token))
+                .await
+                .unwrap_or(Err(BenchError::Timeout("pair set-up")))
+        });
+    }
+    let mut pairs = Vec::with_capacity(jobs);
+    let mut setup_errors: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(pair)) => pairs.push(pair),
+            Ok(Err(e)) => {
+                *setup_errors
+                    .entry(truncate(&e.to_string(), 160))
+                    .or_default() += 1
+            }
+            Err(e) => *setup_errors.entry(format!("task: {e}")).or_default() += 1,
+        }
+    }
+
+    let redis_before = redis
+        .as_ref()
+        .map(|r| used_memory(&r.socket()))
+        .transpose()?;
+    let machine_cpu_start = MachineCpu::read();
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for pair in pairs {
+        set.spawn(async move {
+            tokio::time::timeout_at(deadline, pair.run())
+                .await
+                .unwrap_or_else(|_| JobOutcome {
+                    failure: Some("timed out waiting for the job to finish".into()),
+                    ..JobOutcome::default()
+                })
+        });
+    }
+    // Redis memory: the peak of `used_memory` while the jobs run, sampled every 100 ms.
+    let stop_sampling = CancellationToken::new();
+    let sampler = redis.as_ref().map(|redis| {
+        let (socket, stop) = (redis.socket(), stop_sampling.clone());
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            while !stop.is_cancelled() {
+                if let Ok(bytes) = used_memory(&socket) {
+                    peak = peak.max(bytes);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    });
+    let mut integrity = Integrity::default();
+    let mut samples = Vec::new();
+    let mut windows = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(out) => {
+                integrity.add(&out, events);
+                if let (Some(first), Some(last)) = (out.samples.first(), out.samples.last()) {
+                    windows.push((first.sent_ns, last.sent_ns));
+                }
+                samples.extend_from_slice(&out.samples);
+            }
+            Err(e) => *integrity.failures.entry(format!("task: {e}")).or_default() += 1,
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    stop_sampling.cancel();
+    let redis_peak = match sampler {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    let steal = machine_cpu_start.steal_share_until(MachineCpu::read());
+    let (latency, latency_steady, _) = Latency::split(&samples, &windows);
+    let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
+    let redis_per_job = match (redis_before, redis_peak) {
+        (Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / jobs.max(1) as f64),
+        _ => None,
+    };
+    let cpu = |relay: &Relay| relay.stats().map(|s| s.cpu_secs).unwrap_or(0.0);
+    let report = json!({
+        "setup_errors": setup_errors,
+        "wall_secs": wall,
+        "events_per_sec": events_per_sec,
+        "integrity": integrity,
+        "follower_latency_live": latency,
+        "follower_latency_all_jobs_streaming": latency_steady,
+        "redis_peak_used_memory_per_job_bytes": redis_per_job,
+        "relay_cpu_secs": {"a": cpu(&a), "b": b.as_ref().map(cpu)},
+        "machine_steal_share": steal,
+        "relay_log": {"a": a.log_summary(), "b": b.as_ref().map(Relay::log_summary)},
+    });
+    let i = &report["integrity"];
+    println!("-- {} --", setup.label());
+    println!(
+        "jobs         ok {}/{}  set-up errors {}  failures {}",
+        i["jobs_ok"], i["jobs"], report["setup_errors"], i["failures"]
+    );
+    println!(
+        "integrity    expected {} received {}  lost {} duplicated {} reordered {}",
+        i["events_expected"], i["events_received"], i["lost"], i["duplicated"], i["reordered"]
+    );
+    println!("throughput   wall {wall:.3} s  {events_per_sec:.0} events/s to followers");
+    println!(
+        "latency      {}  (follower, live events)",
+        latency.describe()
+    );
+    println!(
+        "latency      {}  (while all jobs stream)",
+        latency_steady.describe()
+    );
+    if let Some(bytes) = redis_per_job {
+        println!(
+            "redis        {bytes:.0} bytes of peak used_memory per job (above the idle server)"
+        );
+    }
+    println!(
+        "machine      {:.1}% of CPU time stolen by the hypervisor",
+        100.0 * steal
+    );
+    drop((a, b, redis));
+    database.drop().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------
+// One job's two browsers
+
+struct Pair {
+    owner: Ws,
+    follower: Ws,
+}
+
+/// Owner on A with a fresh project; follower authenticated as the same user on `follower_url`.
+async fn open_pair(owner_url: &str, follower_url: &str, token: &str) -> Result<Pair> {
+    let mut owner = connect(owner_url, token).await?;
+    send_json(
+        &mut owner,
+        json!({"type": "createProject", "name": "bench"}),
+    )
+    .await?;
+    expect_frame(&mut owner, "projectCreated").await?;
+    let follower = connect(follower_url, token).await?;
+    Ok(Pair { owner, follower })
+}
+
+async fn connect(url: &str, token: &str) -> Result<Ws> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| BenchError::Ws(e.to_string()))?;
+    send_json(&mut ws, json!({"type": "init", "access_token": token})).await?;
+    expect_frame(&mut ws, "init").await?;
+    Ok(ws)
+}
+
+impl Pair {
+    /// Start the job from the owner, follow it from the follower; the follower's outcome.
+    async fn run(mut self) -> JobOutcome {
+        let mut out = JobOutcome::default();
+        let job_id = match self.start().await {
+            Ok(id) => id,
+            Err(e) => {
+                out.failure = Some(e.to_string());
+                return out;
+            }
+        };
+        // The owner's frames are not measured; read them so its queue never fills.
+        let mut owner = self.owner;
+        let drain_owner = tokio::spawn(async move {
+            while let Some(Ok(message)) = owner.next().await {
+                if let Message::Text(text) = message {
+                    if text.contains("\"type\":\"completed\"")
+                        || text.contains("\"type\":\"failed\"")
+                    {
+                        break;
+                    }
+                }
+            }
+            owner
+        });
+        out.job_started = true;
+        let subscribed_ns = now_ns();
+        if let Err(e) = send_json(
+            &mut self.follower,
+            json!({"type": "subscribeJob", "jobId": job_id}),
+        )
+        .await
+        {
+            out.failure = Some(e.to_string());
+            return out;
+        }
+        follow(&mut self.follower, &mut out, subscribed_ns).await;
+        let _ = drain_owner.await;
+        out
+    }
+
+    async fn start(&mut self) -> Result<String> {
+        send_json(&mut self.owner, json!({"type": "message", "content": "go"})).await?;
+        loop {
+            let text = next_text(&mut self.owner).await?;
+            let frame: Value = serde_json::from_str(text.as_str())
+                .map_err(|e| BenchError::Protocol(e.to_string()))?;
+            match frame["type"].as_str() {
+                Some("jobStarted") => {
+                    return frame["job"]["id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| BenchError::Protocol("jobStarted without jobId".into()))
+                }
+                Some("error" | "limitExceeded" | "failed") => {
+                    return Err(BenchError::Protocol(truncate(text.as_str(), 200)))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Read the follower's frames to the job's end. Every stream token counts for integrity;
+/// latency only for events the upstream wrote after the follower subscribed (the earlier
+/// ones come from the replay, and their age is not the relay's doing).
+async fn follow(ws: &mut Ws, out: &mut JobOutcome, subscribed_ns: u64) {
+    let mut pending = String::new();
+    loop {
+        let text = match next_text(ws).await {
+            Ok(text) => text,
+            Err(e) => {
+                out.failure = Some(e.to_string());
+                break;
+            }
+        };
+        let received_ns = now_ns();
+        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+            out.unparsed_tokens += 1;
+            continue;
+        };
+        match frame.kind.as_str() {
+            "started" => out.started = true,
+            "progress" => out.progress_frames += 1,
+            "stream" => {
+                out.stream_frames += 1;
+                let content = frame.content.unwrap_or_default();
+                out.take_tokens(&mut pending, &content, received_ns);
+            }
+            "completed" => {
+                out.completed = true;
+                // A follower gets no `gameUpdated`; the terminal event ends its job.
+                out.game_updated = true;
+                break;
+            }
+            "failed" | "error" | "cancelled" => {
+                out.failure = Some(truncate(text.as_str(), 200));
+                break;
+            }
+            _ => {}
+        }
+    }
+    out.samples.retain(|s| s.sent_ns >= subscribed_ns);
+}
+
+fn token_for(secret: &str, user: Uuid, index: usize) -> Result<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = Claims {
+        iss: DEV_ISSUER,
+        aud: "authenticated",
+        role: "authenticated",
+        sub: user.to_string(),
+        email: format!("bench-{index}@example.test"),
+        exp: now + 3600,
+        iat: now,
+        session_id: Uuid::new_v4().to_string(),
+        is_anonymous: false,
+        aal: "aal1",
+    };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
