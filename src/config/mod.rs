@@ -2,6 +2,7 @@
 //! `RELAY_CONFIG`, then environment variables (the Express names where they exist).
 //! A bad value stops start-up with a message naming the offending key.
 
+mod env_keys;
 mod http;
 mod provenance;
 mod secret;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use env_keys::env_keys;
 pub use http::{parse_network, HttpConfig};
 pub use provenance::{explain, render, Origin, Setting};
 pub use secret::{Secret, SecretEncoding};
@@ -21,7 +23,6 @@ pub use sections::{
     GameConfig, LegacyConfig, LimitsConfig, LogFormat, ModalConfig, PipelineConfig, PromptConfig,
     ServerConfig, TelemetryConfig, DEV_ISSUER,
 };
-pub use sources::env_keys;
 
 /// Why the configuration cannot be loaded; the message names the offending key.
 #[derive(Debug, thiserror::Error)]

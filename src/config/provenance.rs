@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::sources::{self, ENV_KEYS};
+use super::env_keys::ENV_KEYS;
+use super::sources;
 use super::{Config, ConfigError};
 
 /// Keys whose values are [`super::Secret`]s: shown only as set or empty.

@@ -16,9 +16,11 @@ pub mod plan;
 pub mod prompt;
 pub mod quota;
 mod registry;
+mod request;
 mod runner;
 
 pub use answer::TRUNCATED_MARKER;
 pub use channel::{JobChannel, SubscriptionKind};
 pub use engine::JobsConfig;
-pub use registry::{CancelError, JobRequest, Jobs, StartError, StartOutcome};
+pub use registry::Jobs;
+pub use request::{CancelError, JobRequest, StartError, StartOutcome};

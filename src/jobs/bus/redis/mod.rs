@@ -1,0 +1,336 @@
+//! The cluster bus on Redis. Each job's events go, in order, into the stream
+//! `dreamcore:job:<id>` with the relay's sequence number as entry id (`<seq>-0`), trimmed to
+//! a length and a byte budget and expired a while after the terminal event. An instance
+//! following a job it does not run keeps one mirror channel per job, fed by a reader that
+//! `XREAD BLOCK`s from the last entry it delivered: in order, nothing twice; a gap it cannot
+//! fill (events trimmed, or lost while Redis was down) is answered with the job's state from
+//! the database. Cancel requests travel on the pub/sub channel `dreamcore:control`.
+//!
+//! Redis failing never fails a job: events still reach this instance's sockets, writes that
+//! cannot be made are dropped (followers elsewhere see a gap), and every part reconnects on
+//! its own while `/ready` names what is impaired.
+
+mod control;
+mod follow;
+mod shared;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, RedisResult};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{BusHealth, EventKind, JobBus, StartTurn};
+use crate::config::ClusterConfig;
+use crate::jobs::channel::{EventForward, JobChannel};
+use crate::store::models::JobRow;
+use crate::store::Store;
+use crate::wire::protocol::ServerMessage;
+use shared::{
+    decide, entry_id, entry_seq, stream_key, Append, Health, Part, Shared, CONTROL_CHANNEL,
+    START_TURN_POLL, START_TURN_TTL,
+};
+
+/// Token bucket of `ARGV[1]` generations a minute, refilled continuously, timed by the Redis
+/// server's clock so that instances' clocks never matter.
+const GENERATION_BUCKET: &str = r"
+local capacity = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + (now - at) * capacity / 60000)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return allowed
+";
+
+/// Deletes the start turn only if this instance still holds it.
+const RELEASE_TURN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("REDIS_URL: {0}")]
+    Url(#[from] redis::RedisError),
+}
+
+/// The bus of a relay with `REDIS_URL`.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+}
+
+impl RedisBus {
+    /// Start the bus: its writer and control listener run until the process ends, and
+    /// connect (and reconnect) by themselves, so a Redis that is down now is not an error.
+    pub fn start(
+        settings: &ClusterConfig,
+        job_timeout: Duration,
+        log_max_bytes: usize,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, BusError> {
+        let client = redis::Client::open(settings.redis_url.expose())?;
+        let (writer, appends) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            client,
+            settings: settings.clone(),
+            log_max_bytes,
+            running_expiry_secs: job_timeout.as_secs() + settings.stream_expire_secs,
+            store,
+            commands: tokio::sync::Mutex::new(None),
+            writer,
+            queued_bytes: AtomicUsize::new(0),
+            mirrors: Mutex::new(HashMap::new()),
+            cancel_requests: Mutex::new(Some(requests)),
+            health: Health::default(),
+            generation_bucket: redis::Script::new(GENERATION_BUCKET),
+            release_turn: redis::Script::new(RELEASE_TURN),
+        });
+        tokio::spawn(writer::write_events(Arc::downgrade(&shared), appends));
+        tokio::spawn(control::listen_for_control(
+            Arc::downgrade(&shared),
+            requests_tx,
+        ));
+        Ok(Arc::new(Self { shared }))
+    }
+}
+
+impl EventForward for RedisBus {
+    fn forward(&self, job_id: Uuid, seq: u64, frame: &Utf8Bytes, kind: EventKind) {
+        let len = frame.len();
+        let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.shared.settings.publish_queue_bytes {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.shared
+                .health
+                .set(Part::Writer, "the publish queue is full");
+            return;
+        }
+        let append = Append {
+            job_id,
+            seq,
+            frame: frame.clone(),
+            kind,
+        };
+        if self.shared.writer.send(append).is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+}
+
+#[async_trait]
+impl JobBus for RedisBus {
+    async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.queued_bytes.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn follow(&self, row: &JobRow) -> Option<Arc<JobChannel>> {
+        let mut mirrors = self.shared.mirrors.lock();
+        if let Some(mirror) = mirrors.get(&row.id) {
+            return Some(Arc::clone(mirror));
+        }
+        let mirror = Arc::new(JobChannel::new(
+            row.id,
+            row.user_id,
+            row.project_id,
+            self.shared.log_max_bytes,
+            None,
+        ));
+        mirrors.insert(row.id, Arc::clone(&mirror));
+        let span = tracing::info_span!("follow", job_id = %row.id, user_id = %row.user_id);
+        tokio::spawn(
+            follow::read_stream(Arc::clone(&self.shared), row.id, Arc::clone(&mirror))
+                .instrument(span),
+        );
+        Some(mirror)
+    }
+
+    async fn end_orphan(&self, row: &JobRow, message: &ServerMessage) {
+        let key = stream_key(row.id);
+        let frame = message.to_frame();
+        let result: RedisResult<()> = decide(async {
+            let mut conn = self.shared.commands().await?;
+            let last: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", 1).await?;
+            let seq = last
+                .ids
+                .first()
+                .and_then(|entry| entry_seq(&entry.id))
+                .unwrap_or(0)
+                + 1;
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg(entry_id(seq))
+                .arg("k")
+                .arg(EventKind::of(message).code())
+                .arg("f")
+                .arg(frame.as_str())
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.shared.settings.stream_expire_secs)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+        })
+        .await;
+        match result {
+            Ok(()) => self.shared.health.clear(Part::Commands),
+            // Followers still learn the end from the database when they next look.
+            Err(e) => self.shared.health.set(Part::Commands, e),
+        }
+    }
+
+    async fn request_cancel(&self, job_id: Uuid) -> bool {
+        let sent: RedisResult<i64> = async {
+            let mut conn = self.shared.commands().await?;
+            conn.publish(CONTROL_CHANNEL, format!("cancel:{job_id}"))
+                .await
+        }
+        .await;
+        match sent {
+            Ok(receivers) => {
+                self.shared.health.clear(Part::Commands);
+                receivers > 0
+            }
+            Err(e) => {
+                self.shared.health.set(Part::Commands, e);
+                false
+            }
+        }
+    }
+
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
+        self.shared.cancel_requests.lock().take()
+    }
+
+    async fn start_turn(&self, user_id: Uuid) -> StartTurn {
+        let key = format!("dreamcore:start:{user_id}");
+        let token = Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + START_TURN_TTL;
+        let mut conn = match decide(self.shared.commands()).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.shared.health.set(Part::Commands, e);
+                return StartTurn::local();
+            }
+        };
+        loop {
+            let taken: RedisResult<Option<String>> = decide(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(START_TURN_TTL.as_millis() as u64)
+                    .query_async(&mut conn),
+            )
+            .await;
+            match taken {
+                Ok(Some(_)) => break,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(START_TURN_POLL).await;
+                }
+                Ok(None) => {
+                    tracing::warn!(%user_id, "start turn not released in time; starting anyway");
+                    return StartTurn::local();
+                }
+                Err(e) => {
+                    self.shared.health.set(Part::Commands, e);
+                    return StartTurn::local();
+                }
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        StartTurn {
+            release: Some(Box::new(move || {
+                tokio::spawn(async move {
+                    let mut invocation = shared.release_turn.key(&key);
+                    invocation.arg(&token);
+                    if let Err(e) = invocation.invoke_async::<i64>(&mut conn).await {
+                        // The turn expires by itself.
+                        tracing::debug!(error = %e, "could not release the start turn");
+                    }
+                });
+            })),
+        }
+    }
+
+    async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool> {
+        if per_minute == 0 {
+            return Some(true);
+        }
+        let taken: RedisResult<i64> = decide(async {
+            let mut conn = self.shared.commands().await?;
+            let mut invocation = self
+                .shared
+                .generation_bucket
+                .key(format!("dreamcore:generations:{user_id}"));
+            invocation.arg(per_minute);
+            invocation.invoke_async(&mut conn).await
+        })
+        .await;
+        match taken {
+            Ok(allowed) => {
+                self.shared.health.clear(Part::Commands);
+                Some(allowed == 1)
+            }
+            Err(e) => {
+                self.shared.health.set(Part::Commands, e);
+                None
+            }
+        }
+    }
+
+    async fn probe(&self) {
+        let pong: RedisResult<String> = decide(async {
+            let mut conn = self.shared.commands().await?;
+            redis::cmd("PING").query_async(&mut conn).await
+        })
+        .await;
+        match pong {
+            // The writer's next batch goes through the same connection.
+            Ok(_) => {
+                self.shared.health.clear(Part::Commands);
+                self.shared.health.clear(Part::Writer);
+            }
+            Err(e) => self.shared.health.set(Part::Commands, e),
+        }
+    }
+
+    fn is_clustered(&self) -> bool {
+        true
+    }
+
+    fn health(&self) -> BusHealth {
+        BusHealth {
+            mode: "redis",
+            degraded: self.shared.health.report(),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! What the parts of the Redis bus share: the client and its command connection, the
+//! settings, the mirrors this instance feeds, the health `/ready` reports, and the stream
+//! naming (a job's stream entry id is its sequence number).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisResult;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::ClusterConfig;
+use crate::jobs::channel::JobChannel;
+use crate::jobs::event_kind::EventKind;
+use crate::store::Store;
+
+pub(super) const CONTROL_CHANNEL: &str = "dreamcore:control";
+/// How long a follower's `XREAD` blocks before it checks the database and its sockets.
+pub(super) const READ_BLOCK: Duration = Duration::from_secs(2);
+/// Entries one `XREAD` returns at most.
+pub(super) const READ_BATCH: usize = 512;
+/// Events one pipeline writes at most.
+pub(super) const WRITE_BATCH: usize = 512;
+/// Pause before reconnecting a part that lost Redis.
+pub(super) const RETRY: Duration = Duration::from_millis(500);
+/// Commands other than a blocking read answer within this, or count as a failure.
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// A start turn is held at most this long (a crashed holder cannot block a user for longer)
+/// and waited for at most as long.
+pub(super) const START_TURN_TTL: Duration = Duration::from_secs(15);
+pub(super) const START_TURN_POLL: Duration = Duration::from_millis(10);
+/// A Redis round trip on a request's path (a start turn, a generation token) or on the lease
+/// upkeep's waits at most this: beyond it the instance goes on alone rather than hold a user
+/// up or delay the renewal of its leases.
+pub(super) const DECISION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `what` within [`DECISION_TIMEOUT`], a timeout counting as a Redis error.
+pub(super) async fn decide<T>(
+    what: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(DECISION_TIMEOUT, what).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer within the decision timeout",
+        ))),
+    }
+}
+
+pub(super) fn stream_key(job_id: Uuid) -> String {
+    format!("dreamcore:job:{job_id}")
+}
+
+pub(super) fn entry_id(seq: u64) -> String {
+    format!("{seq}-0")
+}
+
+pub(super) fn entry_seq(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
+/// The parts of the bus that can each lose Redis, for `/ready`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Part {
+    Writer,
+    Followers,
+    Control,
+    Commands,
+}
+
+impl Part {
+    pub(super) const ALL: [Part; 4] =
+        [Part::Writer, Part::Followers, Part::Control, Part::Commands];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Part::Writer => "publishing events",
+            Part::Followers => "following other instances' jobs",
+            Part::Control => "receiving cancel requests",
+            Part::Commands => "commands",
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Health {
+    problems: Mutex<[Option<String>; 4]>,
+}
+
+impl Health {
+    pub(super) fn set(&self, part: Part, problem: impl std::fmt::Display) {
+        let mut problems = self.problems.lock();
+        let slot = &mut problems[part as usize];
+        if slot.is_none() {
+            tracing::warn!(part = part.name(), %problem, "redis bus degraded");
+        }
+        *slot = Some(problem.to_string());
+    }
+
+    pub(super) fn clear(&self, part: Part) {
+        if self.problems.lock()[part as usize].take().is_some() {
+            tracing::info!(part = part.name(), "redis bus recovered");
+        }
+    }
+
+    pub(super) fn report(&self) -> Option<String> {
+        let problems = self.problems.lock();
+        let parts: Vec<String> = Part::ALL
+            .iter()
+            .filter_map(|&part| {
+                problems[part as usize]
+                    .as_ref()
+                    .map(|p| format!("{}: {p}", part.name()))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// One event on its way to Redis.
+pub(super) struct Append {
+    pub(super) job_id: Uuid,
+    pub(super) seq: u64,
+    pub(super) frame: Utf8Bytes,
+    pub(super) kind: EventKind,
+}
+
+pub(super) struct Shared {
+    pub(super) client: redis::Client,
+    pub(super) settings: ClusterConfig,
+    /// Replay-log budget of each mirror channel (`JOB_LOG_MAX_BYTES`).
+    pub(super) log_max_bytes: usize,
+    /// A job's stream outlives a job that never ends (its instance died) by this much.
+    pub(super) running_expiry_secs: u64,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) commands: tokio::sync::Mutex<Option<ConnectionManager>>,
+    pub(super) writer: mpsc::UnboundedSender<Append>,
+    pub(super) queued_bytes: AtomicUsize,
+    pub(super) mirrors: Mutex<HashMap<Uuid, Arc<JobChannel>>>,
+    pub(super) cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
+    pub(super) health: Health,
+    pub(super) generation_bucket: redis::Script,
+    pub(super) release_turn: redis::Script,
+}
+
+impl Shared {
+    /// The shared command connection, (re)made on demand; it reconnects by itself after.
+    pub(super) async fn commands(&self) -> RedisResult<ConnectionManager> {
+        let mut slot = self.commands.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = self
+            .client
+            .get_connection_manager_with_config(config)
+            .await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    pub(super) fn forget_mirror(&self, job_id: Uuid, mirror: &Arc<JobChannel>) {
+        let mut mirrors = self.mirrors.lock();
+        if mirrors.get(&job_id).is_some_and(|m| Arc::ptr_eq(m, mirror)) {
+            mirrors.remove(&job_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_are_sequence_numbers() {
+        assert_eq!(entry_id(42), "42-0");
+        assert_eq!(entry_seq("42-0"), Some(42));
+        assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
+        assert_eq!(entry_seq("nonsense"), None);
+    }
+}
