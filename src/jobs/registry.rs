@@ -127,6 +127,28 @@ impl Jobs {
         }
     }
 
+    /// Take one of the user's daily messages and store the request in the chat history.
+    async fn charge(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        history: &str,
+    ) -> Result<(), StartError> {
+        self.quota
+            .consume(
+                self.engine.store.as_ref(),
+                who.user_id,
+                QuotaKind::MessagesSent,
+            )
+            .await
+            .map_err(StartError::Quota)?;
+        self.engine
+            .store
+            .add_user_message(who, project_id, history)
+            .await?;
+        Ok(())
+    }
+
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.start_locks.lock();
@@ -161,7 +183,8 @@ impl Jobs {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
         let backend = self.engine.selector.pick()?;
-        if self.engine.bus.is_clustered() {
+        let clustered = self.engine.bus.is_clustered();
+        if clustered {
             // Jobs on every instance count: the database knows them all. The user's turn
             // makes the user's count exact; the total can be passed by starts of different
             // users racing on different instances at the same instant.
@@ -172,9 +195,6 @@ impl Jobs {
                     in_progress: jobs.len(),
                     jobs,
                 });
-            }
-            if self.engine.store.count_active_jobs().await? >= self.limiter.total_limit() {
-                return Err(StartError::SystemBusy);
             }
         }
         let slot = match self.limiter.try_acquire(who.user_id) {
@@ -194,19 +214,10 @@ impl Jobs {
             }
             Err(SlotError::System) => return Err(StartError::SystemBusy),
         };
-        self.quota
-            .consume(
-                self.engine.store.as_ref(),
-                who.user_id,
-                QuotaKind::MessagesSent,
-            )
-            .await
-            .map_err(StartError::Quota)?;
-        self.engine
-            .store
-            .add_user_message(who, project_id, &request.history)
-            .await?;
         let job_id = Uuid::now_v7();
+        // Clustered, the total counts every instance's jobs, checked and taken in one
+        // transaction; alone, the slot limiter above already holds it.
+        let max_active = clustered.then(|| self.limiter.total_limit());
         let row = match self
             .engine
             .store
@@ -216,12 +227,21 @@ impl Jobs {
                 job_id,
                 Utc::now(),
                 &self.engine.config.lease,
+                max_active,
             )
             .await?
         {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
+            JobStart::Full => return Err(StartError::SystemBusy),
             JobStart::Created(row) => row,
         };
+        // Quota and history only for a job that really starts; a refusal takes the row back.
+        if let Err(refused) = self.charge(who, project_id, &request.history).await {
+            if let Err(e) = self.engine.store.discard_job(job_id).await {
+                tracing::warn!(error = %e, %job_id, "could not discard a refused job");
+            }
+            return Err(refused);
+        }
         let job = Arc::new(LiveJob::new(
             row.clone(),
             backend.kind(),

@@ -32,6 +32,8 @@ pub enum JobStart {
     Created(JobRow),
     /// The project already had an unfinished job; nothing was inserted.
     Existing(JobRow),
+    /// `max_active` unfinished jobs exist; nothing was inserted.
+    Full,
 }
 
 /// A change to a job row. Applied only while the job is still `pending` or `processing`,
@@ -151,8 +153,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whose project this is, for the public routes that find a project's files by its id
     /// alone (the thumbnail).
     async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError>;
-    /// Atomically: the project's unfinished job if there is one, else a new `pending` job
-    /// held under `lease`.
+    /// Atomically: the project's unfinished job if there is one, else — unless `max_active`
+    /// unfinished jobs exist already, across every instance — a new `pending` job held under
+    /// `lease`.
     async fn start_job(
         &self,
         user_id: Uuid,
@@ -160,7 +163,11 @@ pub trait Store: Send + Sync + 'static {
         job_id: Uuid,
         now: DateTime<Utc>,
         lease: &Lease,
+        max_active: Option<usize>,
     ) -> Result<JobStart, StoreError>;
+    /// Remove a job that never ran (still `pending`): its start was refused after the row was
+    /// made (the daily quota).
+    async fn discard_job(&self, job_id: Uuid) -> Result<(), StoreError>;
     /// Extend the lease of those of `job_ids` that are still unfinished, under `lease`'s
     /// instance. Returns the ids renewed: a job missing from the answer was ended elsewhere.
     async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;

@@ -191,6 +191,7 @@ both_backends! {
     project_list_is_newest_first: sqlite_memory,
     history_keeps_order_and_limit: sqlite_memory,
     start_job_is_atomic_under_races: sqlite_memory,
+    start_job_holds_the_total_under_races: sqlite_file,
     update_job_never_overwrites_terminal_states: sqlite_memory,
     active_jobs_with_project_names: sqlite_memory,
     sweeps_fail_only_expired_leases: sqlite_memory,
@@ -235,12 +236,12 @@ mod suite {
         lease: &Lease,
     ) -> JobRow {
         match store
-            .start_job(who.user_id, project_id, Uuid::now_v7(), at, lease)
+            .start_job(who.user_id, project_id, Uuid::now_v7(), at, lease, None)
             .await
             .unwrap()
         {
             JobStart::Created(job) => job,
-            JobStart::Existing(job) => panic!("expected a new job, found {job:?}"),
+            other => panic!("expected a new job, got {other:?}"),
         }
     }
 
@@ -421,14 +422,77 @@ mod suite {
             .unwrap();
     }
 
+    /// The cluster-wide total: of many starts racing on different projects at the limit, as
+    /// many succeed as there is room for; a discarded job frees its place.
+    pub async fn start_job_holds_the_total_under_races(store: &dyn Store, env: &Env) {
+        let a = user(store, env).await;
+        let mut projects = Vec::new();
+        for n in 0..8 {
+            projects.push(store.create_project(&a, &format!("p{n}")).await.unwrap());
+        }
+        let lease = live();
+        let starts = projects
+            .iter()
+            .map(|p| store.start_job(a.user_id, p.id, Uuid::now_v7(), Utc::now(), &lease, Some(3)));
+        let outcomes = futures::future::join_all(starts).await;
+        let created: Vec<JobRow> = outcomes
+            .into_iter()
+            .filter_map(|o| match o.unwrap() {
+                JobStart::Created(job) => Some(job),
+                JobStart::Full => None,
+                JobStart::Existing(job) => panic!("no project had a job: {job:?}"),
+            })
+            .collect();
+        assert_eq!(created.len(), 3, "exactly the total starts");
+        assert_eq!(store.count_active_jobs().await.unwrap(), 3);
+        store.discard_job(created[0].id).await.unwrap();
+        assert_eq!(store.get_job(created[0].id).await.unwrap(), None);
+        let freed = created[0].project_id;
+        assert!(matches!(
+            store
+                .start_job(
+                    a.user_id,
+                    freed,
+                    Uuid::now_v7(),
+                    Utc::now(),
+                    &lease,
+                    Some(3)
+                )
+                .await
+                .unwrap(),
+            JobStart::Created(_)
+        ));
+        // Only a job that never ran can be discarded.
+        store
+            .update_job(created[1].id, &status(JobStatus::Processing))
+            .await
+            .unwrap();
+        store.discard_job(created[1].id).await.unwrap();
+        assert!(store.get_job(created[1].id).await.unwrap().is_some());
+    }
+
     pub async fn start_job_is_atomic_under_races(store: &dyn Store, env: &Env) {
         let a = user(store, env).await;
         let project = store.create_project(&a, "racy").await.unwrap();
         for race in 0..100 {
             let (lease_a, lease_b) = (live(), live());
             let (first, second) = tokio::join!(
-                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &lease_a),
-                store.start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &lease_b),
+                store.start_job(
+                    a.user_id,
+                    project.id,
+                    Uuid::now_v7(),
+                    Utc::now(),
+                    &lease_a,
+                    None
+                ),
+                store.start_job(
+                    a.user_id,
+                    project.id,
+                    Uuid::now_v7(),
+                    Utc::now(),
+                    &lease_b,
+                    None
+                ),
             );
             let (created, existing) = match (first.unwrap(), second.unwrap()) {
                 (JobStart::Created(c), JobStart::Existing(e))
@@ -841,7 +905,14 @@ async fn pg_user_scope_is_enforced_by_row_level_security() {
         .await
         .unwrap();
     store
-        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &live())
+        .start_job(
+            a.user_id,
+            project.id,
+            Uuid::now_v7(),
+            Utc::now(),
+            &live(),
+            None,
+        )
         .await
         .unwrap();
 
@@ -963,7 +1034,14 @@ async fn pg_pooled_connection_is_clean_after_transactions() {
         .await
         .unwrap();
     store
-        .start_job(a.user_id, project.id, Uuid::now_v7(), Utc::now(), &live())
+        .start_job(
+            a.user_id,
+            project.id,
+            Uuid::now_v7(),
+            Utc::now(),
+            &live(),
+            None,
+        )
         .await
         .unwrap();
 

@@ -19,6 +19,10 @@ fn parse_status(raw: Option<String>) -> Result<JobStatus, StoreError> {
 
 // `progress` and the timestamps are nullable in the Supabase schema; the rows we write always
 // have them, the fallbacks only keep a hand-edited row readable.
+/// Advisory lock of cluster-wide job starts; outside the 32-bit range of the per-project
+/// `hashtext` locks, so the two never collide.
+const START_LOCK_KEY: i64 = 0x6472_6561_6d63_6f72;
+
 const JOB_COLUMNS: &str =
     "id, user_id, project_id, status, coalesce(progress, 0), progress_message, result, error,
      coalesce(created_at, 'epoch'::timestamptz), coalesce(updated_at, 'epoch'::timestamptz)";
@@ -65,10 +69,32 @@ pub(super) async fn start_job(
     job_id: Uuid,
     now: DateTime<Utc>,
     lease: &Lease,
+    max_active: Option<usize>,
 ) -> Result<JobStart, StoreError> {
     let ttl_ms = lease.ttl_millis();
     let mut conn = store.connection().await?;
     let tx = begin(&mut conn, Scope::Service).await?;
+    if let Some(max_active) = max_active {
+        // One start at a time across instances while the total is counted; always taken
+        // before the project's lock, so the two never wait on each other in opposite order.
+        query(
+            &tx,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&START_LOCK_KEY, Type::INT8)],
+        )
+        .await?;
+        let row = query_one(
+            &tx,
+            "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+            &[],
+        )
+        .await?;
+        let active: i64 = get(&row, 0)?;
+        if usize::try_from(active).unwrap_or(usize::MAX) >= max_active {
+            commit(tx).await?;
+            return Ok(JobStart::Full);
+        }
+    }
     // Serialises check-then-insert per project across connections and relay instances
     // (the shared schema has no unique index on active jobs). Released at COMMIT, after the
     // new row is visible to the next holder's fresh READ COMMITTED snapshot.
@@ -103,6 +129,18 @@ pub(super) async fn start_job(
     let job = job_from_row(&row)?;
     commit(tx).await?;
     Ok(JobStart::Created(job))
+}
+
+pub(super) async fn discard_job(store: &PostgresStore, job_id: Uuid) -> Result<(), StoreError> {
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    query(
+        &tx,
+        "DELETE FROM jobs WHERE id = $1 AND status = 'pending'",
+        &[(&job_id, Type::UUID)],
+    )
+    .await?;
+    commit(tx).await
 }
 
 pub(super) async fn update_job(

@@ -69,6 +69,7 @@ pub(super) async fn start_job(
     job_id: Uuid,
     now: DateTime<Utc>,
     lease: &Lease,
+    max_active: Option<usize>,
 ) -> Result<JobStart, StoreError> {
     let (uid, pid, jid) = (
         user_id.to_string(),
@@ -83,6 +84,16 @@ pub(super) async fn start_job(
             if let Some(existing) = select_active_job(&tx, &pid)? {
                 return Ok(JobStart::Existing(existing));
             }
+            if let Some(max_active) = max_active {
+                let active: i64 = tx.query_row(
+                    "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+                    [],
+                    |row| row.get(0),
+                )?;
+                if usize::try_from(active).unwrap_or(usize::MAX) >= max_active {
+                    return Ok(JobStart::Full);
+                }
+            }
             let now = iso_millis(&now);
             tx.execute(
                 "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
@@ -93,6 +104,19 @@ pub(super) async fn start_job(
             let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             tx.commit()?;
             Ok(JobStart::Created(row))
+        })
+        .await
+}
+
+pub(super) async fn discard_job(store: &SqliteStore, job_id: Uuid) -> Result<(), StoreError> {
+    let jid = job_id.to_string();
+    store
+        .call(move |c| {
+            c.execute(
+                "DELETE FROM jobs WHERE id = ?1 AND status = 'pending'",
+                params![jid],
+            )
+            .map(|_| ())
         })
         .await
 }

@@ -106,8 +106,13 @@ impl Store for SqliteStore {
         job_id: Uuid,
         now: DateTime<Utc>,
         lease: &Lease,
+        max_active: Option<usize>,
     ) -> Result<JobStart, StoreError> {
-        jobs::start_job(self, user_id, project_id, job_id, now, lease).await
+        jobs::start_job(self, user_id, project_id, job_id, now, lease, max_active).await
+    }
+
+    async fn discard_job(&self, job_id: Uuid) -> Result<(), StoreError> {
+        jobs::discard_job(self, job_id).await
     }
 
     async fn renew_leases(&self, lease: &Lease, job_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

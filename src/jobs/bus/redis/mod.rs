@@ -23,8 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
+use redis::io::tcp::TcpSettings;
 use redis::streams::StreamRangeReply;
-use redis::{AsyncCommands, RedisResult};
+use redis::{AsyncCommands, IntoConnectionInfo, RedisResult};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -88,7 +89,14 @@ impl RedisBus {
         log_max_bytes: usize,
         store: Arc<dyn Store>,
     ) -> Result<Arc<Self>, BusError> {
-        let client = redis::Client::open(settings.redis_url.expose())?;
+        // Events are small writes that must leave at once: without TCP_NODELAY, Nagle holds
+        // each one until Redis acknowledges the previous (tens of milliseconds per hop).
+        let info = settings
+            .redis_url
+            .expose()
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let (writer, appends) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
