@@ -42,6 +42,8 @@ pub struct RunRequest {
     pub project_id: Uuid,
     /// The complete prompt, already built from the template.
     pub prompt: String,
+    /// The skills the prompt names; the local CLI copies just these into the workspace.
+    pub skills: Vec<String>,
 }
 
 /// One normalized event. A run yields non-terminal events, then exactly one terminal event

@@ -22,8 +22,12 @@ pub enum Plan {
         history: Option<String>,
         result: JobResult,
     },
-    /// Run the agent; `skills` fills the prompt template's `{{skills}}`.
-    Generate { skills: String },
+    /// Run the agent; `skills_block` fills the prompt template's `{{skills}}`, naming the
+    /// `skills` the agent must read.
+    Generate {
+        skills_block: String,
+        skills: Vec<String>,
+    },
 }
 
 /// The per-job preparation. `backend` is where the job runs: the steps ask the same one.

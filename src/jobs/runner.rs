@@ -153,13 +153,16 @@ async fn drive(
         }
         plan = work.prepare.prepare(backend.kind(), &progress) => plan,
     };
-    let skills = match plan {
+    let (skills_block, skills) = match plan {
         Plan::Answer {
             frames,
             history,
             result,
         } => return answer_without_generation(engine, job, frames, history, result).await,
-        Plan::Generate { skills } => skills,
+        Plan::Generate {
+            skills_block,
+            skills,
+        } => (skills_block, skills),
     };
     let request = RunRequest {
         job_id: job.id,
@@ -167,7 +170,8 @@ async fn drive(
         project_id: job.project_id,
         prompt: engine
             .prompt
-            .render(&work.workspace, &skills, &work.message),
+            .render(&work.workspace, &skills_block, &work.message),
+        skills,
     };
     publish_progress(15, PREPARING.to_string());
 

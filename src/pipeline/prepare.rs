@@ -137,7 +137,8 @@ impl Prepare for Preparation {
         }
         if self.disable_skills {
             return Plan::Generate {
-                skills: asker.prompts.skills_disabled.clone(),
+                skills_block: asker.prompts.skills_disabled.clone(),
+                skills: Vec::new(),
             };
         }
         let picked = asker
@@ -150,12 +151,14 @@ impl Prepare for Preparation {
             .await;
         if picked.is_empty() {
             return Plan::Generate {
-                skills: String::new(),
+                skills_block: String::new(),
+                skills: Vec::new(),
             };
         }
         progress(10, &skills::progress_line(&picked));
         Plan::Generate {
-            skills: asker.skill_block(&picked),
+            skills_block: asker.skill_block(&picked),
+            skills: picked,
         }
     }
 }

@@ -33,6 +33,8 @@ struct Harness {
     env: HashMap<String, String>,
     user_id: Uuid,
     project_id: Uuid,
+    /// The skills each run's request names.
+    skills: Vec<String>,
 }
 
 impl Harness {
@@ -73,6 +75,7 @@ impl Harness {
             ]),
             user_id: Uuid::new_v4(),
             project_id: Uuid::new_v4(),
+            skills: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Harness {
             user_id: self.user_id,
             project_id: self.project_id,
             prompt: prompt.to_string(),
+            skills: self.skills.clone(),
         }
     }
 
@@ -613,6 +617,7 @@ async fn skills_are_copied_with_replace_semantics() {
     std::fs::write(skills.join("p5js-setup/SKILL.md"), "version 1").unwrap();
     std::fs::write(skills.join("game-ai/SKILL.md"), "ai").unwrap();
     harness.config.skills_dir = skills.clone();
+    harness.skills = vec!["p5js-setup".into(), "game-ai".into()];
 
     let events = harness.run("first").await;
     assert!(

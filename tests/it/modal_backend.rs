@@ -43,6 +43,7 @@ fn request(prompt: &str) -> RunRequest {
         user_id: Uuid::parse_str(USER).unwrap(),
         project_id: Uuid::parse_str(PROJECT).unwrap(),
         prompt: prompt.to_string(),
+        skills: Vec::new(),
     }
 }
 

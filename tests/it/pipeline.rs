@@ -635,6 +635,9 @@ async fn local_style_choice_and_skills_reach_the_prompt_and_the_workspace() {
         "{prompt}"
     );
     assert!(dir.join(".claude/skills/game-ai/SKILL.md").is_file());
+    // Only what was chosen is copied: SKILLS_DIR's other skills stay out of the workspace.
+    assert!(dir.join(".claude/skills/p5js-setup/SKILL.md").is_file());
+    assert!(!dir.join(".claude/skills/threejs-setup").exists());
     // The skills question listed only what SKILLS_DIR has.
     let asked = fake_anthropic::user_texts(&anthropic.pipeline_requests("skills")[0]).join("\n");
     assert!(asked.contains("- threejs-setup") && !asked.contains("kawaii-ui"));

@@ -283,13 +283,14 @@ impl Run {
     async fn prepare_workspace(&self) -> Result<PathBuf, String> {
         let settings = Arc::clone(&self.settings);
         let (user_id, project_id) = (self.request.user_id, self.request.project_id);
+        let chosen = self.request.skills.clone();
         let owner = self.cli_user().map(|u| (u.uid, u.gid));
         let prepared = tokio::task::spawn_blocking(move || {
             let dir = workspace::prepare(&settings.data_dir, user_id, project_id, owner)
                 .map_err(|e| format!("workspace for project {project_id}: {e}"))?;
             if let Some(skills) = &settings.skills_dir {
                 // As on Modal, a skills problem does not stop the generation.
-                if let Err(e) = workspace::install_skills(&dir, skills, owner) {
+                if let Err(e) = workspace::install_skills(&dir, skills, &chosen, owner) {
                     tracing::warn!(error = %e, skills = %skills.display(), "cannot copy skills");
                 }
             }

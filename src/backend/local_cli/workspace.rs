@@ -70,13 +70,32 @@ pub fn config_dir(data_dir: &Path, user_id: Uuid) -> PathBuf {
         .join(".claude-config")
 }
 
-/// Replace `<workspace>/.claude/skills` with a fresh copy of `skills_dir`.
-pub fn install_skills(workspace: &Path, skills_dir: &Path, owner: Option<Owner>) -> io::Result<()> {
+/// Replace `<workspace>/.claude/skills` with fresh copies of the `chosen` skills of
+/// `skills_dir`: the ones the prompt names, so the agent reads what was picked for the request
+/// and nothing else. A name that is not a folder of `skills_dir` is skipped.
+pub fn install_skills(
+    workspace: &Path,
+    skills_dir: &Path,
+    chosen: &[String],
+    owner: Option<Owner>,
+) -> io::Result<()> {
     let claude_dir = workspace.join(".claude");
     ensure_dir(&claude_dir)?;
     let target = claude_dir.join("skills");
     remove_any(&target)?;
-    copy_tree(skills_dir, &target)?;
+    fs::DirBuilder::new().mode(0o755).create(&target)?;
+    for name in chosen {
+        // A plain folder name only: never a path out of `skills_dir`.
+        let plain = Path::new(name).components().count() == 1
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\']);
+        let source = skills_dir.join(name);
+        if !plain || !fs::symlink_metadata(&source).is_ok_and(|m| m.is_dir()) {
+            tracing::warn!(skill = %name, "chosen skill is not in SKILLS_DIR; skipped");
+            continue;
+        }
+        copy_tree(&source, &target.join(name))?;
+    }
     if let Some((uid, gid)) = owner {
         lchown(&claude_dir, Some(uid), Some(gid))?;
         chown_tree(&target, uid, gid)?;
@@ -315,9 +334,10 @@ mod tests {
         fs::create_dir_all(skills.join("p5js-setup")).unwrap();
         fs::write(skills.join("p5js-setup/SKILL.md"), "v1").unwrap();
         let ws = prepare(&tmp.path().join("data"), Uuid::nil(), Uuid::max(), None).unwrap();
-        install_skills(&ws, &skills, None).unwrap();
+        let chosen = ["p5js-setup".to_string()];
+        install_skills(&ws, &skills, &chosen, None).unwrap();
         fs::write(skills.join("p5js-setup/SKILL.md"), "v2").unwrap();
-        install_skills(&ws, &skills, None).unwrap();
+        install_skills(&ws, &skills, &chosen, None).unwrap();
         assert_eq!(
             fs::read_to_string(ws.join(".claude/skills/p5js-setup/SKILL.md")).unwrap(),
             "v2"
@@ -330,9 +350,29 @@ mod tests {
         fs::write(outside.join("keep"), "x").unwrap();
         fs::remove_dir_all(ws.join(".claude/skills")).unwrap();
         std::os::unix::fs::symlink(&outside, ws.join(".claude/skills")).unwrap();
-        install_skills(&ws, &skills, None).unwrap();
+        install_skills(&ws, &skills, &chosen, None).unwrap();
         assert!(outside.join("keep").exists());
         assert!(!outside.join("p5js-setup").exists());
         assert!(ws.join(".claude/skills/p5js-setup/SKILL.md").is_file());
+    }
+
+    #[test]
+    fn only_the_chosen_skills_are_copied_and_names_never_leave_skills_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let skills = tmp.path().join("skills");
+        for name in ["p5js-setup", "threejs-setup", "game-ai"] {
+            fs::create_dir_all(skills.join(name)).unwrap();
+            fs::write(skills.join(name).join("SKILL.md"), name).unwrap();
+        }
+        fs::create_dir_all(tmp.path().join("secret")).unwrap();
+        let ws = prepare(&tmp.path().join("data"), Uuid::nil(), Uuid::max(), None).unwrap();
+        let chosen = ["p5js-setup", "game-ai", "../secret", "missing"].map(String::from);
+        install_skills(&ws, &skills, &chosen, None).unwrap();
+        let mut copied: Vec<String> = fs::read_dir(ws.join(".claude/skills"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        copied.sort();
+        assert_eq!(copied, ["game-ai", "p5js-setup"]);
     }
 }
