@@ -78,6 +78,8 @@ pub enum BusError {
 /// The bus of a relay with `REDIS_URL`.
 pub struct RedisBus {
     shared: Arc<Shared>,
+    /// Jobs for the reader that feeds this instance's mirrors.
+    follows: mpsc::UnboundedSender<follow::Follow>,
 }
 
 impl RedisBus {
@@ -119,7 +121,12 @@ impl RedisBus {
             Arc::downgrade(&shared),
             requests_tx,
         ));
-        Ok(Arc::new(Self { shared }))
+        let (follows, to_follow) = mpsc::unbounded_channel();
+        tokio::spawn(
+            follow::run(Arc::downgrade(&shared), to_follow)
+                .instrument(tracing::info_span!("follow")),
+        );
+        Ok(Arc::new(Self { shared, follows }))
     }
 }
 
@@ -170,11 +177,14 @@ impl JobBus for RedisBus {
             None,
         ));
         mirrors.insert(row.id, Arc::clone(&mirror));
-        let span = tracing::info_span!("follow", job_id = %row.id, user_id = %row.user_id);
-        tokio::spawn(
-            follow::read_stream(Arc::clone(&self.shared), row.id, Arc::clone(&mirror))
-                .instrument(span),
-        );
+        let follow = follow::Follow {
+            job_id: row.id,
+            mirror: Arc::clone(&mirror),
+        };
+        if self.follows.send(follow).is_err() {
+            mirrors.remove(&row.id);
+            return None;
+        }
         Some(mirror)
     }
 
