@@ -1,54 +1,59 @@
-//! Following jobs other instances run: one reader per instance feeds every mirror channel
-//! from its job's stream, in order and nothing twice, with gaps and unannounced ends answered
-//! from the database.
+//! Following jobs other instances run: one task per instance feeds every mirror channel, in
+//! order and nothing twice, with gaps and unannounced ends answered from the database.
 //!
-//! The reader blocks in one `XREAD` over all the streams it follows, so under load one round
-//! trip carries the events of many jobs (a reader per job cost a round trip per event and
-//! put tens of milliseconds on the tail at 10,000 events/s). A follow that arrives while the
-//! read blocks wakes it with `CLIENT UNBLOCK`, so a new mirror starts at once.
+//! Live events come by pub/sub: the owner publishes each event on the job's live channel
+//! right after adding it to the job's stream, and Redis pushes it to the followers without
+//! waiting for a request (a blocking `XREAD` per batch put a round trip, and under load tens
+//! of milliseconds, on every event). The stream is read only to catch up: after subscribing,
+//! after a reconnect, and when a sequence number is skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig, RedisResult};
+use futures::StreamExt;
+use redis::aio::PubSubSink;
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, RedisResult};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::shared::{
-    entry_id, entry_seq, stream_key, Part, Shared, COMMAND_TIMEOUT, READ_BATCH, READ_BLOCK, RETRY,
+    entry_id, entry_seq, live_channel, live_message_parse, stream_key, Part, Shared, QUIET,
+    READ_BATCH, RETRY,
 };
 use crate::jobs::bus::state_from_database;
 use crate::jobs::channel::JobChannel;
 use crate::jobs::event_kind::EventKind;
 
-/// A job to follow, handed to the reader by [`super::RedisBus`].
+/// A job to follow, handed to the follower task by [`super::RedisBus`].
 pub(super) struct Follow {
     pub(super) job_id: Uuid,
     pub(super) mirror: Arc<JobChannel>,
 }
 
-/// Why a followed job stays or goes.
+/// Whether a followed job stays or goes.
+#[derive(PartialEq, Eq)]
 enum Next {
     Continue,
     Stop,
 }
 
-/// One followed job as the reader keeps it.
+/// One followed job as the follower task keeps it.
 struct Followed {
     job_id: Uuid,
     mirror: Arc<JobChannel>,
     /// Sequence number of the last event handed to the mirror.
     delivered: u64,
-    /// When the stream last gave something, or the job was last checked while quiet.
+    /// Live events that arrived ahead of a gap, waiting for it to be filled.
+    ahead: BTreeMap<u64, (EventKind, Utf8Bytes)>,
+    /// When the job last gave an event, or was last checked while quiet.
     heard: Instant,
     /// Quiet checks in a row that found no socket following the mirror.
     unwatched_checks: u32,
-    /// The database said the job ended: the stream gets one more quiet period to carry the
-    /// real terminal event before the database's state is sent instead.
+    /// The database said the job ended: one more quiet period is given to the real terminal
+    /// event before the database's state is sent instead.
     ended_in_database: bool,
 }
 
@@ -58,194 +63,255 @@ impl Followed {
             job_id: follow.job_id,
             mirror: follow.mirror,
             delivered: 0,
+            ahead: BTreeMap::new(),
             heard: Instant::now(),
             unwatched_checks: 0,
             ended_in_database: false,
         }
     }
+
+    /// Hand event `seq` to the mirror if it is the next one. Stops at the terminal event.
+    fn hand_on(&mut self, seq: u64, kind: EventKind, frame: Utf8Bytes) -> Next {
+        if seq != self.delivered + 1 {
+            return Next::Continue;
+        }
+        self.delivered = seq;
+        self.heard = Instant::now();
+        self.unwatched_checks = 0;
+        self.mirror.push(frame, kind);
+        if kind.is_terminal() {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// Hand on the waiting live events that now follow without a gap.
+    fn drain_ahead(&mut self) -> Next {
+        self.ahead = self.ahead.split_off(&(self.delivered + 1));
+        while let Some((kind, frame)) = self.ahead.remove(&(self.delivered + 1)) {
+            if self.hand_on(self.delivered + 1, kind, frame) == Next::Stop {
+                return Next::Stop;
+            }
+        }
+        Next::Continue
+    }
 }
+
+/// The followed jobs, by live channel name.
+type Jobs = HashMap<String, Followed>;
 
 /// Feed the mirrors of every followed job until the bus is gone. A job leaves the set at its
 /// terminal event, when the database says it ended, or when no socket follows it any more.
 pub(super) async fn run(shared: Weak<Shared>, mut follows: mpsc::UnboundedReceiver<Follow>) {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(READ_BLOCK + COMMAND_TIMEOUT));
-    let options = StreamReadOptions::default()
-        .count(READ_BATCH)
-        .block(READ_BLOCK.as_millis() as usize);
-    let mut jobs: HashMap<String, Followed> = HashMap::new();
-    // The reading connection and its client id (for `CLIENT UNBLOCK`).
-    let mut reader: Option<(MultiplexedConnection, i64)> = None;
+    let mut jobs = Jobs::new();
+    let mut ticks = tokio::time::interval(QUIET / 2);
     loop {
-        if jobs.is_empty() {
-            match follows.recv().await {
-                Some(follow) => add(&mut jobs, follow),
-                None => return,
-            }
-        }
-        while let Ok(follow) = follows.try_recv() {
-            add(&mut jobs, follow);
-        }
-        let Some(shared) = shared.upgrade() else {
+        let Some(client) = shared.upgrade().map(|s| s.client.clone()) else {
             return;
         };
-        let keys: Vec<&String> = jobs.keys().collect();
-        let ids: Vec<String> = jobs.values().map(|j| entry_id(j.delivered)).collect();
-        let mut arrived = Vec::new();
-        let reply: RedisResult<Option<StreamReadReply>> = async {
-            let (conn, client_id) = match reader.as_mut() {
-                Some(connected) => connected,
-                None => {
-                    let mut conn = shared
-                        .client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?;
-                    let id: i64 = redis::cmd("CLIENT")
-                        .arg("ID")
-                        .query_async(&mut conn)
-                        .await?;
-                    reader.insert((conn, id))
-                }
-            };
-            let read = conn.xread_options(&keys, &ids, &options);
-            tokio::pin!(read);
-            let mut woken = false;
-            loop {
-                tokio::select! {
-                    reply = &mut read => return reply,
-                    Some(follow) = follows.recv(), if !woken => {
-                        arrived.push(follow);
-                        // The read answers at once as if its block had timed out.
-                        woken = true;
-                        let mut commands = shared.commands().await?;
-                        redis::cmd("CLIENT")
-                            .arg("UNBLOCK")
-                            .arg(*client_id)
-                            .query_async::<i64>(&mut commands)
-                            .await?;
-                    }
-                }
-            }
-        }
-        .await;
-        drop(keys);
-        match reply {
-            Ok(reply) => {
-                shared.health.clear(Part::Followers);
-                for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                    let Some(job) = jobs.get_mut(&stream.key) else {
-                        continue;
-                    };
-                    job.heard = Instant::now();
-                    job.unwatched_checks = 0;
-                    if let Next::Stop = deliver(&shared, job, stream.ids).await {
-                        stop(&shared, &mut jobs, &stream.key);
-                    }
-                }
-                check_quiet(&shared, &mut jobs).await;
-            }
+        let (mut sink, mut messages) = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub.split(),
             Err(e) => {
-                shared.health.set(Part::Followers, &e);
-                reader = None;
-                // Redis is away: the database still knows when a job ended.
-                for job in jobs.values_mut() {
-                    job.heard = Instant::now() - READ_BLOCK;
+                if let Some(shared) = shared.upgrade() {
+                    shared.health.set(Part::Followers, e);
+                    check_quiet(&shared, &mut jobs, None).await;
                 }
-                check_quiet(&shared, &mut jobs).await;
                 tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        // Whatever was followed before the connection was lost: subscribe again, then read
+        // from the stream what went by meanwhile.
+        let channels: Vec<String> = jobs.keys().cloned().collect();
+        let resubscribed = match shared.upgrade() {
+            Some(shared) => resubscribe(&shared, &mut sink, &mut jobs, channels).await,
+            None => return,
+        };
+        if let Err(e) = resubscribed {
+            if let Some(shared) = shared.upgrade() {
+                shared.health.set(Part::Followers, e);
+            }
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        if let Some(shared) = shared.upgrade() {
+            shared.health.clear(Part::Followers);
+        }
+        loop {
+            tokio::select! {
+                follow = follows.recv() => {
+                    let (Some(follow), Some(shared)) = (follow, shared.upgrade()) else {
+                        return;
+                    };
+                    if let Err(e) = add(&shared, &mut sink, &mut jobs, follow).await {
+                        shared.health.set(Part::Followers, e);
+                        break;
+                    }
+                }
+                message = messages.next() => {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let Some(message) = message else {
+                        shared.health.set(Part::Followers, "the live subscription was lost");
+                        break;
+                    };
+                    let channel = message.get_channel_name().to_string();
+                    let payload: Vec<u8> = message.get_payload_bytes().to_vec();
+                    if let Err(e) = on_live(&shared, &mut sink, &mut jobs, &channel, payload).await {
+                        shared.health.set(Part::Followers, e);
+                    }
+                }
+                _ = ticks.tick() => {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    check_quiet(&shared, &mut jobs, Some(&mut sink)).await;
+                }
             }
         }
-        for follow in arrived {
-            add(&mut jobs, follow);
-        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 
-fn add(jobs: &mut HashMap<String, Followed>, follow: Follow) {
-    let key = stream_key(follow.job_id);
+/// Start following: subscribe first, then read the stream so far, so that every event is
+/// either in what was read or in what the subscription brings.
+async fn add(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    jobs: &mut Jobs,
+    follow: Follow,
+) -> RedisResult<()> {
+    let channel = live_channel(follow.job_id);
     // A mirror made after the previous one of the job was dropped starts afresh.
     let known = jobs
-        .get(&key)
+        .get(&channel)
         .is_some_and(|job| Arc::ptr_eq(&job.mirror, &follow.mirror));
-    if !known {
-        jobs.insert(key, Followed::new(follow));
+    if known {
+        return Ok(());
     }
+    sink.subscribe(&channel).await?;
+    let mut job = Followed::new(follow);
+    if catch_up(shared, &mut job).await? == Next::Stop {
+        leave(shared, sink, job, &channel).await;
+        return Ok(());
+    }
+    jobs.insert(channel, job);
+    Ok(())
 }
 
-fn stop(shared: &Shared, jobs: &mut HashMap<String, Followed>, key: &str) {
-    if let Some(job) = jobs.remove(key) {
-        shared.forget_mirror(job.job_id, &job.mirror);
-    }
-}
-
-/// The jobs whose stream said nothing for a whole block: stop following those nobody
-/// watches, and end those the database says ended. The database is asked for all of them
-/// at once, so a crowd of quiet jobs holds up the busy ones for one round trip only.
-async fn check_quiet(shared: &Shared, jobs: &mut HashMap<String, Followed>) {
-    let checks = jobs
-        .iter_mut()
-        .filter(|(_, job)| job.heard.elapsed() >= READ_BLOCK)
-        .map(|(key, job)| async move {
-            job.heard = Instant::now();
-            job.unwatched_checks = if job.mirror.has_subscribers() {
-                0
-            } else {
-                job.unwatched_checks + 1
-            };
-            let next = if job.unwatched_checks >= 2 {
-                Next::Stop
-            } else {
-                check_database(shared, job).await
-            };
-            (key.clone(), next)
-        });
-    for (key, next) in futures::future::join_all(checks).await {
-        if let Next::Stop = next {
-            stop(shared, jobs, &key);
-        }
-    }
-}
-
-/// Hand `entries` to the mirror in order, filling a gap from the database.
-async fn deliver(shared: &Shared, job: &mut Followed, entries: Vec<StreamId>) -> Next {
-    for entry in entries {
-        let Some(seq) = entry_seq(&entry.id) else {
+async fn resubscribe(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    jobs: &mut Jobs,
+    channels: Vec<String>,
+) -> RedisResult<()> {
+    for channel in channels {
+        sink.subscribe(&channel).await?;
+        let Some(job) = jobs.get_mut(&channel) else {
             continue;
         };
-        if seq <= job.delivered {
-            continue;
-        }
-        if seq != job.delivered + 1 {
-            tracing::info!(
-                job_id = %job.job_id,
-                from = job.delivered,
-                to = seq,
-                "gap in the job's stream; answering from the database"
-            );
-            if let Next::Stop = answer_from_database(shared, job).await {
-                return Next::Stop;
+        if catch_up(shared, job).await? == Next::Stop {
+            if let Some(job) = jobs.remove(&channel) {
+                leave(shared, sink, job, &channel).await;
             }
         }
-        job.delivered = seq;
-        let kind = entry
-            .get::<String>("k")
-            .and_then(|code| EventKind::parse(&code));
-        let (Some(kind), Some(frame)) = (kind, entry.get::<String>("f")) else {
-            tracing::warn!(job_id = %job.job_id, seq, "malformed stream entry skipped");
-            continue;
-        };
-        job.mirror.push(Utf8Bytes::from(frame), kind);
-        if kind.is_terminal() {
-            return Next::Stop;
-        }
     }
-    Next::Continue
+    Ok(())
 }
 
-/// The job's state from the database as one event; stops following when the job ended (or
-/// is gone).
-async fn answer_from_database(shared: &Shared, job: &Followed) -> Next {
+/// One live event: handed on when it is the next, else kept until the stream fills the gap.
+async fn on_live(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    jobs: &mut Jobs,
+    channel: &str,
+    payload: Vec<u8>,
+) -> RedisResult<()> {
+    let Some(job) = jobs.get_mut(channel) else {
+        return Ok(());
+    };
+    let Some((seq, kind, frame)) = live_message_parse(payload) else {
+        tracing::warn!(job_id = %job.job_id, "malformed live event skipped");
+        return Ok(());
+    };
+    let next = if seq == job.delivered + 1 {
+        match job.hand_on(seq, kind, frame) {
+            Next::Stop => Next::Stop,
+            Next::Continue => job.drain_ahead(),
+        }
+    } else if seq > job.delivered {
+        job.ahead.insert(seq, (kind, frame));
+        catch_up(shared, job).await?
+    } else {
+        Next::Continue
+    };
+    if next == Next::Stop {
+        if let Some(job) = jobs.remove(channel) {
+            leave(shared, sink, job, channel).await;
+        }
+    }
+    Ok(())
+}
+
+/// Read the job's stream from the next undelivered event on, then hand on the live events
+/// that waited. What the stream no longer has (trimmed, or never written while Redis was
+/// away) is answered with the job's state from the database.
+async fn catch_up(shared: &Shared, job: &mut Followed) -> RedisResult<Next> {
+    let key = stream_key(job.job_id);
+    loop {
+        let mut conn = shared.commands().await?;
+        let reply: StreamRangeReply = conn
+            .xrange_count(&key, entry_id(job.delivered + 1), "+", READ_BATCH)
+            .await?;
+        let read = reply.ids.len();
+        for entry in reply.ids {
+            let Some(seq) = entry_seq(&entry.id) else {
+                continue;
+            };
+            if seq > job.delivered + 1 && fill_from_database(shared, job, seq).await == Next::Stop {
+                return Ok(Next::Stop);
+            }
+            let kind = entry
+                .get::<String>("k")
+                .and_then(|code| EventKind::parse(&code));
+            let (Some(kind), Some(frame)) = (kind, entry.get::<String>("f")) else {
+                tracing::warn!(job_id = %job.job_id, seq, "malformed stream entry skipped");
+                job.delivered = seq;
+                continue;
+            };
+            if job.hand_on(seq, kind, Utf8Bytes::from(frame)) == Next::Stop {
+                return Ok(Next::Stop);
+            }
+        }
+        if read < READ_BATCH {
+            break;
+        }
+    }
+    if job.drain_ahead() == Next::Stop {
+        return Ok(Next::Stop);
+    }
+    if let Some(&first) = job.ahead.keys().next() {
+        // The stream has nothing between what was delivered and what waits: gone.
+        if fill_from_database(shared, job, first).await == Next::Stop {
+            return Ok(Next::Stop);
+        }
+        return Ok(job.drain_ahead());
+    }
+    Ok(Next::Continue)
+}
+
+/// Events up to `next_seq` are lost: send the job's state from the database in their place
+/// and go on from `next_seq`.
+async fn fill_from_database(shared: &Shared, job: &mut Followed, next_seq: u64) -> Next {
+    tracing::info!(
+        job_id = %job.job_id,
+        from = job.delivered,
+        to = next_seq,
+        "gap in the job's events; answering from the database"
+    );
+    job.delivered = next_seq - 1;
     match shared.store.get_job(job.job_id).await {
         Ok(Some(row)) => {
             let (message, kind) = state_from_database(&row);
@@ -264,8 +330,62 @@ async fn answer_from_database(shared: &Shared, job: &Followed) -> Next {
     }
 }
 
-/// While the stream is quiet: end the mirror with the database's terminal state when the
-/// job ended without the stream saying so (its instance died, or Redis lost the event).
+async fn leave(shared: &Shared, sink: &mut PubSubSink, job: Followed, channel: &str) {
+    shared.forget_mirror(job.job_id, &job.mirror);
+    if let Err(e) = sink.unsubscribe(channel).await {
+        tracing::debug!(job_id = %job.job_id, error = %e, "could not unsubscribe");
+    }
+}
+
+/// The jobs that said nothing for [`QUIET`]: stop following those nobody watches, and end
+/// those the database says ended. The database is asked for all of them at once, so a crowd
+/// of quiet jobs holds up the busy ones for one round trip only. Without `sink` (Redis is
+/// away) every job is checked.
+async fn check_quiet(shared: &Shared, jobs: &mut Jobs, sink: Option<&mut PubSubSink>) {
+    let everyone = sink.is_none();
+    let checks = jobs
+        .iter_mut()
+        .filter(|(_, job)| everyone || job.heard.elapsed() >= QUIET)
+        .map(|(channel, job)| async move {
+            job.heard = Instant::now();
+            job.unwatched_checks = if job.mirror.has_subscribers() {
+                0
+            } else {
+                job.unwatched_checks + 1
+            };
+            let next = if job.unwatched_checks >= 2 {
+                Next::Stop
+            } else {
+                check_database(shared, job).await
+            };
+            (channel.clone(), next)
+        });
+    let stops: Vec<String> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|(_, next)| *next == Next::Stop)
+        .map(|(channel, _)| channel)
+        .collect();
+    match sink {
+        Some(sink) => {
+            for channel in stops {
+                if let Some(job) = jobs.remove(&channel) {
+                    leave(shared, sink, job, &channel).await;
+                }
+            }
+        }
+        None => {
+            for channel in stops {
+                if let Some(job) = jobs.remove(&channel) {
+                    shared.forget_mirror(job.job_id, &job.mirror);
+                }
+            }
+        }
+    }
+}
+
+/// While the job is quiet: end the mirror with the database's terminal state when the job
+/// ended without its events saying so (its instance died, or Redis lost the event).
 async fn check_database(shared: &Shared, job: &mut Followed) -> Next {
     let row = match shared.store.get_job(job.job_id).await {
         Ok(Some(row)) => row,

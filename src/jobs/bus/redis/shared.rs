@@ -20,9 +20,10 @@ use crate::jobs::event_kind::EventKind;
 use crate::store::Store;
 
 pub(super) const CONTROL_CHANNEL: &str = "dreamcore:control";
-/// How long a follower's `XREAD` blocks before it checks the database and its sockets.
-pub(super) const READ_BLOCK: Duration = Duration::from_secs(2);
-/// Entries one `XREAD` returns at most.
+/// A followed job that gave no event for this long is checked: against the database (did it
+/// end without saying so?) and for sockets still following it.
+pub(super) const QUIET: Duration = Duration::from_secs(2);
+/// Entries one `XRANGE` of a catching-up follower returns at most.
 pub(super) const READ_BATCH: usize = 512;
 /// Events one pipeline writes at most.
 pub(super) const WRITE_BATCH: usize = 512;
@@ -62,6 +63,26 @@ pub(super) fn entry_id(seq: u64) -> String {
 
 pub(super) fn entry_seq(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
+}
+
+/// The pub/sub channel on which a job's events go live to followers.
+pub(super) fn live_channel(job_id: Uuid) -> String {
+    format!("dreamcore:live:{job_id}")
+}
+
+/// A live event as published: `<seq> <kind code> <frame>`.
+pub(super) fn live_message(seq: u64, kind: EventKind, frame: &str) -> String {
+    format!("{seq} {} {frame}", kind.code())
+}
+
+/// The parts of a [`live_message`]; `None` when it is not one.
+pub(super) fn live_message_parse(payload: Vec<u8>) -> Option<(u64, EventKind, Utf8Bytes)> {
+    let text = String::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let kind = EventKind::parse(parts.next()?)?;
+    let frame = parts.next()?;
+    Some((seq, kind, Utf8Bytes::from(frame.to_string())))
 }
 
 /// The parts of the bus that can each lose Redis, for `/ready`.
@@ -185,5 +206,16 @@ mod tests {
         assert_eq!(entry_seq("42-0"), Some(42));
         assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
         assert_eq!(entry_seq("nonsense"), None);
+    }
+
+    #[test]
+    fn live_messages_carry_sequence_kind_and_frame() {
+        let frame = r#"{"type":"stream","content":"a b"}"#;
+        let message = live_message(7, EventKind::Stream, frame);
+        let (seq, kind, parsed) = live_message_parse(message.into_bytes()).unwrap();
+        assert_eq!((seq, kind, parsed.as_str()), (7, EventKind::Stream, frame));
+        assert!(live_message_parse(b"x s {}".to_vec()).is_none());
+        assert!(live_message_parse(b"7 ? {}".to_vec()).is_none());
+        assert!(live_message_parse(vec![0xff, 0x20]).is_none());
     }
 }

@@ -8,7 +8,9 @@ use redis::RedisResult;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::shared::{entry_id, stream_key, Append, Part, Shared, WRITE_BATCH};
+use super::shared::{
+    entry_id, live_channel, live_message, stream_key, Append, Part, Shared, WRITE_BATCH,
+};
 use crate::config::ClusterConfig;
 
 /// What a job's stream holds, to trim it to both budgets with one `MINID`.
@@ -62,6 +64,11 @@ pub(super) async fn write_events(
                 .arg(append.kind.code())
                 .arg("f")
                 .arg(append.frame.as_str())
+                .ignore();
+            // After the stream has it: a follower that sees it live can also read it back.
+            pipe.cmd("PUBLISH")
+                .arg(live_channel(append.job_id))
+                .arg(live_message(append.seq, append.kind, &append.frame))
                 .ignore();
             if append.seq == 1 {
                 pipe.cmd("EXPIRE")
