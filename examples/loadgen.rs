@@ -480,6 +480,7 @@ async fn start_upstream(
         .route("/get-file", get(get_file))
         .route("/apply-files", post(apply_files))
         .route("/detect-intent", post(detect_intent))
+        .route("/detect-skills", post(detect_skills))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -613,6 +614,11 @@ async fn get_file() -> Response {
 
 async fn detect_intent() -> Json<Value> {
     Json(json!({"intent": "edit", "raw_response": "edit"}))
+}
+
+/// No skills: the relay then names none in the prompt, as for a plain edit.
+async fn detect_skills() -> Json<Value> {
+    Json(json!({"skills": []}))
 }
 
 async fn apply_files(State(st): State<Arc<Upstream>>, body: Bytes) -> Response {

@@ -1,10 +1,11 @@
 //! The cluster bus on Redis. Each job's events go, in order, into the stream
 //! `dreamcore:job:<id>` with the relay's sequence number as entry id (`<seq>-0`), trimmed to
-//! a length and a byte budget and expired a while after the terminal event. An instance
-//! following a job it does not run keeps one mirror channel per job, fed by a reader that
-//! `XREAD BLOCK`s from the last entry it delivered: in order, nothing twice; a gap it cannot
-//! fill (events trimmed, or lost while Redis was down) is answered with the job's state from
-//! the database. Cancel requests travel on the pub/sub channel `dreamcore:control`.
+//! a length and a byte budget and expired a while after the terminal event, then published on
+//! the job's live channel. An instance following a job it does not run keeps one mirror
+//! channel per job, fed from the live channel after catching up from the stream: in order,
+//! nothing twice; a gap the stream cannot fill (events trimmed, or lost while Redis was down)
+//! is answered with the job's state from the database. Cancel requests travel on the pub/sub
+//! channel `dreamcore:control`.
 //!
 //! Redis failing never fails a job: events still reach this instance's sockets, writes that
 //! cannot be made are dropped (followers elsewhere see a gap), and every part reconnects on
