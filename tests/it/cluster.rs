@@ -4,9 +4,10 @@
 //! replica's jobs are failed by the others, a starting replica touches nothing, and a Redis
 //! restart loses no event a tab can see.
 
+use crate::support::relay_process::{free_port, relay_command, wait_healthy};
 use crate::support::{fake_modal, nginx, postgres, redis, relay};
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,52 +42,27 @@ impl Replica {
     /// Start the relay binary on the fake Modal with short leases and `env` on top, in a data
     /// directory of its own unless `env` names one; returns once `/health` answers.
     async fn spawn(fake: &FakeModal, env: &[(String, String)]) -> Replica {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let data = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(data.path().join("relay.log")).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dreamcore-relay"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATA_DIR", data.path())
-            .env("SUPABASE_JWT_SECRET", SECRET)
-            .env("USE_MODAL", "true")
-            .env("MODAL_ENDPOINT", &fake.url)
-            .env("MODAL_INTERNAL_SECRET", &fake.secret)
-            .env("JOB_LEASE_RENEW_SECS", "1")
-            .env("JOB_LEASE_TTL_SECS", "3")
-            .env(
-                "RUST_LOG",
-                std::env::var("CLUSTER_TEST_LOG").unwrap_or("warn".into()),
-            );
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
+        let level = std::env::var("CLUSTER_TEST_LOG").unwrap_or("warn".into());
+        let mut base = vec![
+            ("SUPABASE_JWT_SECRET", SECRET),
+            ("USE_MODAL", "true"),
+            ("MODAL_ENDPOINT", fake.url.as_str()),
+            ("MODAL_INTERNAL_SECRET", fake.secret.as_str()),
+            ("JOB_LEASE_RENEW_SECS", "1"),
+            ("JOB_LEASE_TTL_SECS", "3"),
+            ("RUST_LOG", level.as_str()),
+        ];
+        base.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let child = relay_command(data.path(), port, &base, None)
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("relay binary starts");
         let replica = Replica { child, port, data };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica did not come up: {}",
-                replica.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_healthy(replica.addr(), || replica.log()).await;
         replica
     }
 

@@ -172,7 +172,7 @@ async fn public_bind_with_development_tokens_refuses_to_start_unless_allowed() {
         ("ALLOW_DEV_TOKENS_ON_PUBLIC_BIND", "true"),
     ];
     let relay = RelayProcess::start(&env, None).await;
-    let minted = relay_command(relay.data.path(), relay.addr.port(), &env, None)
+    let minted = relay_command(relay.data_dir(), relay.addr.port(), &env, None)
         .arg("dev-token")
         .stdout(Stdio::piped())
         .output()

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::support::fake_modal::{assistant_text, FakeModal, Script, Step};
-use crate::support::modal_relay_process::RelayProcess;
 use crate::support::relay::{stream_text, token, Client};
+use crate::support::relay_process::RelayProcess;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -50,8 +50,8 @@ async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
     })
     .await;
     let data = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(data.path(), &fake, "").await;
-    let url = format!("ws://127.0.0.1:{}/", relay.port);
+    let relay = RelayProcess::on_fake_modal(data.path(), &fake, "").await;
+    let url = relay.ws_url();
     let user = Uuid::new_v4();
     let mut client = Client::connect(&url).await;
     client.init(&token(user, 3600)).await;

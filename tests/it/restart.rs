@@ -2,8 +2,8 @@
 //! is left half-alive (no zombie job blocking the project once its lease expired).
 
 use crate::support::fake_modal;
-use crate::support::modal_relay_process::RelayProcess;
 use crate::support::postgres;
+use crate::support::relay_process::RelayProcess;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
         db.register_user(user, "survivor@example.com").await;
     }
 
-    let mut first = RelayProcess::start(data.path(), &fake, &database_url).await;
+    let mut first = RelayProcess::on_fake_modal(data.path(), &fake, &database_url).await;
     let (mut c, _) = first.user(user).await;
     let project = c.create_project("生き残るゲーム").await;
     c.send(json!({"type":"message","content":"作って"})).await;
@@ -57,11 +57,10 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_leaves_no_zombie() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    first.child.kill().expect("SIGKILL");
-    first.child.wait().unwrap();
+    first.kill();
     drop(first);
 
-    let second = RelayProcess::start(data.path(), &fake, &database_url).await;
+    let second = RelayProcess::on_fake_modal(data.path(), &fake, &database_url).await;
     let (mut c, init) = second.user(user).await;
     assert_eq!(
         init["projects"][0]["id"],

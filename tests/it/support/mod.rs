@@ -8,7 +8,6 @@ pub mod fake_anthropic;
 pub mod fake_get_file;
 pub mod fake_modal;
 pub mod fake_modal_endpoints;
-pub mod modal_relay_process;
 pub mod nginx;
 pub mod postgres;
 pub mod redis;
