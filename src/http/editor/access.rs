@@ -35,6 +35,13 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// A project of the caller's, and the files of the backend new jobs go to.
+pub(super) struct OwnedFiles {
+    pub(super) user_id: Uuid,
+    pub(super) project_id: Uuid,
+    pub(super) files: Arc<dyn ProjectFiles>,
+}
+
 impl EditorState {
     /// The files of the backend new jobs go to, as the preview routes read them.
     pub(super) fn files(&self) -> Result<Arc<dyn ProjectFiles>, Refusal> {
@@ -44,13 +51,24 @@ impl EditorState {
             .ok_or(Refusal::NoModalClient)
     }
 
-    /// The caller and the project id, if the request's token is valid and `raw` names one
-    /// of the caller's projects.
-    pub(super) async fn owned(
+    /// The caller's project named by `raw` and the reader of its files: what every owner-only
+    /// file route starts from.
+    pub(super) async fn owned_files(
         &self,
         headers: &HeaderMap,
         raw: &str,
-    ) -> Result<(Identity, Uuid), Refusal> {
+    ) -> Result<OwnedFiles, Refusal> {
+        let (who, project_id) = self.owned(headers, raw).await?;
+        Ok(OwnedFiles {
+            user_id: who.user_id,
+            project_id,
+            files: self.files()?,
+        })
+    }
+
+    /// The caller and the project id, if the request's token is valid and `raw` names one
+    /// of the caller's projects.
+    async fn owned(&self, headers: &HeaderMap, raw: &str) -> Result<(Identity, Uuid), Refusal> {
         let who = authenticate(&self.app, headers)
             .await
             .map_err(Refusal::Auth)?;

@@ -15,6 +15,7 @@ use tokio::io::DuplexStream;
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 use uuid::Uuid;
 
+use super::access::OwnedFiles;
 use super::{files_error, respond, EditorState};
 use crate::backend::project_files::{ProjectFiles, ProjectPath};
 use crate::http::rest::json_error;
@@ -29,15 +30,14 @@ pub(super) async fn download(
     headers: HeaderMap,
     Path(project_id): Path<String>,
 ) -> Response {
-    let (who, project_id) = match state.owned(&headers, &project_id).await {
+    let OwnedFiles {
+        user_id,
+        project_id,
+        files,
+    } = match state.owned_files(&headers, &project_id).await {
         Ok(owned) => owned,
         Err(refusal) => return refusal.into_response(),
     };
-    let files = match state.files() {
-        Ok(files) => files,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let user_id = who.user_id;
     let listed = match files.list(user_id, project_id).await {
         Ok(listed) => listed,
         Err(e) => return files_error(e),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
+use super::access::OwnedFiles;
 use super::{files_error, respond, with_length, EditorState};
 use crate::backend::project_files::{ByteStream, FileBody, FilesError, ProjectPath};
 use crate::http::rest::json_error;
@@ -18,18 +19,15 @@ pub(super) async fn code(
     headers: HeaderMap,
     Path(project_id): Path<String>,
 ) -> Response {
-    let (who, project_id) = match state.owned(&headers, &project_id).await {
+    let OwnedFiles {
+        user_id,
+        project_id,
+        files,
+    } = match state.owned_files(&headers, &project_id).await {
         Ok(owned) => owned,
         Err(refusal) => return refusal.into_response(),
     };
-    let files = match state.files() {
-        Ok(files) => files,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match files
-        .open(who.user_id, project_id, &ProjectPath::INDEX)
-        .await
-    {
+    match files.open(user_id, project_id, &ProjectPath::INDEX).await {
         Ok(Some(file)) => respond(
             "application/json",
             "no-store",
@@ -128,12 +126,12 @@ pub(super) async fn preview(
     headers: HeaderMap,
     Path(project_id): Path<String>,
 ) -> Response {
-    let (who, project_id) = match state.owned(&headers, &project_id).await {
+    let OwnedFiles {
+        user_id,
+        project_id,
+        files,
+    } = match state.owned_files(&headers, &project_id).await {
         Ok(owned) => owned,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let files = match state.files() {
-        Ok(files) => files,
         Err(refusal) => return refusal.into_response(),
     };
     // Upstream answers this route in plain text.
@@ -142,10 +140,7 @@ pub(super) async fn preview(
         *response.status_mut() = status;
         response
     };
-    match files
-        .open(who.user_id, project_id, &ProjectPath::INDEX)
-        .await
-    {
+    match files.open(user_id, project_id, &ProjectPath::INDEX).await {
         Ok(Some(FileBody { length, bytes })) => with_length(
             respond(
                 "text/html; charset=utf-8",
