@@ -26,7 +26,7 @@ use crate::auth::Identity;
 use crate::backend::selector::BackendSelector;
 use crate::backend::{BackendKind, Failure};
 use crate::store::models::{JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, QuotaKind, Store, StoreError};
+use crate::store::{JobStart, JobUpdate, QuotaKind, StartLimits, Store, StoreError};
 
 /// How often a cancel of another instance's job checks whether the row ended.
 const REMOTE_CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -149,6 +149,21 @@ impl Jobs {
         Ok(())
     }
 
+    /// The refusal of a start over the user's slots, listing the jobs that hold them.
+    async fn user_limit(&self, who: &Identity, in_progress: usize) -> StartError {
+        let jobs = self
+            .engine
+            .store
+            .active_jobs_for_user(who.user_id)
+            .await
+            .unwrap_or_default();
+        StartError::UserLimit {
+            limit: self.limiter.per_user_limit(),
+            in_progress: in_progress.max(jobs.len()),
+            jobs,
+        }
+    }
+
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.start_locks.lock();
@@ -170,9 +185,8 @@ impl Jobs {
         if !self.is_accepting() {
             return Err(StartError::Draining);
         }
-        // One start per user at a time across the cluster (the process's own lock below
-        // serializes a project within this instance).
-        let _turn = self.engine.bus.start_turn(who.user_id).await;
+        // The process's own lock serializes a project within this instance; the store's
+        // transaction serializes it across instances.
         let _serialized = self.project_lock(project_id).await;
         if let Some(job) = self.live_for_project(project_id) {
             if let Some(row) = job.row() {
@@ -183,41 +197,24 @@ impl Jobs {
             return Ok(StartOutcome::ExistingElsewhere(row));
         }
         let backend = self.engine.selector.pick()?;
-        let clustered = self.engine.bus.is_clustered();
-        if clustered {
-            // Jobs on every instance count: the database knows them all. The user's turn
-            // makes the user's count exact; the total can be passed by starts of different
-            // users racing on different instances at the same instant.
-            let jobs = self.engine.store.active_jobs_for_user(who.user_id).await?;
-            if jobs.len() >= self.limiter.per_user_limit() {
-                return Err(StartError::UserLimit {
-                    limit: self.limiter.per_user_limit(),
-                    in_progress: jobs.len(),
-                    jobs,
-                });
-            }
-        }
         let slot = match self.limiter.try_acquire(who.user_id) {
             Ok(slot) => slot,
             Err(SlotError::User { in_progress }) => {
-                let jobs = self
-                    .engine
-                    .store
-                    .active_jobs_for_user(who.user_id)
-                    .await
-                    .unwrap_or_default();
-                return Err(StartError::UserLimit {
-                    limit: self.limiter.per_user_limit(),
-                    in_progress,
-                    jobs,
-                });
+                return Err(self.user_limit(who, in_progress).await)
             }
             Err(SlotError::System) => return Err(StartError::SystemBusy),
         };
         let job_id = Uuid::now_v7();
-        // Clustered, the total counts every instance's jobs, checked and taken in one
-        // transaction; alone, the slot limiter above already holds it.
-        let max_active = clustered.then(|| self.limiter.total_limit());
+        // Clustered, the slots count every instance's jobs, checked and taken in the job's
+        // own transaction; alone, the slot limiter above holds them.
+        let limits = if self.engine.bus.is_clustered() {
+            StartLimits {
+                per_user: Some(self.limiter.per_user_limit()),
+                total: Some(self.limiter.total_limit()),
+            }
+        } else {
+            StartLimits::NONE
+        };
         let row = match self
             .engine
             .store
@@ -227,11 +224,15 @@ impl Jobs {
                 job_id,
                 Utc::now(),
                 &self.engine.config.lease,
-                max_active,
+                limits,
             )
             .await?
         {
             JobStart::Existing(row) => return Ok(StartOutcome::ExistingElsewhere(row)),
+            JobStart::UserFull => {
+                let in_progress = self.limiter.per_user_limit();
+                return Err(self.user_limit(who, in_progress).await);
+            }
             JobStart::Full => return Err(StartError::SystemBusy),
             JobStart::Created(row) => row,
         };

@@ -32,8 +32,28 @@ pub enum JobStart {
     Created(JobRow),
     /// The project already had an unfinished job; nothing was inserted.
     Existing(JobRow),
-    /// `max_active` unfinished jobs exist; nothing was inserted.
+    /// The user already has `StartLimits::per_user` unfinished jobs; nothing was inserted.
+    UserFull,
+    /// `StartLimits::total` unfinished jobs exist; nothing was inserted.
     Full,
+}
+
+/// Limits a job start checks in the same transaction as its insert (the cluster-wide slots:
+/// several instances share the database). `None`: not checked there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartLimits {
+    /// Unfinished jobs one user may have.
+    pub per_user: Option<usize>,
+    /// Unfinished jobs all users together may have.
+    pub total: Option<usize>,
+}
+
+impl StartLimits {
+    /// No limit checked by the store (one instance: its own slot limiter decides).
+    pub const NONE: StartLimits = StartLimits {
+        per_user: None,
+        total: None,
+    };
 }
 
 /// A change to a job row. Applied only while the job is still `pending` or `processing`,
@@ -153,9 +173,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whose project this is, for the public routes that find a project's files by its id
     /// alone (the thumbnail).
     async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError>;
-    /// Atomically: the project's unfinished job if there is one, else — unless `max_active`
-    /// unfinished jobs exist already, across every instance — a new `pending` job held under
-    /// `lease`.
+    /// Atomically: the project's unfinished job if there is one, else — unless `limits`
+    /// refuse, counting the unfinished jobs of every instance — a new `pending` job held
+    /// under `lease`.
     async fn start_job(
         &self,
         user_id: Uuid,
@@ -163,7 +183,7 @@ pub trait Store: Send + Sync + 'static {
         job_id: Uuid,
         now: DateTime<Utc>,
         lease: &Lease,
-        max_active: Option<usize>,
+        limits: StartLimits,
     ) -> Result<JobStart, StoreError>;
     /// Remove a job that never ran (still `pending`): its start was refused after the row was
     /// made (the daily quota).

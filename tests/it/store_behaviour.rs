@@ -16,7 +16,9 @@ use dreamcore_relay::auth::Identity;
 use dreamcore_relay::store::models::{ChatRole, JobRow, JobStatus};
 use dreamcore_relay::store::postgres::{self as pg, PostgresStore, Scope};
 use dreamcore_relay::store::sqlite::SqliteStore;
-use dreamcore_relay::store::{JobStart, JobUpdate, Lease, QuotaKind, QuotaUsage, Store};
+use dreamcore_relay::store::{
+    JobStart, JobUpdate, Lease, QuotaKind, QuotaUsage, StartLimits, Store,
+};
 use postgres::PgDb;
 use serde_json::json;
 use uuid::Uuid;
@@ -236,7 +238,14 @@ mod suite {
         lease: &Lease,
     ) -> JobRow {
         match store
-            .start_job(who.user_id, project_id, Uuid::now_v7(), at, lease, None)
+            .start_job(
+                who.user_id,
+                project_id,
+                Uuid::now_v7(),
+                at,
+                lease,
+                StartLimits::NONE,
+            )
             .await
             .unwrap()
         {
@@ -422,8 +431,14 @@ mod suite {
             .unwrap();
     }
 
-    /// The cluster-wide total: of many starts racing on different projects at the limit, as
-    /// many succeed as there is room for; a discarded job frees its place.
+    const TOTAL_3: StartLimits = StartLimits {
+        per_user: None,
+        total: Some(3),
+    };
+
+    /// The cluster-wide slots: of many starts racing on different projects at the limit, as
+    /// many succeed as there is room for; a discarded job frees its place; a user at their
+    /// own limit is refused whatever the total.
     pub async fn start_job_holds_the_total_under_races(store: &dyn Store, env: &Env) {
         let a = user(store, env).await;
         let mut projects = Vec::new();
@@ -433,14 +448,14 @@ mod suite {
         let lease = live();
         let starts = projects
             .iter()
-            .map(|p| store.start_job(a.user_id, p.id, Uuid::now_v7(), Utc::now(), &lease, Some(3)));
+            .map(|p| store.start_job(a.user_id, p.id, Uuid::now_v7(), Utc::now(), &lease, TOTAL_3));
         let outcomes = futures::future::join_all(starts).await;
         let created: Vec<JobRow> = outcomes
             .into_iter()
             .filter_map(|o| match o.unwrap() {
                 JobStart::Created(job) => Some(job),
                 JobStart::Full => None,
-                JobStart::Existing(job) => panic!("no project had a job: {job:?}"),
+                other => panic!("no project had a job, nor the user a limit: {other:?}"),
             })
             .collect();
         assert_eq!(created.len(), 3, "exactly the total starts");
@@ -456,7 +471,7 @@ mod suite {
                     Uuid::now_v7(),
                     Utc::now(),
                     &lease,
-                    Some(3)
+                    TOTAL_3
                 )
                 .await
                 .unwrap(),
@@ -469,6 +484,37 @@ mod suite {
             .unwrap();
         store.discard_job(created[1].id).await.unwrap();
         assert!(store.get_job(created[1].id).await.unwrap().is_some());
+
+        let b = user(store, env).await;
+        let mine = [
+            store.create_project(&b, "b1").await.unwrap(),
+            store.create_project(&b, "b2").await.unwrap(),
+        ];
+        let one_each = StartLimits {
+            per_user: Some(1),
+            total: Some(100),
+        };
+        let starts = mine.iter().map(|p| {
+            store.start_job(
+                b.user_id,
+                p.id,
+                Uuid::now_v7(),
+                Utc::now(),
+                &lease,
+                one_each,
+            )
+        });
+        let mut outcomes: Vec<&str> = futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|o| match o.unwrap() {
+                JobStart::Created(_) => "created",
+                JobStart::UserFull => "user full",
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes, ["created", "user full"]);
     }
 
     pub async fn start_job_is_atomic_under_races(store: &dyn Store, env: &Env) {
@@ -483,7 +529,7 @@ mod suite {
                     Uuid::now_v7(),
                     Utc::now(),
                     &lease_a,
-                    None
+                    StartLimits::NONE
                 ),
                 store.start_job(
                     a.user_id,
@@ -491,7 +537,7 @@ mod suite {
                     Uuid::now_v7(),
                     Utc::now(),
                     &lease_b,
-                    None
+                    StartLimits::NONE
                 ),
             );
             let (created, existing) = match (first.unwrap(), second.unwrap()) {
@@ -911,7 +957,7 @@ async fn pg_user_scope_is_enforced_by_row_level_security() {
             Uuid::now_v7(),
             Utc::now(),
             &live(),
-            None,
+            StartLimits::NONE,
         )
         .await
         .unwrap();
@@ -1040,7 +1086,7 @@ async fn pg_pooled_connection_is_clean_after_transactions() {
             Uuid::now_v7(),
             Utc::now(),
             &live(),
-            None,
+            StartLimits::NONE,
         )
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{BusHealth, EventKind, JobBus, StartTurn};
+use super::{BusHealth, EventKind, JobBus};
 use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
 use crate::wire::protocol::ServerMessage;
@@ -36,10 +36,6 @@ impl JobBus for MemoryBus {
 
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
         None
-    }
-
-    async fn start_turn(&self, _user_id: Uuid) -> StartTurn {
-        StartTurn::local()
     }
 
     async fn take_generation(&self, _user_id: Uuid, _per_minute: u32) -> Option<bool> {

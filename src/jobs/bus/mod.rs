@@ -29,27 +29,6 @@ pub struct BusHealth {
     pub degraded: Option<String>,
 }
 
-/// Held while this instance starts a job for a user; dropping it lets the next start of the
-/// same user (on any instance) proceed.
-pub struct StartTurn {
-    release: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl StartTurn {
-    /// A turn that needs no releasing (nothing outside this process to tell).
-    pub fn local() -> Self {
-        Self { release: None }
-    }
-}
-
-impl Drop for StartTurn {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            release();
-        }
-    }
-}
-
 /// How jobs reach the other instances; its [`EventForward`] half takes the events of the
 /// jobs running here, in sequence order, without ever waiting.
 #[async_trait]
@@ -68,10 +47,6 @@ pub trait JobBus: EventForward + 'static {
 
     /// Cancel requests addressed to the cluster; handed out once.
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>>;
-
-    /// Wait for this instance's turn to start a job for `user_id`, so that slot checks,
-    /// quota and history are decided by one instance at a time.
-    async fn start_turn(&self, user_id: Uuid) -> StartTurn;
 
     /// Take one of the user's generations for this minute across the cluster: `Some(false)`
     /// when the limit is reached, `None` when only this instance can decide.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::pool::{begin, commit, decode_err, get, query, query_one, query_opt, Scope};
 use super::PostgresStore;
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, Lease, StoreError};
+use crate::store::{JobStart, JobUpdate, Lease, StartLimits, StoreError};
 
 fn parse_status(raw: Option<String>) -> Result<JobStatus, StoreError> {
     raw.as_deref()
@@ -69,32 +69,11 @@ pub(super) async fn start_job(
     job_id: Uuid,
     now: DateTime<Utc>,
     lease: &Lease,
-    max_active: Option<usize>,
+    limits: StartLimits,
 ) -> Result<JobStart, StoreError> {
     let ttl_ms = lease.ttl_millis();
     let mut conn = store.connection().await?;
     let tx = begin(&mut conn, Scope::Service).await?;
-    if let Some(max_active) = max_active {
-        // One start at a time across instances while the total is counted; always taken
-        // before the project's lock, so the two never wait on each other in opposite order.
-        query(
-            &tx,
-            "SELECT pg_advisory_xact_lock($1)",
-            &[(&START_LOCK_KEY, Type::INT8)],
-        )
-        .await?;
-        let row = query_one(
-            &tx,
-            "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
-            &[],
-        )
-        .await?;
-        let active: i64 = get(&row, 0)?;
-        if usize::try_from(active).unwrap_or(usize::MAX) >= max_active {
-            commit(tx).await?;
-            return Ok(JobStart::Full);
-        }
-    }
     // Serialises check-then-insert per project across connections and relay instances
     // (the shared schema has no unique index on active jobs). Released at COMMIT, after the
     // new row is visible to the next holder's fresh READ COMMITTED snapshot.
@@ -107,6 +86,45 @@ pub(super) async fn start_job(
     if let Some(existing) = select_active_job(&tx, &project_id).await? {
         commit(tx).await?;
         return Ok(JobStart::Existing(existing));
+    }
+    // A project's unfinished job is attached to whatever the limits say. Locks are always
+    // taken in this order — the project's, all starts, the user's — so two starts never
+    // wait on each other in opposite order.
+    if let Some(total) = limits.total {
+        query(
+            &tx,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&START_LOCK_KEY, Type::INT8)],
+        )
+        .await?;
+        let row = query_one(
+            &tx,
+            "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+            &[],
+        )
+        .await?;
+        if count_reaches(get(&row, 0)?, total) {
+            commit(tx).await?;
+            return Ok(JobStart::Full);
+        }
+    }
+    if let Some(per_user) = limits.per_user {
+        query(
+            &tx,
+            "SELECT pg_advisory_xact_lock(hashtext('user:' || $1::text))",
+            &[(&user_id, Type::UUID)],
+        )
+        .await?;
+        let row = query_one(
+            &tx,
+            "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('pending', 'processing')",
+            &[(&user_id, Type::UUID)],
+        )
+        .await?;
+        if count_reaches(get(&row, 0)?, per_user) {
+            commit(tx).await?;
+            return Ok(JobStart::UserFull);
+        }
     }
     let row = query_one(
         &tx,
@@ -129,6 +147,10 @@ pub(super) async fn start_job(
     let job = job_from_row(&row)?;
     commit(tx).await?;
     Ok(JobStart::Created(job))
+}
+
+fn count_reaches(count: i64, limit: usize) -> bool {
+    usize::try_from(count).unwrap_or(usize::MAX) >= limit
 }
 
 pub(super) async fn discard_job(store: &PostgresStore, job_id: Uuid) -> Result<(), StoreError> {

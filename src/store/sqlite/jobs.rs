@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::connection::{now_text, parse_ts, parse_uuid};
 use super::SqliteStore;
 use crate::store::models::{iso_millis, ActiveJobInfo, JobRow, JobStatus};
-use crate::store::{JobStart, JobUpdate, Lease, StoreError};
+use crate::store::{JobStart, JobUpdate, Lease, StartLimits, StoreError};
 
 /// The `jobs` columns in the order [`job_from_row`] reads them.
 const JOB_COLUMNS: &str =
@@ -69,7 +69,7 @@ pub(super) async fn start_job(
     job_id: Uuid,
     now: DateTime<Utc>,
     lease: &Lease,
-    max_active: Option<usize>,
+    limits: StartLimits,
 ) -> Result<JobStart, StoreError> {
     let (uid, pid, jid) = (
         user_id.to_string(),
@@ -84,14 +84,27 @@ pub(super) async fn start_job(
             if let Some(existing) = select_active_job(&tx, &pid)? {
                 return Ok(JobStart::Existing(existing));
             }
-            if let Some(max_active) = max_active {
+            let reaches =
+                |count: i64, limit: usize| usize::try_from(count).unwrap_or(usize::MAX) >= limit;
+            if let Some(total) = limits.total {
                 let active: i64 = tx.query_row(
                     "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
                     [],
                     |row| row.get(0),
                 )?;
-                if usize::try_from(active).unwrap_or(usize::MAX) >= max_active {
+                if reaches(active, total) {
                     return Ok(JobStart::Full);
+                }
+            }
+            if let Some(per_user) = limits.per_user {
+                let mine: i64 = tx.query_row(
+                    "SELECT count(*) FROM jobs WHERE user_id = ?1
+                     AND status IN ('pending', 'processing')",
+                    params![uid],
+                    |row| row.get(0),
+                )?;
+                if reaches(mine, per_user) {
+                    return Ok(JobStart::UserFull);
                 }
             }
             let now = iso_millis(&now);

@@ -18,7 +18,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, Project};
-use super::{JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, Store, StoreError};
+use super::{
+    JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, StartLimits, Store,
+    StoreError,
+};
 use crate::auth::Identity;
 
 /// The SQLite store: a queue into the one thread that owns the database connection.
@@ -106,9 +109,9 @@ impl Store for SqliteStore {
         job_id: Uuid,
         now: DateTime<Utc>,
         lease: &Lease,
-        max_active: Option<usize>,
+        limits: StartLimits,
     ) -> Result<JobStart, StoreError> {
-        jobs::start_job(self, user_id, project_id, job_id, now, lease, max_active).await
+        jobs::start_job(self, user_id, project_id, job_id, now, lease, limits).await
     }
 
     async fn discard_job(&self, job_id: Uuid) -> Result<(), StoreError> {

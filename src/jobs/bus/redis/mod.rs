@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{BusHealth, EventKind, JobBus, StartTurn};
+use super::{BusHealth, EventKind, JobBus};
 use crate::config::ClusterConfig;
 use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
@@ -39,7 +39,6 @@ use crate::store::Store;
 use crate::wire::protocol::ServerMessage;
 use shared::{
     decide, entry_id, entry_seq, stream_key, Append, Health, Part, Shared, CONTROL_CHANNEL,
-    START_TURN_POLL, START_TURN_TTL,
 };
 
 /// Token bucket of `ARGV[1]` generations a minute, refilled continuously, timed by the Redis
@@ -60,14 +59,6 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], 60000)
 return allowed
-";
-
-/// Deletes the start turn only if this instance still holds it.
-const RELEASE_TURN: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +106,6 @@ impl RedisBus {
             cancel_requests: Mutex::new(Some(requests)),
             health: Health::default(),
             generation_bucket: redis::Script::new(GENERATION_BUCKET),
-            release_turn: redis::Script::new(RELEASE_TURN),
         });
         tokio::spawn(writer::write_events(Arc::downgrade(&shared), appends));
         tokio::spawn(control::listen_for_control(
@@ -246,58 +236,6 @@ impl JobBus for RedisBus {
 
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
         self.shared.cancel_requests.lock().take()
-    }
-
-    async fn start_turn(&self, user_id: Uuid) -> StartTurn {
-        let key = format!("dreamcore:start:{user_id}");
-        let token = Uuid::new_v4().to_string();
-        let deadline = tokio::time::Instant::now() + START_TURN_TTL;
-        let mut conn = match decide(self.shared.commands()).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.shared.health.set(Part::Commands, e);
-                return StartTurn::local();
-            }
-        };
-        loop {
-            let taken: RedisResult<Option<String>> = decide(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(START_TURN_TTL.as_millis() as u64)
-                    .query_async(&mut conn),
-            )
-            .await;
-            match taken {
-                Ok(Some(_)) => break,
-                Ok(None) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(START_TURN_POLL).await;
-                }
-                Ok(None) => {
-                    tracing::warn!(%user_id, "start turn not released in time; starting anyway");
-                    return StartTurn::local();
-                }
-                Err(e) => {
-                    self.shared.health.set(Part::Commands, e);
-                    return StartTurn::local();
-                }
-            }
-        }
-        let shared = Arc::clone(&self.shared);
-        StartTurn {
-            release: Some(Box::new(move || {
-                tokio::spawn(async move {
-                    let mut invocation = shared.release_turn.key(&key);
-                    invocation.arg(&token);
-                    if let Err(e) = invocation.invoke_async::<i64>(&mut conn).await {
-                        // The turn expires by itself.
-                        tracing::debug!(error = %e, "could not release the start turn");
-                    }
-                });
-            })),
-        }
     }
 
     async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool> {

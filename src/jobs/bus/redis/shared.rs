@@ -31,10 +31,6 @@ pub(super) const WRITE_BATCH: usize = 512;
 pub(super) const RETRY: Duration = Duration::from_millis(500);
 /// Commands other than a blocking read answer within this, or count as a failure.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// A start turn is held at most this long (a crashed holder cannot block a user for longer)
-/// and waited for at most as long.
-pub(super) const START_TURN_TTL: Duration = Duration::from_secs(15);
-pub(super) const START_TURN_POLL: Duration = Duration::from_millis(10);
 /// A Redis round trip on a request's path (a start turn, a generation token) or on the lease
 /// upkeep's waits at most this: beyond it the instance goes on alone rather than hold a user
 /// up or delay the renewal of its leases.
@@ -166,7 +162,6 @@ pub(super) struct Shared {
     pub(super) cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
     pub(super) health: Health,
     pub(super) generation_bucket: redis::Script,
-    pub(super) release_turn: redis::Script,
 }
 
 impl Shared {
