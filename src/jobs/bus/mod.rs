@@ -1,7 +1,8 @@
-//! The job bus: the one seam through which a job's events, cancel requests and start turns
-//! reach the other instances of a cluster. [`MemoryBus`] is the single embedded instance
-//! (a job's events live only in its in-process [`JobChannel`]); [`RedisBus`] adds a Redis
-//! stream per job, a control channel and cluster-wide locks (README "Scaling").
+//! The job bus: the one seam through which a job's events, cancel requests and generation
+//! tokens reach the other instances of a cluster. [`MemoryBus`] is the single embedded
+//! instance (a job's events live only in its in-process [`JobChannel`]); [`RedisBus`] adds a
+//! Redis stream and a live channel per job, a control channel and the cluster-wide generation
+//! bucket (README "Scaling").
 
 mod memory;
 mod redis;

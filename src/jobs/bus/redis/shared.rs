@@ -31,7 +31,7 @@ pub(super) const WRITE_BATCH: usize = 512;
 pub(super) const RETRY: Duration = Duration::from_millis(500);
 /// Commands other than a blocking read answer within this, or count as a failure.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// A Redis round trip on a request's path (a start turn, a generation token) or on the lease
+/// A Redis round trip on a request's path (a generation token) or on the lease
 /// upkeep's waits at most this: beyond it the instance goes on alone rather than hold a user
 /// up or delay the renewal of its leases.
 pub(super) const DECISION_TIMEOUT: Duration = Duration::from_millis(500);
