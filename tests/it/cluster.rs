@@ -301,6 +301,50 @@ async fn reconnect_on_the_other_replica_mid_job_gets_every_event_once() {
 }
 
 #[tokio::test]
+async fn a_gap_the_trimmed_stream_cannot_fill_is_answered_from_the_database() {
+    let all = texts(30);
+    let script = all.clone();
+    // The stream keeps only the newest three events: a tab that joins on the other replica
+    // mid-job cannot be given the beginning.
+    let cluster = Cluster::start(2, &[("JOB_STREAM_MAX_EVENTS", "3")], move |_| {
+        Script::paced(&script, Duration::from_millis(40))
+    })
+    .await;
+    let user = cluster.user().await;
+    let mut owner = cluster.replicas[0].client(user).await;
+    let project = owner.create_project("切り詰めのゲーム").await;
+    owner.select(project).await;
+    owner
+        .send(json!({"type":"message","content":"作って"}))
+        .await;
+    let mut streams = 0;
+    while streams < 10 {
+        if owner.recv().await["type"] == "stream" {
+            streams += 1;
+        }
+    }
+
+    let mut late = cluster.replicas[1].client(user).await;
+    late.select(project).await;
+    let events = job_events_until(&mut late, "completed").await;
+    // The job's row stands in for what is gone, then the events follow in order.
+    assert_eq!(events[0]["type"], "progress", "{:?}", events[0]);
+    assert_eq!(events[0]["job"]["status"], "processing");
+    let text = stream_text(&events);
+    assert!(
+        all.concat().ends_with(&text) && text.len() < all.concat().len(),
+        "a gap-free suffix, got {text:?}"
+    );
+    assert!(text.ends_with(all.last().unwrap()), "{text:?}");
+    assert_eq!(count(&events, "completed"), 1);
+    assert_no_more_job_events(&mut late, Duration::from_millis(500)).await;
+    // The owner's tab was never short of anything.
+    let rest = job_events_until(&mut owner, "completed").await;
+    assert_eq!(count(&rest, "completed"), 1);
+    cluster.finish().await;
+}
+
+#[tokio::test]
 async fn two_tabs_on_two_replicas_see_the_same_job() {
     let all = texts(15);
     let script = all.clone();

@@ -27,6 +27,9 @@ use crate::jobs::bus::state_from_database;
 use crate::jobs::channel::JobChannel;
 use crate::jobs::event_kind::EventKind;
 
+/// Live events kept while a gap waits to be filled (only while reading the stream fails).
+const AHEAD_MAX_EVENTS: usize = 4096;
+
 /// A job to follow, handed to the follower task by [`super::RedisBus`].
 pub(super) struct Follow {
     pub(super) job_id: Uuid,
@@ -191,13 +194,18 @@ async fn add(
     if known {
         return Ok(());
     }
+    // Kept from now on, so that when Redis fails below, the reconnect subscribes it again
+    // and catches it up like every other followed job.
+    jobs.insert(channel.clone(), Followed::new(follow));
     sink.subscribe(&channel).await?;
-    let mut job = Followed::new(follow);
-    if catch_up(shared, &mut job).await? == Next::Stop {
-        leave(shared, sink, job, &channel).await;
+    let Some(job) = jobs.get_mut(&channel) else {
         return Ok(());
+    };
+    if catch_up(shared, job).await? == Next::Stop {
+        if let Some(job) = jobs.remove(&channel) {
+            leave(shared, sink, job, &channel).await;
+        }
     }
-    jobs.insert(channel, job);
     Ok(())
 }
 
@@ -242,6 +250,10 @@ async fn on_live(
             Next::Continue => job.drain_ahead(),
         }
     } else if seq > job.delivered {
+        if job.ahead.len() >= AHEAD_MAX_EVENTS {
+            // The stream holds them too: the catch-up reads them back from there.
+            job.ahead.clear();
+        }
         job.ahead.insert(seq, (kind, frame));
         catch_up(shared, job).await?
     } else {
