@@ -202,9 +202,7 @@ async fn add(
         return Ok(());
     };
     if catch_up(shared, job).await? == Next::Stop {
-        if let Some(job) = jobs.remove(&channel) {
-            leave(shared, sink, job, &channel).await;
-        }
+        leave(shared, Some(sink), jobs, &channel).await;
     }
     Ok(())
 }
@@ -221,9 +219,7 @@ async fn resubscribe(
             continue;
         };
         if catch_up(shared, job).await? == Next::Stop {
-            if let Some(job) = jobs.remove(&channel) {
-                leave(shared, sink, job, &channel).await;
-            }
+            leave(shared, Some(sink), jobs, &channel).await;
         }
     }
     Ok(())
@@ -260,9 +256,7 @@ async fn on_live(
         Next::Continue
     };
     if next == Next::Stop {
-        if let Some(job) = jobs.remove(channel) {
-            leave(shared, sink, job, channel).await;
-        }
+        leave(shared, Some(sink), jobs, channel).await;
     }
     Ok(())
 }
@@ -342,10 +336,17 @@ async fn fill_from_database(shared: &Shared, job: &mut Followed, next_seq: u64) 
     }
 }
 
-async fn leave(shared: &Shared, sink: &mut PubSubSink, job: Followed, channel: &str) {
+/// Stop following the job of `channel`: forget its mirror and, when Redis is reachable
+/// (`sink`), unsubscribe from its live channel.
+async fn leave(shared: &Shared, sink: Option<&mut PubSubSink>, jobs: &mut Jobs, channel: &str) {
+    let Some(job) = jobs.remove(channel) else {
+        return;
+    };
     shared.forget_mirror(job.job_id, &job.mirror);
-    if let Err(e) = sink.unsubscribe(channel).await {
-        tracing::debug!(job_id = %job.job_id, error = %e, "could not unsubscribe");
+    if let Some(sink) = sink {
+        if let Err(e) = sink.unsubscribe(channel).await {
+            tracing::debug!(job_id = %job.job_id, error = %e, "could not unsubscribe");
+        }
     }
 }
 
@@ -353,7 +354,7 @@ async fn leave(shared: &Shared, sink: &mut PubSubSink, job: Followed, channel: &
 /// those the database says ended. The database is asked for all of them at once, so a crowd
 /// of quiet jobs holds up the busy ones for one round trip only. Without `sink` (Redis is
 /// away) every job is checked.
-async fn check_quiet(shared: &Shared, jobs: &mut Jobs, sink: Option<&mut PubSubSink>) {
+async fn check_quiet(shared: &Shared, jobs: &mut Jobs, mut sink: Option<&mut PubSubSink>) {
     let everyone = sink.is_none();
     let checks = jobs
         .iter_mut()
@@ -378,21 +379,8 @@ async fn check_quiet(shared: &Shared, jobs: &mut Jobs, sink: Option<&mut PubSubS
         .filter(|(_, next)| *next == Next::Stop)
         .map(|(channel, _)| channel)
         .collect();
-    match sink {
-        Some(sink) => {
-            for channel in stops {
-                if let Some(job) = jobs.remove(&channel) {
-                    leave(shared, sink, job, &channel).await;
-                }
-            }
-        }
-        None => {
-            for channel in stops {
-                if let Some(job) = jobs.remove(&channel) {
-                    shared.forget_mirror(job.job_id, &job.mirror);
-                }
-            }
-        }
+    for channel in stops {
+        leave(shared, sink.as_deref_mut(), jobs, &channel).await;
     }
 }
 

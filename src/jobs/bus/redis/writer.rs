@@ -20,6 +20,13 @@ struct StreamBudget {
     bytes: usize,
 }
 
+/// A job the writer is writing: its Redis names (made once, not per event) and its budget.
+struct JobStream {
+    key: String,
+    channel: String,
+    budget: StreamBudget,
+}
+
 impl StreamBudget {
     /// Record entry `seq` and return the lowest sequence number the stream keeps.
     fn keep(&mut self, seq: u64, len: usize, settings: &ClusterConfig) -> u64 {
@@ -42,7 +49,7 @@ pub(super) async fn write_events(
     shared: std::sync::Weak<Shared>,
     mut appends: mpsc::UnboundedReceiver<Append>,
 ) {
-    let mut budgets: HashMap<Uuid, StreamBudget> = HashMap::new();
+    let mut streams: HashMap<Uuid, JobStream> = HashMap::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while appends.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let Some(shared) = shared.upgrade() else {
@@ -52,11 +59,16 @@ pub(super) async fn write_events(
         let mut bytes = 0;
         for append in batch.drain(..) {
             bytes += append.frame.len();
-            let key = stream_key(append.job_id);
-            let budget = budgets.entry(append.job_id).or_default();
-            let min_id = budget.keep(append.seq, append.frame.len(), &shared.settings);
+            let stream = streams.entry(append.job_id).or_insert_with(|| JobStream {
+                key: stream_key(append.job_id),
+                channel: live_channel(append.job_id),
+                budget: StreamBudget::default(),
+            });
+            let min_id = stream
+                .budget
+                .keep(append.seq, append.frame.len(), &shared.settings);
             pipe.cmd("XADD")
-                .arg(&key)
+                .arg(&stream.key)
                 .arg("MINID")
                 .arg(entry_id(min_id))
                 .arg(entry_id(append.seq))
@@ -67,21 +79,21 @@ pub(super) async fn write_events(
                 .ignore();
             // After the stream has it: a follower that sees it live can also read it back.
             pipe.cmd("PUBLISH")
-                .arg(live_channel(append.job_id))
+                .arg(&stream.channel)
                 .arg(live_message(append.seq, append.kind, &append.frame))
                 .ignore();
             if append.seq == 1 {
                 pipe.cmd("EXPIRE")
-                    .arg(&key)
+                    .arg(&stream.key)
                     .arg(shared.running_expiry_secs)
                     .ignore();
             }
             if append.kind.is_terminal() {
-                budgets.remove(&append.job_id);
                 pipe.cmd("EXPIRE")
-                    .arg(&key)
+                    .arg(&stream.key)
                     .arg(shared.settings.stream_expire_secs)
                     .ignore();
+                streams.remove(&append.job_id);
             }
         }
         let written: RedisResult<()> = async {
