@@ -13,6 +13,7 @@ mod decoders;
 mod drain;
 mod editor_routes;
 mod front_door;
+mod frontend;
 mod layout;
 mod local_cli;
 mod memory_budget;

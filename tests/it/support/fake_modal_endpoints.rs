@@ -1,5 +1,5 @@
 //! The fake Modal's other endpoints (docs/backends.md §5.3): `detect_intent`, `chat_haiku`,
-//! `detect_skills`, `prewarm_sandbox`, `get_file` and `apply_files` (file writes), with their
+//! `detect_skills`, `prewarm_sandbox`, `get_file`, `list_files` and `apply_files` (file writes), with their
 //! response shapes and failure modes (hang, HTTP error, garbage). Served by the same server as
 //! the fake `generate_game`, at the URLs the relay derives from `MODAL_ENDPOINT`.
 
@@ -58,6 +58,7 @@ impl Endpoints {
             .route("/detect-skills", post(detect_skills))
             .route("/prewarm-sandbox", post(prewarm_sandbox))
             .route("/get-file", get(get_file))
+            .route("/list-files", get(list_files))
             .route("/apply-files", post(apply_files))
             .with_state(Arc::clone(self))
     }
@@ -258,6 +259,33 @@ async fn get_file(
         Some(text) => http_response(200, text.clone()),
         None => json_error(404, "File not found"),
     }
+}
+
+/// The project's files without hidden names, sorted, as Modal's `list_files` answers.
+async fn list_files(
+    State(inner): State<Arc<Endpoints>>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(answer) = inner.pipeline_call("list_files", &headers, json!(query)) else {
+        return json_error(401, "Unauthorized");
+    };
+    if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
+        return response;
+    }
+    let field = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let prefix = format!("{}/{}/", field("user_id"), field("project_id"));
+    let mut files: Vec<String> = inner
+        .files
+        .lock()
+        .unwrap()
+        .keys()
+        .filter_map(|key| key.strip_prefix(&prefix))
+        .filter(|path| !path.split('/').any(|segment| segment.starts_with('.')))
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    http_response(200, json!({ "files": files }).to_string())
 }
 
 /// File writes only; the git actions are not part of this fake (404, as before it had them).
