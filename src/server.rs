@@ -139,8 +139,13 @@ fn build_pipeline(
             prewarm: secs(p.prewarm_timeout_secs),
             files: secs(p.file_timeout_secs),
         };
-        let client = ModalPipeline::new(&config.modal, timeouts, p.max_file_bytes)
-            .map_err(|e| StartupError::Modal(e.to_string()))?;
+        let client = ModalPipeline::new(
+            &config.modal,
+            config.http.upstream_pool(),
+            timeouts,
+            p.max_file_bytes,
+        )
+        .map_err(|e| StartupError::Modal(e.to_string()))?;
         Some(Arc::new(client))
     };
     Ok(Pipeline::new(PipelineParts {
@@ -195,7 +200,10 @@ impl Relay {
             );
         }
         config.game.signing_secret = keys::game_signing_secret(&config, store.as_ref()).await?;
-        let http = reqwest::Client::builder()
+        let http = config
+            .http
+            .upstream_pool()
+            .client()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| StartupError::Http(e.to_string()))?;
@@ -205,7 +213,8 @@ impl Relay {
             None
         } else {
             Some(Arc::new(
-                ModalBackend::new(&config.modal).map_err(|e| StartupError::Modal(e.to_string()))?,
+                ModalBackend::new(&config.modal, config.http.upstream_pool())
+                    .map_err(|e| StartupError::Modal(e.to_string()))?,
             ))
         };
         let local_cli = LocalCliBackend::with_env_source(&config.cli, &data_dir, env);
@@ -291,7 +300,10 @@ impl Relay {
         let modal_git = if config.modal.endpoint.is_empty() {
             None
         } else {
-            Some(ModalGit::new(&config.modal).map_err(StartupError::Modal)?)
+            Some(
+                ModalGit::new(&config.modal, config.http.upstream_pool())
+                    .map_err(StartupError::Modal)?,
+            )
         };
         let pipeline = build_pipeline(&config, Arc::clone(&store), pipeline_cli)?;
         let parts = crate::state::Parts {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::config::ModalConfig;
+use crate::config::{ModalConfig, UpstreamPool};
 
 /// These are quick JSON calls; Modal itself answers a slow one with a redirect after 150 s.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,8 +77,9 @@ pub struct ModalGit {
 
 impl ModalGit {
     /// Builds the client from the Modal configuration.
-    pub fn new(config: &ModalConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+    pub fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, String> {
+        let client = pool
+            .client()
             .connect_timeout(config.connect_timeout())
             .timeout(CALL_TIMEOUT)
             .build()

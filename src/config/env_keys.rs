@@ -248,6 +248,16 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("HTTP_FD_RESERVE", "http.fd_reserve", Kind::Int),
     ("TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
     (
+        "HTTP_UPSTREAM_POOL_MAX_IDLE",
+        "http.upstream_pool_max_idle",
+        Kind::Int,
+    ),
+    (
+        "HTTP_UPSTREAM_POOL_IDLE_SECS",
+        "http.upstream_pool_idle_secs",
+        Kind::Int,
+    ),
+    (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "telemetry.otlp_endpoint",
         Kind::Str,

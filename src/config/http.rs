@@ -1,5 +1,6 @@
 //! The `[http]` section: how the listener protects itself from slow, idle and numerous
-//! connections before any request reaches a handler.
+//! connections before any request reaches a handler, and how many idle connections the relay
+//! keeps to the services it calls.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,6 +24,10 @@ pub struct HttpConfig {
     /// Peers whose `X-Forwarded-For` names the client (addresses or CIDR ranges).
     #[serde(deserialize_with = "de_networks")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Idle connections kept per upstream host for the next call.
+    pub upstream_pool_max_idle: usize,
+    /// How long an idle upstream connection is kept.
+    pub upstream_pool_idle_secs: u64,
 }
 
 impl HttpConfig {
@@ -34,6 +39,42 @@ impl HttpConfig {
     /// How long an idle keep-alive connection stays open.
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_secs(self.keepalive_timeout_secs)
+    }
+
+    /// The connection pool every outbound HTTP client uses.
+    pub fn upstream_pool(&self) -> UpstreamPool {
+        UpstreamPool {
+            max_idle_per_host: self.upstream_pool_max_idle,
+            idle_timeout: Duration::from_secs(self.upstream_pool_idle_secs),
+        }
+    }
+}
+
+/// The idle connections an outbound client keeps. Without a cap, reqwest keeps every
+/// connection a burst opened (1,000 jobs: 1,000 sockets to Modal, each holding its grown read
+/// buffer) until 90 s of idleness, so memory stays at the burst's peak.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPool {
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+}
+
+impl Default for UpstreamPool {
+    /// The embedded defaults (`config/default.toml`).
+    fn default() -> Self {
+        Self {
+            max_idle_per_host: 8,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl UpstreamPool {
+    /// A client builder with this pool; callers add their timeouts and redirect policy.
+    pub fn client(self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(self.max_idle_per_host)
+            .pool_idle_timeout(self.idle_timeout)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use env_keys::env_keys;
-pub use http::{parse_network, HttpConfig};
+pub use http::{parse_network, HttpConfig, UpstreamPool};
 pub use provenance::{explain, render, Origin, Setting};
 pub use secret::{Secret, SecretEncoding};
 pub use sections::{
@@ -188,6 +188,12 @@ impl Config {
         }
         if self.http.keepalive_timeout_secs == 0 {
             return Err(invalid("HTTP_KEEPALIVE_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.http.upstream_pool_idle_secs == 0 {
+            return Err(invalid(
+                "HTTP_UPSTREAM_POOL_IDLE_SECS",
+                "must be at least 1",
+            ));
         }
         if self.http.max_connections == 0 {
             return Err(invalid("HTTP_MAX_CONNECTIONS", "must be at least 1"));

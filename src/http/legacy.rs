@@ -29,7 +29,11 @@ pub(super) fn routes(app: &AppState) -> Router<AppState> {
         .then(|| {
             // The configuration check already refused anything but an http(s) URL.
             let base = reqwest::Url::parse(configured).ok()?;
-            let http = reqwest::Client::builder()
+            let http = app
+                .config
+                .http
+                .upstream_pool()
+                .client()
                 .connect_timeout(CONNECT_TIMEOUT)
                 // Redirects are the browser's to follow, not ours.
                 .redirect(reqwest::redirect::Policy::none())

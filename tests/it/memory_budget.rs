@@ -1,13 +1,15 @@
 //! Memory is bounded by configuration, never by the input (decision 14): a generation that
 //! streams 24 MB of assistant text through a real relay process costs the relay a bounded
 //! amount of memory (RSS read from /proc), and the project's `projectSelected` afterwards
-//! stays small, with the cut answer marked.
+//! stays small, with the cut answer marked; a burst of jobs leaves no more upstream
+//! connections behind than the pool keeps.
 
 use std::time::Duration;
 
 use crate::support::fake_modal::{assistant_text, FakeModal, Script, Step};
 use crate::support::relay::{stream_text, token, Client};
 use crate::support::relay_process::RelayProcess;
+use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -97,4 +99,65 @@ async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
         "projectSelected is {selected_bytes} bytes"
     );
     assert!(answer.ends_with(CUT_MARKER));
+}
+
+/// Jobs of this burst run at the same time, each holding its own upstream connections.
+const BURST_JOBS: usize = 16;
+/// Idle connections per upstream host the relay is told to keep.
+const POOL_MAX_IDLE: usize = 1;
+/// The relay's outbound clients that took part (generation stream, pipeline calls, file
+/// reads, file writes), each allowed its pool.
+const OUTBOUND_CLIENTS: usize = 4;
+
+#[tokio::test]
+async fn a_burst_of_jobs_leaves_no_more_upstream_connections_than_the_pool_keeps() {
+    // Each job streams for about half a second, so the burst's jobs overlap.
+    let texts: Vec<String> = (0..10).map(|n| format!("part {n};")).collect();
+    let fake = FakeModal::start(move |_| Script::paced(&texts, Duration::from_millis(50))).await;
+    let data = tempfile::tempdir().unwrap();
+    let pool = POOL_MAX_IDLE.to_string();
+    let relay = RelayProcess::on_fake_modal_with(
+        data.path(),
+        &fake,
+        "",
+        &[
+            ("HTTP_UPSTREAM_POOL_MAX_IDLE", pool.as_str()),
+            ("RATE_LIMIT_GENERATIONS_PER_MIN", "0"),
+        ],
+    )
+    .await;
+    let before = relay.open_fds();
+
+    let mut clients = Vec::new();
+    for n in 0..BURST_JOBS {
+        let (mut client, _) = relay.user(Uuid::new_v4()).await;
+        let project = client.create_project(&format!("burst {n}")).await;
+        client.select(project).await;
+        clients.push(client);
+    }
+    join_all(clients.iter_mut().map(|c| async {
+        c.send(json!({"type":"message","content":"ゲームを作って"}))
+            .await;
+        let frames = c.recv_until("gameUpdated").await;
+        assert!(frames.iter().any(|f| f["type"] == "completed"));
+    }))
+    .await;
+    for client in clients {
+        client.close().await;
+    }
+
+    // Sockets closed and connections returned: what stays open is the pools' idle share.
+    let allowed = before + POOL_MAX_IDLE * OUTBOUND_CLIENTS;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = relay.open_fds();
+        if open <= allowed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} descriptors open after the burst: {before} before it, at most {allowed} allowed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use dreamcore_relay::backend::modal::ModalBackend;
 use dreamcore_relay::backend::{Backend, BackendEvent, BackendKind, Failure, RunRequest};
-use dreamcore_relay::config::{Config, ModalConfig};
+use dreamcore_relay::config::{Config, ModalConfig, UpstreamPool};
 use fake_modal::{
     api_error_event, assistant_text, assistant_tool_use, cli_result, python_json, status,
     FakeModal, Script, Step, COMMIT, TEST_ERROR_STATUS,
@@ -24,6 +24,11 @@ use uuid::Uuid;
 const DEADLINE: Duration = Duration::from_secs(30);
 const USER: &str = "6b229f33-0c1e-4d5a-9a61-1f0e2b7c9d10";
 const PROJECT: &str = "019c390f-7a2b-7c11-8e3d-55aa90c4b021";
+
+/// The backend with the embedded pool defaults.
+fn new_backend(config: &ModalConfig) -> Result<ModalBackend, reqwest::Error> {
+    ModalBackend::new(config, UpstreamPool::default())
+}
 
 fn config(endpoint: &str, secret: &str, idle_secs: u64) -> ModalConfig {
     let vars: HashMap<&str, String> = HashMap::from([
@@ -55,7 +60,7 @@ async fn collect(backend: &ModalBackend, request: RunRequest) -> Vec<BackendEven
 }
 
 async fn run_against(fake: &FakeModal, idle_secs: u64) -> Vec<BackendEvent> {
-    let backend = ModalBackend::new(&config(&fake.url, &fake.secret, idle_secs)).unwrap();
+    let backend = new_backend(&config(&fake.url, &fake.secret, idle_secs)).unwrap();
     collect(&backend, request("<user>\nMake a game\n</user>")).await
 }
 
@@ -340,7 +345,7 @@ async fn cli_result_error_turns_done_into_failure() {
 #[tokio::test]
 async fn wrong_secret_is_an_upstream_auth_failure() {
     let fake = FakeModal::start(|_| Script::success(&[])).await;
-    let backend = ModalBackend::new(&config(&fake.url, "not-the-modal-secret", 30)).unwrap();
+    let backend = new_backend(&config(&fake.url, "not-the-modal-secret", 30)).unwrap();
     let events = collect(&backend, request("hi")).await;
     assert_eq!(events.len(), 1);
     let f = failure(events.into_iter().next().unwrap());
@@ -358,7 +363,7 @@ async fn wrong_secret_is_an_upstream_auth_failure() {
 async fn rejected_request_is_an_upstream_bad_request() {
     let fake = FakeModal::start(|_| Script::success(&[])).await;
     let events = {
-        let backend = ModalBackend::new(&config(&fake.url, &fake.secret, 30)).unwrap();
+        let backend = new_backend(&config(&fake.url, &fake.secret, 30)).unwrap();
         collect(&backend, request("")).await
     };
     assert_eq!(events.len(), 1);
@@ -552,7 +557,7 @@ async fn refused_connection_is_a_network_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let backend = ModalBackend::new(&config(
+    let backend = new_backend(&config(
         &format!("http://127.0.0.1:{port}/generate_game"),
         "modal-internal-secret",
         5,
@@ -586,7 +591,7 @@ fn hanging_fake_script() -> Script {
 #[tokio::test]
 async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
     let fake = FakeModal::start(|_| hanging_fake_script()).await;
-    let backend = ModalBackend::new(&config(&fake.url, &fake.secret, 60)).unwrap();
+    let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
     let cancel = CancellationToken::new();
     let mut stream = backend.run(request("hi"), cancel.clone());
     for expected in startup() {
@@ -606,7 +611,7 @@ async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
 #[tokio::test]
 async fn dropping_the_event_stream_closes_the_upstream_connection() {
     let fake = FakeModal::start(|_| hanging_fake_script()).await;
-    let backend = ModalBackend::new(&config(&fake.url, &fake.secret, 60)).unwrap();
+    let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
     let mut stream = backend.run(request("hi"), CancellationToken::new());
     let first = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
     assert_eq!(first, Some(BackendEvent::Status(STARTUP[0].into())));
@@ -618,7 +623,7 @@ async fn dropping_the_event_stream_closes_the_upstream_connection() {
 #[tokio::test]
 async fn cancel_before_the_first_poll_sends_nothing_upstream() {
     let fake = FakeModal::start(|_| Script::success(&[])).await;
-    let backend = ModalBackend::new(&config(&fake.url, &fake.secret, 60)).unwrap();
+    let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
     let cancel = CancellationToken::new();
     cancel.cancel();
     let events: Vec<BackendEvent> =
@@ -659,7 +664,7 @@ async fn request_has_exactly_the_documented_shape() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, recorder).await.unwrap() });
 
-    let backend = ModalBackend::new(&config(
+    let backend = new_backend(&config(
         &format!("http://{addr}/generate_game"),
         "the-modal-secret",
         30,

@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use super::events::StreamState;
 use super::sse::SseLines;
 use crate::backend::{BackendEvent, Failure, RunRequest};
-use crate::config::{ModalConfig, Secret};
+use crate::config::{ModalConfig, Secret, UpstreamPool};
 
 const SECRET_HEADER: &str = "X-Modal-Secret";
 /// How much of a non-2xx body is kept for the log line.
@@ -37,8 +37,9 @@ struct GenerateBody<'a> {
 }
 
 impl Shared {
-    pub(super) fn new(config: &ModalConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    pub(super) fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, reqwest::Error> {
+        let client = pool
+            .client()
             .use_rustls_tls()
             // Only a connect timeout: a healthy generation streams for many minutes, and
             // silence is bounded by the idle timeout instead.

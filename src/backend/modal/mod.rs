@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Backend, BackendEvent, BackendKind, EventStream, RunRequest};
-use crate::config::ModalConfig;
+use crate::config::{ModalConfig, UpstreamPool};
 use client::Shared;
 
 /// Events read ahead of a slow consumer before the reader waits.
@@ -32,9 +32,9 @@ pub struct ModalBackend {
 
 impl ModalBackend {
     /// Builds the Modal backend and its HTTP client from configuration.
-    pub fn new(config: &ModalConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            shared: Arc::new(Shared::new(config)?),
+            shared: Arc::new(Shared::new(config, pool)?),
         })
     }
 }

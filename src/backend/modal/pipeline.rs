@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::sse::SseLines;
-use crate::config::ModalConfig;
+use crate::config::{ModalConfig, UpstreamPool};
 use crate::metrics::METRICS;
 
 const SECRET_HEADER: &str = "X-Modal-Secret";
@@ -113,10 +113,12 @@ impl ModalPipeline {
     /// `max_bytes` bounds every answer read (STYLE.md, SPEC.md, index.html, JSON replies).
     pub fn new(
         config: &ModalConfig,
+        pool: UpstreamPool,
         timeouts: CallTimeouts,
         max_bytes: usize,
     ) -> Result<Self, ModalCallError> {
-        let client = reqwest::Client::builder()
+        let client = pool
+            .client()
             .use_rustls_tls()
             .connect_timeout(config.connect_timeout())
             .build()

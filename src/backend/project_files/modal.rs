@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{FileBody, FilesError, ProjectFiles, ProjectPath};
-use crate::config::ModalConfig;
+use crate::config::{ModalConfig, UpstreamPool};
 use crate::metrics::METRICS;
 
 const LIST_FILES: &str = "list_files";
@@ -35,8 +35,13 @@ struct Listing {
 
 impl ModalFiles {
     /// `list_budget` is the most bytes of a `list_files` answer read.
-    pub fn new(config: &ModalConfig, list_budget: usize) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+    pub fn new(
+        config: &ModalConfig,
+        pool: UpstreamPool,
+        list_budget: usize,
+    ) -> Result<Self, String> {
+        let client = pool
+            .client()
             .connect_timeout(config.connect_timeout())
             // A whole call, a file's body included.
             .timeout(config.file_timeout())

@@ -16,7 +16,7 @@ impl Readers {
     /// Builds the file readers for every configured backend.
     pub fn new(config: &Config) -> Self {
         let list_budget = config.limits.file_list_max_bytes;
-        let modal = ModalFiles::new(&config.modal, list_budget)
+        let modal = ModalFiles::new(&config.modal, config.http.upstream_pool(), list_budget)
             .map_err(|e| tracing::error!(error = %e, "Modal file client unavailable"))
             .ok();
         Self {

@@ -85,7 +85,17 @@ impl RelayProcess {
     /// `database_url` is empty, PostgreSQL as store. Short leases: a killed process's job is
     /// failed within about three seconds.
     pub async fn on_fake_modal(data: &Path, fake: &FakeModal, database_url: &str) -> RelayProcess {
-        let env = [
+        Self::on_fake_modal_with(data, fake, database_url, &[]).await
+    }
+
+    /// `on_fake_modal` with `extra` settings added (they win over the defaults above).
+    pub async fn on_fake_modal_with(
+        data: &Path,
+        fake: &FakeModal,
+        database_url: &str,
+        extra: &[(&str, &str)],
+    ) -> RelayProcess {
+        let mut env = vec![
             ("SUPABASE_JWT_SECRET", SECRET),
             ("USE_MODAL", "true"),
             ("MODAL_ENDPOINT", fake.url.as_str()),
@@ -95,6 +105,7 @@ impl RelayProcess {
             ("JOB_LEASE_TTL_SECS", "2"),
             ("RUST_LOG", "warn"),
         ];
+        env.extend_from_slice(extra);
         Self::spawn(DataDir::Shared(data.to_path_buf()), &env, None).await
     }
 
@@ -146,6 +157,13 @@ impl RelayProcess {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("figure in /proc status")
+    }
+
+    /// The descriptors the process has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("relay /proc fd")
+            .count()
     }
 
     /// SIGKILL: no drain, no last words.
