@@ -1,6 +1,7 @@
 //! `dreamcore-relay [serve]` runs the relay; the other subcommands (`--help` lists them) help a
 //! newcomer and the container around it.
 
+mod allocator;
 mod cli;
 mod telemetry;
 
@@ -15,22 +16,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
 use cli::{Cli, Command};
-/// jemalloc rather than the system allocator: after a burst (many jobs, large outputs) the
-/// system allocator keeps the freed memory in its per-thread arenas, so RSS stays near the
-/// peak; jemalloc's background thread hands dirty pages back to the kernel about a second
-/// after they are freed, even while the relay is idle. Measured with `examples/loadgen.rs`
-/// (README, Benchmark).
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc reads these options at its start (`_RJEM_MALLOC_CONF` in the environment
-/// overrides them): purge from a background thread, and return dirty pages after 1 s instead
-/// of 10 s; `muzzy_decay_ms:0` releases lazily purged pages at once.
-#[cfg(not(target_env = "msvc"))]
-#[export_name = "_rjem_malloc_conf"]
-static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
-
 /// Threads for `spawn_blocking` and `tokio::fs` (tokio's default is 512).
 const MAX_BLOCKING_THREADS: usize = 16;
 
@@ -74,6 +59,7 @@ fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .on_thread_park(allocator::return_cache_when_idle)
         .build()
     {
         Ok(rt) => rt,

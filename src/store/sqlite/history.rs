@@ -60,16 +60,18 @@ pub(super) async fn add_user_message(
         .call(move |c| {
             let tx = c.transaction()?;
             let now = now_text();
-            let touched = tx.execute(
-                "UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
-                params![pid, uid, now],
-            )?;
+            let touched = tx
+                .prepare_cached(
+                    "UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+                )?
+                .execute(params![pid, uid, now])?;
             // Only the owner may write into a project's history.
             if touched == 1 {
-                tx.execute(
-                    "INSERT INTO chat_history (project_id, role, message, created_at) VALUES (?1, 'user', ?2, ?3)",
-                    params![pid, content, now],
-                )?;
+                tx.prepare_cached(
+                    "INSERT INTO chat_history (project_id, role, message, created_at)
+                     VALUES (?1, 'user', ?2, ?3)",
+                )?
+                .execute(params![pid, content, now])?;
             }
             tx.commit()
         })
@@ -87,15 +89,13 @@ pub(super) async fn add_history(
         .call(move |c| {
             let tx = c.transaction()?;
             let now = now_text();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO chat_history (project_id, role, message, created_at)
                  SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
-                params![pid, role.as_str(), content, now],
-            )?;
-            tx.execute(
-                "UPDATE projects SET updated_at = ?2 WHERE id = ?1",
-                params![pid, now],
-            )?;
+            )?
+            .execute(params![pid, role.as_str(), content, now])?;
+            tx.prepare_cached("UPDATE projects SET updated_at = ?2 WHERE id = ?1")?
+                .execute(params![pid, now])?;
             tx.commit()
         })
         .await

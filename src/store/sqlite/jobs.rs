@@ -37,23 +37,18 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 fn select_job(conn: &Connection, job_id: &str) -> rusqlite::Result<Option<JobRow>> {
-    conn.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        params![job_id],
-        job_from_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![job_id], job_from_row)
+        .optional()
 }
 
 fn select_active_job(conn: &Connection, project_id: &str) -> rusqlite::Result<Option<JobRow>> {
-    conn.query_row(
-        &format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ?1 AND status IN ('pending', 'processing')
-             ORDER BY created_at DESC LIMIT 1"
-        ),
-        params![project_id],
-        job_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE project_id = ?1 AND status IN ('pending', 'processing')
+         ORDER BY created_at DESC LIMIT 1"
+    ))?
+    .query_row(params![project_id], job_from_row)
     .optional()
 }
 
@@ -87,33 +82,33 @@ pub(super) async fn start_job(
             let reaches =
                 |count: i64, limit: usize| usize::try_from(count).unwrap_or(usize::MAX) >= limit;
             if let Some(total) = limits.total {
-                let active: i64 = tx.query_row(
-                    "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
-                    [],
-                    |row| row.get(0),
-                )?;
+                let active: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
+                    )?
+                    .query_row([], |row| row.get(0))?;
                 if reaches(active, total) {
                     return Ok(JobStart::Full);
                 }
             }
             if let Some(per_user) = limits.per_user {
-                let mine: i64 = tx.query_row(
-                    "SELECT count(*) FROM jobs WHERE user_id = ?1
+                let mine: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE user_id = ?1
                      AND status IN ('pending', 'processing')",
-                    params![uid],
-                    |row| row.get(0),
-                )?;
+                    )?
+                    .query_row(params![uid], |row| row.get(0))?;
                 if reaches(mine, per_user) {
                     return Ok(JobStart::UserFull);
                 }
             }
             let now = iso_millis(&now);
-            tx.execute(
-                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at, updated_at,
-                                   owner_instance, lease_expires_at)
+            tx.prepare_cached(
+                "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at,
+                                   updated_at, owner_instance, lease_expires_at)
                  VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5, ?6)",
-                params![jid, uid, pid, now, owner, expiry],
-            )?;
+            )?
+            .execute(params![jid, uid, pid, now, owner, expiry])?;
             let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             tx.commit()?;
             Ok(JobStart::Created(row))
@@ -125,11 +120,9 @@ pub(super) async fn discard_job(store: &SqliteStore, job_id: Uuid) -> Result<(),
     let jid = job_id.to_string();
     store
         .call(move |c| {
-            c.execute(
-                "DELETE FROM jobs WHERE id = ?1 AND status = 'pending'",
-                params![jid],
-            )
-            .map(|_| ())
+            c.prepare_cached("DELETE FROM jobs WHERE id = ?1 AND status = 'pending'")?
+                .execute(params![jid])
+                .map(|_| ())
         })
         .await
 }
@@ -143,9 +136,8 @@ pub(super) async fn update_job(
     let update = update.clone();
     store
         .call(move |c| {
-            c.query_row(
-                &format!(
-                    "UPDATE jobs SET
+            c.prepare_cached(&format!(
+                "UPDATE jobs SET
                         status = coalesce(?2, status),
                         progress = coalesce(?3, progress),
                         progress_message = coalesce(?4, progress_message),
@@ -154,7 +146,8 @@ pub(super) async fn update_job(
                         updated_at = ?7
                      WHERE id = ?1 AND status IN ('pending', 'processing')
                      RETURNING {JOB_COLUMNS}"
-                ),
+            ))?
+            .query_row(
                 params![
                     jid,
                     update.status.map(JobStatus::as_str),
@@ -218,12 +211,9 @@ pub(super) async fn active_jobs_for_user(
 pub(super) async fn count_active_jobs(store: &SqliteStore) -> Result<usize, StoreError> {
     store
         .call(|c| {
-            c.query_row(
-                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| usize::try_from(n).unwrap_or(0))
+            c.prepare_cached("SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')")?
+                .query_row([], |row| row.get::<_, i64>(0))
+                .map(|n| usize::try_from(n).unwrap_or(0))
         })
         .await
 }

@@ -40,11 +40,11 @@ pub(super) async fn ensure_user(store: &SqliteStore, who: &Identity) -> Result<(
     store
         .call(move |c| {
             let now = now_text();
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO users (id, email, display_name, avatar_url, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO NOTHING",
-                params![id, email, name, avatar, now],
-            )
+            )?
+            .execute(params![id, email, name, avatar, now])
             .map(|_| ())
         })
         .await
@@ -74,11 +74,10 @@ pub(super) async fn get_project(
     let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
     store
         .call(move |c| {
-            c.query_row(
-                &format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1 AND user_id = ?2"),
-                params![pid, uid],
-                project_from_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1 AND user_id = ?2"
+            ))?
+            .query_row(params![pid, uid], project_from_row)
             .optional()
         })
         .await
@@ -94,14 +93,12 @@ pub(super) async fn create_project(
     store
         .call(move |c| {
             let now = now_text();
-            c.query_row(
-                &format!(
-                    "INSERT INTO projects (id, user_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
-                     RETURNING {PROJECT_COLUMNS}"
-                ),
-                params![id, uid, name, now],
-                project_from_row,
-            )
+            c.prepare_cached(&format!(
+                "INSERT INTO projects (id, user_id, name, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 RETURNING {PROJECT_COLUMNS}"
+            ))?
+            .query_row(params![id, uid, name, now], project_from_row)
         })
         .await
 }
@@ -119,14 +116,11 @@ pub(super) async fn rename_project(
     );
     store
         .call(move |c| {
-            c.query_row(
-                &format!(
-                    "UPDATE projects SET name = ?3, updated_at = ?4 WHERE id = ?1 AND user_id = ?2
+            c.prepare_cached(&format!(
+                "UPDATE projects SET name = ?3, updated_at = ?4 WHERE id = ?1 AND user_id = ?2
                      RETURNING {PROJECT_COLUMNS}"
-                ),
-                params![pid, uid, name, now_text()],
-                project_from_row,
-            )
+            ))?
+            .query_row(params![pid, uid, name, now_text()], project_from_row)
             .optional()
         })
         .await
@@ -140,11 +134,9 @@ pub(super) async fn delete_project(
     let (uid, pid) = (who.user_id.to_string(), project_id.to_string());
     store
         .call(move |c| {
-            c.execute(
-                "DELETE FROM projects WHERE id = ?1 AND user_id = ?2",
-                params![pid, uid],
-            )
-            .map(|n| n > 0)
+            c.prepare_cached("DELETE FROM projects WHERE id = ?1 AND user_id = ?2")?
+                .execute(params![pid, uid])
+                .map(|n| n > 0)
         })
         .await
 }
@@ -156,11 +148,9 @@ pub(super) async fn mark_initialized(
     let pid = project_id.to_string();
     store
         .call(move |c| {
-            c.execute(
-                "UPDATE projects SET is_initialized = 1 WHERE id = ?1",
-                params![pid],
-            )
-            .map(|_| ())
+            c.prepare_cached("UPDATE projects SET is_initialized = 1 WHERE id = ?1")?
+                .execute(params![pid])
+                .map(|_| ())
         })
         .await
 }
@@ -172,12 +162,9 @@ pub(super) async fn project_owner(
     let pid = project_id.to_string();
     store
         .call(move |c| {
-            c.query_row(
-                "SELECT user_id FROM projects WHERE id = ?1",
-                params![pid],
-                |row| parse_uuid(row.get(0)?),
-            )
-            .optional()
+            c.prepare_cached("SELECT user_id FROM projects WHERE id = ?1")?
+                .query_row(params![pid], |row| parse_uuid(row.get(0)?))
+                .optional()
         })
         .await
 }

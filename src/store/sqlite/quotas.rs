@@ -16,11 +16,10 @@ pub(super) async fn plan(store: &SqliteStore, user_id: Uuid) -> Result<String, S
     let uid = user_id.to_string();
     store
         .call(move |c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT plan FROM subscriptions WHERE user_id = ?1 AND status = 'active'",
-                params![uid],
-                |r| r.get::<_, String>(0),
-            )
+            )?
+            .query_row(params![uid], |r| r.get::<_, String>(0))
             .optional()
             .map(|plan| plan.unwrap_or_else(|| "free".to_string()))
         })
@@ -39,23 +38,28 @@ pub(super) async fn consume_quota(
         .call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let day = today();
-            tx.execute(
-                "INSERT INTO usage_quotas (user_id, quota_date) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![uid, day],
-            )?;
-            let count: i64 = tx.query_row(
-                &format!("SELECT {column} FROM usage_quotas WHERE user_id = ?1 AND quota_date = ?2"),
-                params![uid, day],
-                |r| r.get(0),
-            )?;
+            tx.prepare_cached(
+                "INSERT INTO usage_quotas (user_id, quota_date) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![uid, day])?;
+            let count: i64 = tx
+                .prepare_cached(&format!(
+                    "SELECT {column} FROM usage_quotas WHERE user_id = ?1 AND quota_date = ?2"
+                ))?
+                .query_row(params![uid, day], |r| r.get(0))?;
             if limit != -1 && count >= limit {
                 tx.commit()?;
-                return Ok(QuotaDecision { allowed: false, count });
+                return Ok(QuotaDecision {
+                    allowed: false,
+                    count,
+                });
             }
-            tx.execute(
-                &format!("UPDATE usage_quotas SET {column} = {column} + 1 WHERE user_id = ?1 AND quota_date = ?2"),
-                params![uid, day],
-            )?;
+            tx.prepare_cached(&format!(
+                "UPDATE usage_quotas SET {column} = {column} + 1
+                 WHERE user_id = ?1 AND quota_date = ?2"
+            ))?
+            .execute(params![uid, day])?;
             tx.commit()?;
             Ok(QuotaDecision {
                 allowed: true,
@@ -72,16 +76,16 @@ pub(super) async fn quota_usage(
     let uid = user_id.to_string();
     store
         .call(move |c| {
-            c.query_row(
-                "SELECT projects_created, messages_sent FROM usage_quotas WHERE user_id = ?1 AND quota_date = ?2",
-                params![uid, today()],
-                |r| {
-                    Ok(QuotaUsage {
-                        projects_created: r.get(0)?,
-                        messages_sent: r.get(1)?,
-                    })
-                },
-            )
+            c.prepare_cached(
+                "SELECT projects_created, messages_sent FROM usage_quotas
+                 WHERE user_id = ?1 AND quota_date = ?2",
+            )?
+            .query_row(params![uid, today()], |r| {
+                Ok(QuotaUsage {
+                    projects_created: r.get(0)?,
+                    messages_sent: r.get(1)?,
+                })
+            })
             .optional()
             .map(Option::unwrap_or_default)
         })

@@ -16,16 +16,13 @@ pub(super) async fn shared_secret(
     let (name, candidate) = (name.to_string(), candidate.to_string());
     store
         .call(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO relay_secrets (name, value, created_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO NOTHING",
-                params![name, candidate, now_text()],
-            )?;
-            c.query_row(
-                "SELECT value FROM relay_secrets WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
+            )?
+            .execute(params![name, candidate, now_text()])?;
+            c.prepare_cached("SELECT value FROM relay_secrets WHERE name = ?1")?
+                .query_row(params![name], |r| r.get(0))
         })
         .await
 }
@@ -37,12 +34,9 @@ pub(super) async fn current_version(
     let project = project_id.to_string();
     store
         .call(move |c| {
-            c.query_row(
-                "SELECT version FROM relay_current_versions WHERE project_id = ?1",
-                params![project],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT version FROM relay_current_versions WHERE project_id = ?1")?
+                .query_row(params![project], |r| r.get(0))
+                .optional()
         })
         .await
 }
@@ -57,17 +51,17 @@ pub(super) async fn set_current_version(
     store
         .call(move |c| {
             match version {
-                Some(version) => c.execute(
-                    "INSERT INTO relay_current_versions (project_id, version, updated_at)
+                Some(version) => c
+                    .prepare_cached(
+                        "INSERT INTO relay_current_versions (project_id, version, updated_at)
                      VALUES (?1, ?2, ?3)
                      ON CONFLICT (project_id) DO UPDATE SET version = excluded.version,
                                                             updated_at = excluded.updated_at",
-                    params![project, version, now_text()],
-                ),
-                None => c.execute(
-                    "DELETE FROM relay_current_versions WHERE project_id = ?1",
-                    params![project],
-                ),
+                    )?
+                    .execute(params![project, version, now_text()]),
+                None => c
+                    .prepare_cached("DELETE FROM relay_current_versions WHERE project_id = ?1")?
+                    .execute(params![project]),
             }
             .map(drop)
         })
