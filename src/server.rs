@@ -139,13 +139,9 @@ fn build_pipeline(
             prewarm: secs(p.prewarm_timeout_secs),
             files: secs(p.file_timeout_secs),
         };
-        let client = ModalPipeline::new(
-            &config.modal,
-            config.http.upstream_pool(),
-            timeouts,
-            p.max_file_bytes,
-        )
-        .map_err(|e| StartupError::Modal(e.to_string()))?;
+        let pool = config.http.upstream_pool();
+        let client = ModalPipeline::new(&config.modal, pool, timeouts, p.max_file_bytes)
+            .map_err(|e| StartupError::Modal(e.to_string()))?;
         Some(Arc::new(client))
     };
     Ok(Pipeline::new(PipelineParts {
@@ -200,23 +196,19 @@ impl Relay {
             );
         }
         config.game.signing_secret = keys::game_signing_secret(&config, store.as_ref()).await?;
-        let http = config
-            .http
-            .upstream_pool()
+        let pool = config.http.upstream_pool();
+        let http = pool
             .client()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| StartupError::Http(e.to_string()))?;
         let verifier = Verifier::new(&config.auth, hs256, http.clone());
 
-        let modal: Option<Arc<dyn Backend>> = if config.modal.endpoint.is_empty() {
-            None
-        } else {
-            Some(Arc::new(
-                ModalBackend::new(&config.modal, config.http.upstream_pool())
-                    .map_err(|e| StartupError::Modal(e.to_string()))?,
-            ))
-        };
+        let modal = (!config.modal.endpoint.is_empty())
+            .then(|| ModalBackend::new(&config.modal, pool))
+            .transpose()
+            .map_err(|e| StartupError::Modal(e.to_string()))?
+            .map(|backend| Arc::new(backend) as Arc<dyn Backend>);
         let local_cli = LocalCliBackend::with_env_source(&config.cli, &data_dir, env);
         let pipeline_cli = local_cli.as_ref().ok().cloned();
         let mode = config.backend.use_modal;
@@ -300,10 +292,7 @@ impl Relay {
         let modal_git = if config.modal.endpoint.is_empty() {
             None
         } else {
-            Some(
-                ModalGit::new(&config.modal, config.http.upstream_pool())
-                    .map_err(StartupError::Modal)?,
-            )
+            Some(ModalGit::new(&config.modal, pool).map_err(StartupError::Modal)?)
         };
         let pipeline = build_pipeline(&config, Arc::clone(&store), pipeline_cli)?;
         let parts = crate::state::Parts {
