@@ -87,6 +87,15 @@ async fn send_chat(page: &mut Page, text: &str) {
     page.eval(&script).await;
 }
 
+/// The labels of the chat's suggestion buttons, once there are any.
+async fn suggestion_buttons(page: &mut Page) -> serde_json::Value {
+    page.wait_for(
+        "[...document.querySelectorAll('.chat-suggestions .suggestion-btn')].map(b => b.textContent)",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await
+}
+
 /// Wait until the app has no job running.
 async fn wait_idle(page: &mut Page) {
     page.wait_for("window.app && window.app.isProcessing === false", |v| {
@@ -215,13 +224,10 @@ async fn the_upstream_editor_shows_chat_restore_styles_code_and_download() {
 
     // A question: the answer bubble with its suggestion buttons, and no generation.
     send_chat(&mut page, QUESTION).await;
-    let suggestions = page
-        .wait_for(
-            "[...document.querySelectorAll('.chat-suggestions .suggestion-btn')].map(b => b.textContent)",
-            |v| v.as_array().is_some_and(|a| !a.is_empty()),
-        )
-        .await;
-    assert_eq!(suggestions, json!(fake_modal::CHAT_SUGGESTIONS));
+    assert_eq!(
+        suggestion_buttons(&mut page).await,
+        json!(fake_modal::CHAT_SUGGESTIONS)
+    );
     let answer = page
         .eval("[...document.querySelectorAll('.message.assistant')].map(m => m.textContent).join('\\n')")
         .await;
@@ -277,11 +283,8 @@ async fn the_upstream_editor_shows_chat_restore_styles_code_and_download() {
     // A reload rebuilds the conversation from the stored history: the answer keeps its
     // suggestion buttons.
     page.navigate(&format!("{origin}/project/{project}")).await;
-    let restored = page
-        .wait_for(
-            "[...document.querySelectorAll('.chat-suggestions .suggestion-btn')].map(b => b.textContent)",
-            |v| v.as_array().is_some_and(|a| !a.is_empty()),
-        )
-        .await;
-    assert_eq!(restored, json!(fake_modal::CHAT_SUGGESTIONS));
+    assert_eq!(
+        suggestion_buttons(&mut page).await,
+        json!(fake_modal::CHAT_SUGGESTIONS)
+    );
 }

@@ -148,22 +148,25 @@ async fn list_files(
     if matches!(*inner.failure.lock().unwrap(), Some(Failure::Garbage)) {
         return "<html>not a listing</html>".into_response();
     }
-    let prefix = format!(
-        "{}/{}/",
-        query.get("user_id").map_or("", String::as_str),
-        query.get("project_id").map_or("", String::as_str),
-    );
-    let mut files: Vec<String> = inner
-        .files
-        .lock()
-        .unwrap()
-        .keys()
+    let files = listing(inner.files.lock().unwrap().keys(), &query);
+    Json(json!({ "files": files })).into_response()
+}
+
+/// What Modal's `list_files` answers for the `user_id` and `project_id` of `query`, from the
+/// fake volume's `user/project/path` keys: the paths, sorted, without hidden names.
+pub fn listing<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    query: &HashMap<String, String>,
+) -> Vec<String> {
+    let field = |name: &str| query.get(name).map_or("", String::as_str);
+    let prefix = format!("{}/{}/", field("user_id"), field("project_id"));
+    let mut files: Vec<String> = keys
         .filter_map(|key| key.strip_prefix(&prefix))
         .filter(|path| !path.split('/').any(|segment| segment.starts_with('.')))
         .map(str::to_string)
         .collect();
     files.sort();
-    Json(json!({ "files": files })).into_response()
+    files
 }
 
 async fn get_file(

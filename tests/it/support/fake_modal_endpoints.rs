@@ -273,18 +273,7 @@ async fn list_files(
     if let Some(response) = abnormal(&answer, json!({"error": "volume error"})).await {
         return response;
     }
-    let field = |name: &str| query.get(name).cloned().unwrap_or_default();
-    let prefix = format!("{}/{}/", field("user_id"), field("project_id"));
-    let mut files: Vec<String> = inner
-        .files
-        .lock()
-        .unwrap()
-        .keys()
-        .filter_map(|key| key.strip_prefix(&prefix))
-        .filter(|path| !path.split('/').any(|segment| segment.starts_with('.')))
-        .map(str::to_string)
-        .collect();
-    files.sort();
+    let files = super::fake_get_file::listing(inner.files.lock().unwrap().keys(), &query);
     http_response(200, json!({ "files": files }).to_string())
 }
 
