@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -40,6 +42,21 @@ pub(super) struct OwnedFiles {
     pub(super) user_id: Uuid,
     pub(super) project_id: Uuid,
     pub(super) files: Arc<dyn ProjectFiles>,
+}
+
+/// Owner-only file routes take the project from the path and the caller from the token.
+impl FromRequestParts<EditorState> for OwnedFiles {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &EditorState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Refusal::BadProjectId)?;
+        state.owned_files(&parts.headers, &raw).await
+    }
 }
 
 impl EditorState {

@@ -6,9 +6,8 @@ use std::io;
 use async_zip::base::write::ZipFileWriter;
 use async_zip::{Compression, ZipDateTimeBuilder, ZipEntryBuilder};
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use chrono::{Datelike, Timelike};
 use futures::{stream, StreamExt};
 use tokio::io::DuplexStream;
@@ -16,7 +15,7 @@ use tokio_util::compat::FuturesAsyncWriteCompatExt;
 use uuid::Uuid;
 
 use super::access::OwnedFiles;
-use super::{files_error, respond, EditorState};
+use super::{files_error, respond};
 use crate::backend::project_files::{ProjectFiles, ProjectPath};
 use crate::http::rest::json_error;
 
@@ -26,18 +25,12 @@ const ZIP_PIPE_BYTES: usize = 64 * 1024;
 const ASSETS: &str = "assets";
 
 pub(super) async fn download(
-    State(state): State<EditorState>,
-    headers: HeaderMap,
-    Path(project_id): Path<String>,
-) -> Response {
-    let OwnedFiles {
+    OwnedFiles {
         user_id,
         project_id,
         files,
-    } = match state.owned_files(&headers, &project_id).await {
-        Ok(owned) => owned,
-        Err(refusal) => return refusal.into_response(),
-    };
+    }: OwnedFiles,
+) -> Response {
     let listed = match files.list(user_id, project_id).await {
         Ok(listed) => listed,
         Err(e) => return files_error(e),

@@ -3,30 +3,23 @@
 use std::io;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
 use super::access::OwnedFiles;
-use super::{files_error, respond, with_length, EditorState};
+use super::{files_error, respond, with_length};
 use crate::backend::project_files::{ByteStream, FileBody, FilesError, ProjectPath};
 use crate::http::rest::json_error;
 
 pub(super) async fn code(
-    State(state): State<EditorState>,
-    headers: HeaderMap,
-    Path(project_id): Path<String>,
-) -> Response {
-    let OwnedFiles {
+    OwnedFiles {
         user_id,
         project_id,
         files,
-    } = match state.owned_files(&headers, &project_id).await {
-        Ok(owned) => owned,
-        Err(refusal) => return refusal.into_response(),
-    };
+    }: OwnedFiles,
+) -> Response {
     match files.open(user_id, project_id, &ProjectPath::INDEX).await {
         Ok(Some(file)) => respond(
             "application/json",
@@ -122,18 +115,12 @@ fn escape_into(out: &mut String, text: &str) {
 }
 
 pub(super) async fn preview(
-    State(state): State<EditorState>,
-    headers: HeaderMap,
-    Path(project_id): Path<String>,
-) -> Response {
-    let OwnedFiles {
+    OwnedFiles {
         user_id,
         project_id,
         files,
-    } = match state.owned_files(&headers, &project_id).await {
-        Ok(owned) => owned,
-        Err(refusal) => return refusal.into_response(),
-    };
+    }: OwnedFiles,
+) -> Response {
     // Upstream answers this route in plain text.
     let text = |status: StatusCode, message: &'static str| {
         let mut response = respond("text/plain; charset=utf-8", "no-store", Body::from(message));
