@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::nginx::NGINX;
+use crate::support::nginx::{main_context, NGINX};
 
 /// The load balancer configuration the deploy kit ships.
 pub const DEPLOY_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf");
@@ -47,7 +47,8 @@ impl Balancer {
         )
         .map_err(|e| e.to_string())?;
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, main_context(dir.path())).map_err(|e| e.to_string())?;
+        std::fs::write(&conf, main_context(dir.path(), &site_include(dir.path())))
+            .map_err(|e| e.to_string())?;
         let test = nginx(dir.path(), &conf)
             .arg("-t")
             .output()
@@ -157,33 +158,7 @@ fn site_for(site: &str, listen: SocketAddr, replicas: &[SocketAddr]) -> String {
     out
 }
 
-/// nginx's main context around the site file, everything in `dir`.
-fn main_context(dir: &Path) -> String {
-    let dir = dir.display();
-    // As root the workers would drop to `nobody`, who cannot enter the 0700 temp dir.
-    let user = if nix::unistd::geteuid().is_root() {
-        "user root;"
-    } else {
-        ""
-    };
-    format!(
-        r#"{user}
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    log_format upstream '$upstream_addr';
-    access_log {dir}/access.log upstream;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    include {dir}/relay.conf;
-}}
-"#
-    )
+/// The `http` block's part: the site file the deploy kit's configuration becomes.
+fn site_include(dir: &Path) -> String {
+    format!("include {}/relay.conf;", dir.display())
 }

@@ -132,36 +132,12 @@ fn free_port() -> SocketAddr {
 }
 
 fn config(dir: &Path, listen: SocketAddr, upstreams: &[SocketAddr]) -> String {
-    let dir = dir.display();
     let servers: String = upstreams
         .iter()
         .map(|addr| format!("        server {addr};\n"))
         .collect();
-    // As root the workers would drop to `nobody`, who cannot enter the 0700 temp dir.
-    let user = if nix::unistd::geteuid().is_root() {
-        "user root;"
-    } else {
-        ""
-    };
-    format!(
-        r#"{user}
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-
-    upstream relays {{
+    let site = format!(
+        r#"upstream relays {{
 {servers}    }}
 
     map $http_upgrade $connection_upgrade {{
@@ -185,7 +161,38 @@ http {{
             proxy_read_timeout 86400s;
             proxy_send_timeout 86400s;
         }}
-    }}
+    }}"#
+    );
+    main_context(dir, &site)
+}
+
+/// nginx's main context with `http` inside its `http` block, every file in `dir`; the access
+/// log records which upstream served each request.
+pub fn main_context(dir: &Path, http: &str) -> String {
+    let dir = dir.display();
+    // As root the workers would drop to `nobody`, who cannot enter the 0700 temp dir.
+    let user = if nix::unistd::geteuid().is_root() {
+        "user root;"
+    } else {
+        ""
+    };
+    format!(
+        r#"{user}
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    log_format upstream '$upstream_addr';
+    access_log {dir}/access.log upstream;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    {http}
 }}
 "#
     )
