@@ -59,29 +59,18 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     loop {
         let step = tokio::select! {
             biased;
-            _ = &mut closing => {
-                // Terminal events queued just before the drain ended must still arrive, but a
-                // client that does not read cannot hold the shutdown.
-                let flushed = async {
-                    while let Some(item) = outbound.try_recv() {
-                        if let Step::Stop = write(&mut socket, item, &mut outbound).await {
-                            return false;
-                        }
-                    }
-                    true
-                };
-                if tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap_or(false) {
-                    close_with(&mut socket, close::SERVICE_RESTART, "Server restarting").await;
-                }
-                Step::Stop
-            }
+            // Boxed: the rare branches' futures would otherwise sit in every socket's task
+            // for its whole life (its state holds the largest of them).
+            _ = &mut closing => Box::pin(drain(&mut socket, &mut outbound)).await,
             _ = &mut too_slow => {
-                close_with(&mut socket, close::POLICY, "Client too slow").await;
+                Box::pin(close_with(&mut socket, close::POLICY, "Client too slow")).await;
                 Step::Stop
             }
             item = outbound.recv() => write(&mut socket, item, &mut outbound).await,
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket).await,
+                Some(Ok(Message::Text(text))) => {
+                    Box::pin(on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket)).await
+                }
                 Some(Ok(Message::Binary(_))) => {
                     conn.reply(ServerMessage::error(texts::INVALID_MESSAGE_FORMAT));
                     Step::Continue
@@ -91,11 +80,11 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
             },
             _ = &mut deadline => match conn.identity() {
                 None => {
-                    close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT).await;
+                    Box::pin(close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT)).await;
                     Step::Stop
                 }
                 Some(identity) if identity.is_expired_at(chrono::Utc::now().timestamp(), leeway) => {
-                    expire(&mut socket).await
+                    Box::pin(expire(&mut socket)).await
                 }
                 Some(identity) => {
                     deadline.as_mut().reset(instant_for(identity.expires_at + leeway + 1));
@@ -113,6 +102,26 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     }
     conn.leave();
     gauge_add(&METRICS.sockets_open, -1);
+}
+
+/// The drain: terminal events queued just before it ended must still arrive, but a client
+/// that does not read cannot hold the shutdown.
+async fn drain(socket: &mut WebSocket, outbound: &mut OutboundReceiver) -> Step {
+    let flushed = async {
+        while let Some(item) = outbound.try_recv() {
+            if let Step::Stop = write(socket, item, outbound).await {
+                return false;
+            }
+        }
+        true
+    };
+    if tokio::time::timeout(Duration::from_secs(5), flushed)
+        .await
+        .unwrap_or(false)
+    {
+        close_with(socket, close::SERVICE_RESTART, "Server restarting").await;
+    }
+    Step::Stop
 }
 
 fn instant_for(unix_secs: i64) -> Instant {

@@ -25,8 +25,10 @@ pub fn upgrade(ws: WebSocketUpgrade, app: AppState) -> Response {
     let codec_cap = app.config.limits.max_message_bytes.saturating_mul(16);
     let tracker = app.connections.clone();
     // Frames the socket task feeds before one flush go out in one write of up to this many
-    // bytes, instead of one system call per frame.
-    ws.read_buffer_size(1024)
+    // bytes, instead of one system call per frame. The read buffer starts small: once a
+    // frame's header is read, room for its whole length is reserved, so a large message costs
+    // one more read, and every idle socket 0.1–0.25 KiB less (`loadgen idle`).
+    ws.read_buffer_size(256)
         .write_buffer_size(app.config.limits.ws_write_coalesce_bytes)
         .max_message_size(codec_cap)
         .max_frame_size(codec_cap)
