@@ -59,16 +59,6 @@ pub struct UpstreamPool {
     idle_timeout: Duration,
 }
 
-impl Default for UpstreamPool {
-    /// The embedded defaults (`config/default.toml`).
-    fn default() -> Self {
-        Self {
-            max_idle_per_host: 8,
-            idle_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 impl UpstreamPool {
     /// A client builder with this pool; callers add their timeouts and redirect policy.
     pub fn client(self) -> reqwest::ClientBuilder {

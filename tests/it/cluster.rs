@@ -216,6 +216,16 @@ async fn assert_no_more_job_events(client: &mut Client, quiet: Duration) {
     }
 }
 
+/// Read frames until `n` stream frames have gone by.
+async fn skip_streams(client: &mut Client, n: usize) {
+    let mut streams = 0;
+    while streams < n {
+        if client.recv().await["type"] == "stream" {
+            streams += 1;
+        }
+    }
+}
+
 fn count(frames: &[Value], kind: &str) -> usize {
     frames.iter().filter(|f| f["type"] == kind).count()
 }
@@ -274,12 +284,7 @@ async fn reconnect_on_the_other_replica_mid_job_gets_every_event_once() {
         .send(json!({"type":"message","content":"作って"}))
         .await;
     first.recv_until("jobStarted").await;
-    let mut streams = 0;
-    while streams < 3 {
-        if first.recv().await["type"] == "stream" {
-            streams += 1;
-        }
-    }
+    skip_streams(&mut first, 3).await;
     first.close().await;
 
     let mut second = cluster.replicas[1].client(user).await;
@@ -317,12 +322,7 @@ async fn a_gap_the_trimmed_stream_cannot_fill_is_answered_from_the_database() {
     owner
         .send(json!({"type":"message","content":"作って"}))
         .await;
-    let mut streams = 0;
-    while streams < 10 {
-        if owner.recv().await["type"] == "stream" {
-            streams += 1;
-        }
-    }
+    skip_streams(&mut owner, 10).await;
 
     let mut late = cluster.replicas[1].client(user).await;
     late.select(project).await;

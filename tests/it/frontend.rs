@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chromium::{Chromium, Page};
 use fake_modal::{FakeModal, Script};
-use relay::TestRelay;
+use relay::{eventually, TestRelay};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ fn upstream_public() -> PathBuf {
 /// What the frontend keeps after a Supabase sign-in: its own session cache and the SDK's
 /// stored session, both holding an access token the relay accepts.
 fn sign_in_script(user: Uuid, token: &str) -> String {
-    let expires_at = chrono_now() + 3600;
+    let expires_at = unix_now_secs() + 3600;
     let session = json!({
         "access_token": token,
         "refresh_token": "unused-refresh-token",
@@ -66,7 +66,7 @@ fn sign_in_script(user: Uuid, token: &str) -> String {
     )
 }
 
-fn chrono_now() -> u64 {
+fn unix_now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -204,14 +204,10 @@ async fn the_upstream_editor_shows_chat_restore_styles_code_and_download() {
     modal.put_file(user, project, "index.html", GAME);
     page.eval("document.querySelector('.style-card-chat').click(), true")
         .await;
-    let deadline = tokio::time::Instant::now() + chromium::WAIT;
-    while modal.requests().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the style pick started no generation"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the style pick starts a generation", || {
+        !modal.requests().is_empty()
+    })
+    .await;
     wait_idle(&mut page).await;
     let prompt = &modal.requests()[0].prompt;
     assert!(prompt.contains(NEW_GAME), "{prompt}");

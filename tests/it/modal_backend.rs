@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use dreamcore_relay::backend::modal::ModalBackend;
 use dreamcore_relay::backend::{Backend, BackendEvent, BackendKind, Failure, RunRequest};
-use dreamcore_relay::config::{Config, ModalConfig, UpstreamPool};
+use dreamcore_relay::config::Config;
 use fake_modal::{
     api_error_event, assistant_text, assistant_tool_use, cli_result, python_json, status,
     FakeModal, Script, Step, COMMIT, TEST_ERROR_STATUS,
@@ -25,21 +25,19 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const USER: &str = "6b229f33-0c1e-4d5a-9a61-1f0e2b7c9d10";
 const PROJECT: &str = "019c390f-7a2b-7c11-8e3d-55aa90c4b021";
 
-/// The backend with the embedded pool defaults.
-fn new_backend(config: &ModalConfig) -> Result<ModalBackend, reqwest::Error> {
-    ModalBackend::new(config, UpstreamPool::default())
+/// The backend as the relay builds it from `config`.
+fn new_backend(config: &Config) -> Result<ModalBackend, reqwest::Error> {
+    ModalBackend::new(&config.modal, config.http.upstream_pool())
 }
 
-fn config(endpoint: &str, secret: &str, idle_secs: u64) -> ModalConfig {
+fn config(endpoint: &str, secret: &str, idle_secs: u64) -> Config {
     let vars: HashMap<&str, String> = HashMap::from([
         ("USE_MODAL", "true".to_string()),
         ("MODAL_ENDPOINT", endpoint.to_string()),
         ("MODAL_INTERNAL_SECRET", secret.to_string()),
         ("MODAL_IDLE_TIMEOUT_SECS", idle_secs.to_string()),
     ]);
-    Config::load_from(None, |k| vars.get(k).cloned())
-        .unwrap()
-        .modal
+    Config::load_from(None, |k| vars.get(k).cloned()).unwrap()
 }
 
 fn request(prompt: &str) -> RunRequest {

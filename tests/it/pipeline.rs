@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fake_anthropic::{FakeAnthropic, Pipeline, Scenario};
 use fake_modal::{Answer, FakeModal, Script};
-use relay::{Client, TestRelay};
+use relay::{eventually, Client, TestRelay};
 use serde_json::{json, Value};
 use tools::{claude_bin, cli_user, git};
 use uuid::Uuid;
@@ -71,18 +71,6 @@ async fn metrics(relay: &TestRelay) -> String {
         .text()
         .await
         .unwrap()
-}
-
-/// Wait until `check` holds (the relay writes some files without waiting).
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + relay::WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // --- Modal --------------------------------------------------------------------------------

@@ -19,6 +19,19 @@ use uuid::Uuid;
 pub const SECRET: &str = "test-secret-for-hs256-tokens-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Wait until `check` holds (what the relay does without answering, e.g. a file it writes
+/// or an upstream call it makes); fails naming `what` after `WAIT`.
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct TestRelay {
     pub addr: SocketAddr,
     /// Set when the suite runs on PostgreSQL (`RELAY_TEST_STORE=postgres`).
