@@ -41,6 +41,29 @@ struct Subscriber {
 struct Inner {
     log: EventLog,
     subscribers: Vec<Subscriber>,
+    /// Open [`HeldWakes`] guards: events are queued to the sockets without waking them.
+    holds: u32,
+    /// Events were queued under a hold and their sockets not woken yet.
+    unwoken: bool,
+}
+
+/// While alive, the channel's events reach the subscribers' queues without waking their
+/// tasks; dropping it wakes each once. A burst of events then leaves in one write per
+/// socket instead of one per event.
+pub struct HeldWakes {
+    channel: Arc<JobChannel>,
+}
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        let mut inner = self.channel.inner.lock();
+        inner.holds -= 1;
+        if inner.holds == 0 && std::mem::take(&mut inner.unwoken) {
+            for sub in &inner.subscribers {
+                sub.sink.wake();
+            }
+        }
+    }
 }
 
 /// One job's events as this process has them, fanned out to the connections watching it:
@@ -78,6 +101,8 @@ impl JobChannel {
             inner: Mutex::new(Inner {
                 log: EventLog::new(log_max_bytes),
                 subscribers: Vec::new(),
+                holds: 0,
+                unwoken: false,
             }),
         }
     }
@@ -88,6 +113,14 @@ impl JobChannel {
             project_id: self.project_id,
         }
         .to_frame()
+    }
+
+    /// Queue events without waking the subscribers until the guard is dropped.
+    pub fn hold_wakes(self: &Arc<Self>) -> HeldWakes {
+        self.inner.lock().holds += 1;
+        HeldWakes {
+            channel: Arc::clone(self),
+        }
     }
 
     /// Append an event and deliver it to every subscriber. Returns its sequence number.
@@ -124,12 +157,19 @@ impl JobChannel {
         if let Some(forward) = &self.forward {
             forward.forward(self.job_id, seq, &frame, kind);
         }
+        let wake = inner.holds == 0;
+        inner.unwoken |= !wake;
         inner.subscribers.retain(|sub| {
-            let delivered = match (&game_updated, sub.kind) {
-                (Some(extra), SubscriptionKind::Message) => sub
-                    .sink
-                    .send(Outbound::Batch(vec![frame.clone(), extra.clone()])),
-                _ => sub.sink.frame(frame.clone()),
+            let item = match (&game_updated, sub.kind) {
+                (Some(extra), SubscriptionKind::Message) => {
+                    Outbound::Batch(vec![frame.clone(), extra.clone()])
+                }
+                _ => Outbound::Frame(frame.clone()),
+            };
+            let delivered = if wake {
+                sub.sink.send(item)
+            } else {
+                sub.sink.send_later(item)
             };
             if delivered {
                 counter_inc(&METRICS.events_relayed);
@@ -165,7 +205,15 @@ impl JobChannel {
     /// Stops sending this job's events to a connection.
     pub fn unsubscribe(&self, conn_id: u64) {
         let mut inner = self.inner.lock();
-        inner.subscribers.retain(|s| s.sink.conn_id() != conn_id);
+        let unwoken = inner.unwoken;
+        inner.subscribers.retain(|s| {
+            let leaving = s.sink.conn_id() == conn_id;
+            if leaving && unwoken {
+                // What it was sent under a hold still reaches it.
+                s.sink.wake();
+            }
+            !leaving
+        });
     }
 
     /// Whether any connection of this process follows the job.
@@ -235,6 +283,56 @@ mod tests {
         replayed.extend_from_slice(&live[3..]);
         assert_eq!(texts(&mut late_rx), replayed);
         assert_eq!(channel.last_seq(), 5);
+    }
+
+    #[tokio::test]
+    async fn held_events_wake_each_socket_once_when_released() {
+        let channel = Arc::new(JobChannel::new(
+            Uuid::nil(),
+            Uuid::nil(),
+            Uuid::nil(),
+            1 << 20,
+            None,
+        ));
+        let (sink, mut rx, _) = OutboundSender::channel(1, 64, 1 << 20);
+        channel.subscribe(sink, SubscriptionKind::Observer, false);
+        let reader = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, texts(&mut rx))
+        });
+        tokio::task::yield_now().await;
+        let held = channel.hold_wakes();
+        for n in 0..3 {
+            channel.publish(&stream(n));
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!reader.is_finished(), "woken while the events were held");
+        drop(held);
+        let (first, rest) = reader.await.unwrap();
+        assert!(matches!(first, Outbound::Frame(f) if f.as_str().contains("e0")));
+        assert_eq!(rest.len(), 2, "the rest was queued by then: {rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_leaving_under_a_hold_still_gets_what_it_was_sent() {
+        let channel = Arc::new(JobChannel::new(
+            Uuid::nil(),
+            Uuid::nil(),
+            Uuid::nil(),
+            1 << 20,
+            None,
+        ));
+        let (sink, mut rx, _) = OutboundSender::channel(1, 64, 1 << 20);
+        channel.subscribe(sink, SubscriptionKind::Observer, false);
+        let reader = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        let _held = channel.hold_wakes();
+        channel.publish(&stream(0));
+        channel.unsubscribe(1);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        assert!(woken.is_ok(), "the leaving socket was never woken");
     }
 
     #[test]

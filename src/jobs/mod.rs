@@ -12,6 +12,7 @@ mod failures;
 pub mod lease;
 pub mod limits;
 mod live;
+mod outcome;
 pub mod plan;
 pub mod prompt;
 pub mod quota;

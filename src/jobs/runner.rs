@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::answer::Answer;
 use super::engine::Engine;
-use super::failures::RecentFailure;
 use super::limits::Slot;
 use super::live::LiveJob;
+use super::outcome::{finish, store_write, Outcome};
 use super::plan::{Plan, Prepare};
 use crate::backend::{Backend, BackendEvent, Failure, RunRequest};
 use crate::metrics::METRICS;
@@ -23,6 +23,9 @@ use crate::store::{JobUpdate, Store};
 use crate::wire::protocol::{texts, JobResult, ServerMessage};
 
 const PREPARING: &str = "実行環境を準備中...";
+/// Backend events handled at most before the sockets are woken and the cancel and the
+/// timeout are looked at again.
+const BURST_MAX: usize = 64;
 /// Progress persisted at most this often while a job streams.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -34,12 +37,6 @@ pub(super) struct Work {
     pub message: String,
     /// The steps run before the backend starts.
     pub prepare: Box<dyn Prepare>,
-}
-
-enum Outcome {
-    Completed,
-    Failed(Failure),
-    Cancelled,
 }
 
 /// Progress as upstream computes it (docs/backends.md §3.3/§3.4): status lines +10 (the first
@@ -57,11 +54,6 @@ impl ProgressMeter {
         self.value = (self.value + 15).min(90);
         self.value
     }
-}
-
-/// A child span of the job for one store write (`op` names the store call).
-fn store_write(op: &'static str) -> tracing::Span {
-    tracing::info_span!("store_write", op)
 }
 
 pub(super) async fn run(
@@ -183,6 +175,41 @@ async fn drive(
     let mut meter = ProgressMeter { value: 20 };
     let mut answer = Answer::new(engine.config.answer_max_bytes);
 
+    // One event's effect; `Some` ends the run.
+    let mut handle = |event: Option<BackendEvent>| -> Option<Outcome> {
+        let received = Instant::now();
+        match event {
+            Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
+            Some(BackendEvent::Text(text)) => {
+                answer.push(&text);
+                job.channel
+                    .publish(&ServerMessage::Stream { content: text });
+            }
+            Some(BackendEvent::ToolUse(name)) => {
+                publish_progress(meter.tool(), format!("実行中: {name}"));
+                job.channel.publish(&ServerMessage::Stream {
+                    content: format!("\n[{name}]\n"),
+                });
+            }
+            Some(BackendEvent::Completed { commit }) => {
+                tracing::info!(
+                    commit = commit.as_deref().unwrap_or("-"),
+                    "backend completed"
+                );
+                return Some(Outcome::Completed);
+            }
+            Some(BackendEvent::Failed(failure)) => return Some(Outcome::Failed(failure)),
+            None => {
+                return Some(Outcome::Failed(
+                    Failure::stream_incomplete().with_detail("backend ended without an outcome"),
+                ))
+            }
+        }
+        METRICS
+            .relay_latency
+            .observe_secs(received.elapsed().as_secs_f64());
+        None
+    };
     let outcome = async {
         loop {
             tokio::select! {
@@ -193,25 +220,27 @@ async fn drive(
                     break Outcome::Failed(Failure::job_timeout(engine.config.job_timeout.as_secs()));
                 }
                 event = events.next() => {
-                    let received = Instant::now();
-                    match event {
-                        Some(BackendEvent::Status(text)) => publish_progress(meter.status(), text),
-                        Some(BackendEvent::Text(text)) => {
-                            answer.push(&text);
-                            job.channel.publish(&ServerMessage::Stream { content: text });
+                    // The events that came with this one are handled before the sockets
+                    // are woken, so each writes them together.
+                    let _held = job.channel.hold_wakes();
+                    let mut ended = handle(event);
+                    for _ in 1..BURST_MAX {
+                        if ended.is_some() {
+                            break;
                         }
-                        Some(BackendEvent::ToolUse(name)) => {
-                            publish_progress(meter.tool(), format!("実行中: {name}"));
-                            job.channel.publish(&ServerMessage::Stream { content: format!("\n[{name}]\n") });
+                        // The upstream's next chunk comes from its connection task: one
+                        // turn of the scheduler lets it hand over what it already read.
+                        let mut next = events.next().now_or_never();
+                        if next.is_none() {
+                            tokio::task::yield_now().await;
+                            next = events.next().now_or_never();
                         }
-                        Some(BackendEvent::Completed { commit }) => {
-                            tracing::info!(commit = commit.as_deref().unwrap_or("-"), "backend completed");
-                            break Outcome::Completed;
-                        }
-                        Some(BackendEvent::Failed(failure)) => break Outcome::Failed(failure),
-                        None => break Outcome::Failed(Failure::stream_incomplete().with_detail("backend ended without an outcome")),
+                        let Some(event) = next else { break };
+                        ended = handle(event);
                     }
-                    METRICS.relay_latency.observe_secs(received.elapsed().as_secs_f64());
+                    if let Some(outcome) = ended {
+                        break outcome;
+                    }
                 }
             }
         }
@@ -309,102 +338,6 @@ async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcom
     };
     job.update_row(|r| r.result = serde_json::to_string(&result).ok());
     Outcome::Completed
-}
-
-async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
-    let (status, label) = match &outcome {
-        Outcome::Completed => (JobStatus::Completed, "completed"),
-        Outcome::Failed(_) => (JobStatus::Failed, "failed"),
-        Outcome::Cancelled => (JobStatus::Cancelled, "cancelled"),
-    };
-    let error = match &outcome {
-        Outcome::Failed(f) => Some(f.user_message.clone()),
-        _ => None,
-    };
-    let row = job.update_row(|r| {
-        r.status = status;
-        if status == JobStatus::Completed {
-            r.progress = 100;
-        }
-        if let Some(e) = &error {
-            r.error = Some(e.clone());
-        }
-    });
-    if let Some(row) = &row {
-        let update = JobUpdate {
-            status: Some(status),
-            progress: Some(row.progress),
-            progress_message: row.progress_message.clone(),
-            result: row.result.clone(),
-            error: row.error.clone(),
-        };
-        let written = engine
-            .store
-            .update_job(job.id, &update)
-            .instrument(store_write("update_job"))
-            .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
-        }
-    }
-    // Free the project and the slot before telling anyone, so a follow-up message
-    // starts a new job instead of attaching to this one or hitting the limit.
-    engine.live.remove(job);
-    drop(slot);
-    METRICS.jobs_finished.inc(&[label, job.backend.as_str()]);
-
-    let Some(row) = row else {
-        job.mark_finished();
-        return;
-    };
-    match outcome {
-        Outcome::Completed => {
-            let result = row
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
-                .unwrap_or(JobResult {
-                    message: texts::GAME_UPDATED.into(),
-                    mode: None,
-                    generator: None,
-                    html: None,
-                });
-            tracing::info!("job completed");
-            job.channel
-                .publish(&ServerMessage::Completed { job: row, result });
-        }
-        Outcome::Failed(failure) => {
-            tracing::warn!(code = %failure.code, detail = %failure.detail, exit_code = ?failure.exit_code, "job failed");
-            METRICS.upstream_failures.inc(&[&failure.code]);
-            engine.failures.record(RecentFailure {
-                at: crate::store::models::iso_millis(&chrono::Utc::now()),
-                job_id: job.id,
-                backend: job.backend,
-                code: failure.code.clone(),
-                detail: failure.detail.clone(),
-            });
-            if job.backend == crate::backend::BackendKind::Modal {
-                engine.selector.record_modal_failure(&failure);
-            }
-            job.channel.publish(&ServerMessage::Failed {
-                job: row,
-                error: failure.user_message.clone(),
-                code: failure.code,
-                user_message: failure.user_message,
-                recoverable: failure.recoverable,
-                exit_code: failure.exit_code,
-            });
-        }
-        Outcome::Cancelled => {
-            tracing::info!("job cancelled");
-            job.channel.publish(&ServerMessage::Cancelled {
-                job: Some(row),
-                message: None,
-                job_id: None,
-            });
-        }
-    }
-    job.mark_finished();
 }
 
 /// Persist the latest progress at most once per interval, without ever delaying an event.

@@ -114,6 +114,21 @@ impl OutboundSender {
     /// Queue without waiting. False when the connection is gone or could not keep up (it is
     /// then closed by its own task).
     pub fn send(&self, item: Outbound) -> bool {
+        self.queue(item, true)
+    }
+
+    /// Queue without waking the connection task: the caller queues more and then calls
+    /// [`wake`](Self::wake), so the task writes them all with one system call.
+    pub fn send_later(&self, item: Outbound) -> bool {
+        self.queue(item, false)
+    }
+
+    /// Wake the connection task for what [`send_later`](Self::send_later) queued.
+    pub fn wake(&self) {
+        self.shared.ready.notify_one();
+    }
+
+    fn queue(&self, item: Outbound, wake: bool) -> bool {
         if self.is_closed() {
             return false;
         }
@@ -137,8 +152,10 @@ impl OutboundSender {
             queue.bytes += bytes;
             queue.items.push_back(item);
         }
-        // Stores a permit when the connection task is not waiting right now.
-        self.shared.ready.notify_one();
+        if wake {
+            // Stores a permit when the connection task is not waiting right now.
+            self.shared.ready.notify_one();
+        }
         true
     }
 

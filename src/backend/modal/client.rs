@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use super::events::StreamState;
 use super::sse::SseLines;
@@ -87,17 +87,30 @@ impl Shared {
         };
         let mut lines = SseLines::new(MAX_LINE_BYTES);
         let mut state = StreamState::default();
+        // One timer for the whole stream, moved on only when it fires: a fresh timeout per
+        // chunk put a timer-wheel insert and removal on every event.
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+        let mut last_data = Instant::now();
         loop {
-            let chunk = match timeout(self.idle_timeout, response.chunk()).await {
-                Err(_) => {
-                    return BackendEvent::Failed(Failure::stream_idle(self.idle_timeout.as_secs()))
+            let read = tokio::select! {
+                biased;
+                read = response.chunk() => read,
+                () = &mut idle => {
+                    let quiet_until = last_data + self.idle_timeout;
+                    if Instant::now() >= quiet_until {
+                        return BackendEvent::Failed(Failure::stream_idle(self.idle_timeout.as_secs()));
+                    }
+                    idle.as_mut().reset(quiet_until);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    return BackendEvent::Failed(Failure::stream_dropped(error_chain(&e)))
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
             };
+            let chunk = match read {
+                Err(e) => return BackendEvent::Failed(Failure::stream_dropped(error_chain(&e))),
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk,
+            };
+            last_data = Instant::now();
             for payload in lines.push(&chunk) {
                 if let Some(terminal) = forward(state.on_payload(&payload), tx).await {
                     return terminal;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use redis::aio::PubSubSink;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, RedisResult};
@@ -24,11 +24,14 @@ use super::shared::{
     READ_BATCH, RETRY,
 };
 use crate::jobs::bus::state_from_database;
-use crate::jobs::channel::JobChannel;
+use crate::jobs::channel::{HeldWakes, JobChannel};
 use crate::jobs::event_kind::EventKind;
 
 /// Live events kept while a gap waits to be filled (only while reading the stream fails).
 const AHEAD_MAX_EVENTS: usize = 4096;
+
+/// Live messages handed on at most before the sockets they fed are woken.
+const LIVE_BURST_MAX: usize = 256;
 
 /// A job to follow, handed to the follower task by [`super::RedisBus`].
 pub(super) struct Follow {
@@ -156,14 +159,34 @@ pub(super) async fn run(shared: Weak<Shared>, mut follows: mpsc::UnboundedReceiv
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
-                    let Some(message) = message else {
-                        shared.health.set(Part::Followers, "the live subscription was lost");
+                    // The messages that came with this one are handed on before any socket
+                    // is woken, so each socket writes them together.
+                    let mut held: HashMap<Uuid, HeldWakes> = HashMap::new();
+                    let mut next = Some(message);
+                    let mut handled = 0;
+                    let mut lost = false;
+                    while let Some(message) = next.take() {
+                        let Some(message) = message else {
+                            shared.health.set(Part::Followers, "the live subscription was lost");
+                            lost = true;
+                            break;
+                        };
+                        let channel = message.get_channel_name().to_string();
+                        if let Some(job) = jobs.get(&channel) {
+                            held.entry(job.job_id).or_insert_with(|| job.mirror.hold_wakes());
+                        }
+                        let payload: Vec<u8> = message.get_payload_bytes().to_vec();
+                        if let Err(e) = on_live(&shared, &mut sink, &mut jobs, &channel, payload).await {
+                            shared.health.set(Part::Followers, e);
+                        }
+                        handled += 1;
+                        if handled < LIVE_BURST_MAX {
+                            next = messages.next().now_or_never();
+                        }
+                    }
+                    drop(held);
+                    if lost {
                         break;
-                    };
-                    let channel = message.get_channel_name().to_string();
-                    let payload: Vec<u8> = message.get_payload_bytes().to_vec();
-                    if let Err(e) = on_live(&shared, &mut sink, &mut jobs, &channel, payload).await {
-                        shared.health.set(Part::Followers, e);
                     }
                 }
                 _ = ticks.tick() => {

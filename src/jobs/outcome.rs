@@ -1,0 +1,124 @@
+//! How a job ends: its outcome, written to its row and told to its watchers exactly once,
+//! after its project and slot are freed.
+
+use tracing::Instrument;
+
+use super::engine::Engine;
+use super::failures::RecentFailure;
+use super::limits::Slot;
+use super::live::LiveJob;
+use crate::backend::Failure;
+use crate::metrics::METRICS;
+use crate::store::models::JobStatus;
+use crate::store::JobUpdate;
+use crate::wire::protocol::{texts, JobResult, ServerMessage};
+
+/// How a job's run ended.
+pub(super) enum Outcome {
+    Completed,
+    Failed(Failure),
+    Cancelled,
+}
+
+/// A child span of the job for one store write (`op` names the store call).
+pub(super) fn store_write(op: &'static str) -> tracing::Span {
+    tracing::info_span!("store_write", op)
+}
+
+/// Persist the terminal status, free the project and the slot, then publish the terminal
+/// event.
+pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
+    let (status, label) = match &outcome {
+        Outcome::Completed => (JobStatus::Completed, "completed"),
+        Outcome::Failed(_) => (JobStatus::Failed, "failed"),
+        Outcome::Cancelled => (JobStatus::Cancelled, "cancelled"),
+    };
+    let error = match &outcome {
+        Outcome::Failed(f) => Some(f.user_message.clone()),
+        _ => None,
+    };
+    let row = job.update_row(|r| {
+        r.status = status;
+        if status == JobStatus::Completed {
+            r.progress = 100;
+        }
+        if let Some(e) = &error {
+            r.error = Some(e.clone());
+        }
+    });
+    if let Some(row) = &row {
+        let update = JobUpdate {
+            status: Some(status),
+            progress: Some(row.progress),
+            progress_message: row.progress_message.clone(),
+            result: row.result.clone(),
+            error: row.error.clone(),
+        };
+        let written = engine
+            .store
+            .update_job(job.id, &update)
+            .instrument(store_write("update_job"))
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
+        }
+    }
+    // Free the project and the slot before telling anyone, so a follow-up message
+    // starts a new job instead of attaching to this one or hitting the limit.
+    engine.live.remove(job);
+    drop(slot);
+    METRICS.jobs_finished.inc(&[label, job.backend.as_str()]);
+
+    let Some(row) = row else {
+        job.mark_finished();
+        return;
+    };
+    match outcome {
+        Outcome::Completed => {
+            let result = row
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
+                .unwrap_or(JobResult {
+                    message: texts::GAME_UPDATED.into(),
+                    mode: None,
+                    generator: None,
+                    html: None,
+                });
+            tracing::info!("job completed");
+            job.channel
+                .publish(&ServerMessage::Completed { job: row, result });
+        }
+        Outcome::Failed(failure) => {
+            tracing::warn!(code = %failure.code, detail = %failure.detail, exit_code = ?failure.exit_code, "job failed");
+            METRICS.upstream_failures.inc(&[&failure.code]);
+            engine.failures.record(RecentFailure {
+                at: crate::store::models::iso_millis(&chrono::Utc::now()),
+                job_id: job.id,
+                backend: job.backend,
+                code: failure.code.clone(),
+                detail: failure.detail.clone(),
+            });
+            if job.backend == crate::backend::BackendKind::Modal {
+                engine.selector.record_modal_failure(&failure);
+            }
+            job.channel.publish(&ServerMessage::Failed {
+                job: row,
+                error: failure.user_message.clone(),
+                code: failure.code,
+                user_message: failure.user_message,
+                recoverable: failure.recoverable,
+                exit_code: failure.exit_code,
+            });
+        }
+        Outcome::Cancelled => {
+            tracing::info!("job cancelled");
+            job.channel.publish(&ServerMessage::Cancelled {
+                job: Some(row),
+                message: None,
+                job_id: None,
+            });
+        }
+    }
+    job.mark_finished();
+}
