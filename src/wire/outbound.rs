@@ -13,9 +13,9 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{counter_inc, METRICS};
+use crate::wire::protocol::close;
 
 /// One item waiting in a connection's outbound queue.
 #[derive(Debug)]
@@ -53,10 +53,8 @@ struct Shared {
     /// client that reads; every frame is itself bounded by another budget.
     max_bytes: usize,
     closed: AtomicBool,
-    /// Checked on every send; the token's own check takes a lock.
-    overflow_tripped: AtomicBool,
-    /// Wakes the connection task so it closes the socket.
-    overflowed: CancellationToken,
+    /// Set when a send found the queue full: the receiver's next item is then the close.
+    overflowed: AtomicBool,
 }
 
 /// The sending side of a connection's outbound queue.
@@ -81,20 +79,14 @@ pub struct OutboundReceiver {
 
 impl OutboundSender {
     /// A queue of at most `max_items` items holding at most `max_bytes` of frame text.
-    pub fn channel(
-        conn_id: u64,
-        max_items: usize,
-        max_bytes: usize,
-    ) -> (Self, OutboundReceiver, CancellationToken) {
-        let overflowed = CancellationToken::new();
+    pub fn channel(conn_id: u64, max_items: usize, max_bytes: usize) -> (Self, OutboundReceiver) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             max_items,
             max_bytes,
             closed: AtomicBool::new(false),
-            overflow_tripped: AtomicBool::new(false),
-            overflowed: overflowed.clone(),
+            overflowed: AtomicBool::new(false),
         });
         (
             Self {
@@ -102,7 +94,6 @@ impl OutboundSender {
                 shared: Arc::clone(&shared),
             },
             OutboundReceiver { shared },
-            overflowed,
         )
     }
 
@@ -139,14 +130,14 @@ impl OutboundSender {
                 || (!queue.items.is_empty() && queue.bytes + bytes > self.shared.max_bytes);
             if full {
                 drop(queue);
-                if !self.shared.overflow_tripped.swap(true, Ordering::AcqRel) {
+                if !self.shared.overflowed.swap(true, Ordering::AcqRel) {
                     tracing::warn!(
                         conn_id = self.conn_id,
                         "outbound queue full; disconnecting slow client"
                     );
                     counter_inc(&METRICS.outbound_overflow_disconnects);
+                    self.shared.ready.notify_one();
                 }
-                self.shared.overflowed.cancel();
                 return false;
             }
             queue.bytes += bytes;
@@ -166,15 +157,18 @@ impl OutboundSender {
 
     /// Whether the connection is closed or has overflowed its queue.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
-            || self.shared.overflow_tripped.load(Ordering::Acquire)
+        self.shared.closed.load(Ordering::Acquire) || self.shared.overflowed.load(Ordering::Acquire)
     }
 }
 
 impl OutboundReceiver {
-    /// The next queued item, waiting for one.
+    /// The next queued item, waiting for one; once the queue has overflowed, the close of a
+    /// client too slow to keep up, ahead of whatever is still queued.
     pub async fn recv(&mut self) -> Outbound {
         loop {
+            if self.shared.overflowed.load(Ordering::Acquire) {
+                return Outbound::Close(close::POLICY, close::REASON_TOO_SLOW);
+            }
             if let Some(item) = self.try_recv() {
                 return item;
             }
@@ -209,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_in_order_and_wakes_the_receiver() {
-        let (tx, mut rx, _) = OutboundSender::channel(1, 8, 1 << 20);
+        let (tx, mut rx) = OutboundSender::channel(1, 8, 1 << 20);
         let waiter = tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..3 {
@@ -225,19 +219,26 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), ["a", "b", "c"]);
     }
 
-    #[test]
-    fn overflow_trips_and_closed_refuses() {
-        let (tx, rx, overflowed) = OutboundSender::channel(1, 2, 1 << 20);
+    #[tokio::test]
+    async fn overflow_closes_ahead_of_the_queue_and_closed_refuses() {
+        let (tx, mut rx) = OutboundSender::channel(1, 2, 1 << 20);
         assert!(tx.frame(Utf8Bytes::from_static("1")) && tx.frame(Utf8Bytes::from_static("2")));
+        assert!(!tx.is_closed());
         assert!(!tx.frame(Utf8Bytes::from_static("3")));
-        assert!(overflowed.is_cancelled());
+        assert!(tx.is_closed());
+        assert!(matches!(
+            rx.recv().await,
+            Outbound::Close(close::POLICY, close::REASON_TOO_SLOW)
+        ));
+        let (tx, rx) = OutboundSender::channel(2, 2, 1 << 20);
         drop(rx);
         assert!(tx.is_closed());
+        assert!(!tx.frame(Utf8Bytes::from_static("1")));
     }
 
     #[test]
     fn bytes_trip_before_frames_and_come_back_as_frames_leave() {
-        let (tx, mut rx, overflowed) = OutboundSender::channel(1, 100, 10);
+        let (tx, mut rx) = OutboundSender::channel(1, 100, 10);
         let six = || Utf8Bytes::from_static("123456");
         // One item always fits an empty queue, even above the budget.
         assert!(tx.send(Outbound::Batch(vec![six(), six()])));
@@ -246,6 +247,6 @@ mod tests {
         assert!(rx.try_recv().is_some());
         assert!(tx.frame(six()));
         assert!(!tx.frame(six()), "12 bytes queued would exceed 10");
-        assert!(overflowed.is_cancelled());
+        assert!(tx.is_closed());
     }
 }

@@ -23,29 +23,26 @@ enum Step {
     Stop,
 }
 
-/// Serves one WebSocket connection until it closes.
-pub async fn run(socket: WebSocket, app: AppState) {
+/// Serves one WebSocket connection until it closes. The socket has no span of its own
+/// (each idle socket would hold one in the subscriber): every message is handled in a span
+/// naming the connection and, once known, the user.
+pub async fn run(mut socket: WebSocket, app: AppState) {
     let conn_id = app.next_conn_id();
-    // `user_id` is filled in once the socket authenticates.
-    let span = tracing::info_span!("ws", conn_id, user_id = tracing::field::Empty);
-    serve(socket, app, conn_id).instrument(span).await
-}
-
-async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     gauge_add(&METRICS.sockets_open, 1);
-    let (sink, mut outbound, overflowed) = OutboundSender::channel(
+    let (sink, mut outbound) = OutboundSender::channel(
         conn_id,
         app.config.limits.outbound_queue,
         app.config.limits.outbound_max_bytes,
     );
     let conn = Arc::new(Connection::new(conn_id, app.clone(), sink));
     let leeway = app.verifier.leeway_secs();
-    // Before init: the authentication deadline; after: the token's expiry.
-    let deadline =
-        sleep_until(Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs));
-    tokio::pin!(deadline);
     let ping_every = Duration::from_secs(app.config.limits.ws_ping_interval_secs.max(1));
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    // Before init: the authentication deadline; after: the token's expiry.
+    let mut deadline = Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs);
+    let mut next_ping = Instant::now() + ping_every;
+    // One timer for both clocks: every idle socket holds one fewer timer.
+    let timer = sleep_until(deadline.min(next_ping));
+    tokio::pin!(timer);
     let max_bytes = app.config.limits.max_message_bytes;
     let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
     // Made once, not per loop turn (a fresh `cancelled()` joins and leaves the token's waiter
@@ -53,20 +50,15 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
     // token shared by every socket, so each socket polls a lock of its own.
     let closing = app.close_sockets.child_token().cancelled_owned();
     tokio::pin!(closing);
-    let too_slow = overflowed.cancelled();
-    tokio::pin!(too_slow);
 
     loop {
         let step = tokio::select! {
             biased;
-            // Boxed: the rare branches' futures would otherwise sit in every socket's task
-            // for its whole life (its state holds the largest of them).
+            // Boxed: the rare branches' futures (and `write`'s) would otherwise sit in every
+            // socket's task for its whole life (its state holds the largest of them).
             _ = &mut closing => Box::pin(drain(&mut socket, &mut outbound)).await,
-            _ = &mut too_slow => {
-                Box::pin(close_with(&mut socket, close::POLICY, "Client too slow")).await;
-                Step::Stop
-            }
-            item = outbound.recv() => write(&mut socket, item, &mut outbound).await,
+            // A queue that overflowed yields the close first.
+            item = outbound.recv() => Box::pin(write(&mut socket, item, &mut outbound)).await,
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     Box::pin(on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket)).await
@@ -78,22 +70,33 @@ async fn serve(mut socket: WebSocket, app: AppState, conn_id: u64) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Step::Stop,
             },
-            _ = &mut deadline => match conn.identity() {
-                None => {
-                    Box::pin(close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT)).await;
-                    Step::Stop
+            () = &mut timer => {
+                let now = Instant::now();
+                let mut step = Step::Continue;
+                if now >= deadline {
+                    step = match conn.identity() {
+                        None => {
+                            Box::pin(close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT)).await;
+                            Step::Stop
+                        }
+                        Some(identity) if identity.is_expired_at(chrono::Utc::now().timestamp(), leeway) => {
+                            Box::pin(expire(&mut socket)).await
+                        }
+                        Some(identity) => {
+                            deadline = instant_for(identity.expires_at + leeway + 1);
+                            Step::Continue
+                        }
+                    };
                 }
-                Some(identity) if identity.is_expired_at(chrono::Utc::now().timestamp(), leeway) => {
-                    Box::pin(expire(&mut socket)).await
+                if matches!(step, Step::Continue) && now >= next_ping {
+                    next_ping = now + ping_every;
+                    step = match Box::pin(socket.send(Message::Ping(Default::default()))).await {
+                        Ok(()) => Step::Continue,
+                        Err(_) => Step::Stop,
+                    };
                 }
-                Some(identity) => {
-                    deadline.as_mut().reset(instant_for(identity.expires_at + leeway + 1));
-                    Step::Continue
-                }
-            },
-            _ = ping.tick() => match socket.send(Message::Ping(Default::default())).await {
-                Ok(()) => Step::Continue,
-                Err(_) => Step::Stop,
+                timer.as_mut().reset(deadline.min(next_ping));
+                step
             },
         };
         if let Step::Stop = step {
@@ -160,7 +163,12 @@ async fn on_text(
         Ok(ClientMessage::ViewState { .. }) => Step::Continue,
         Ok(message) => {
             if bucket.try_take(std::time::Instant::now()) {
-                tokio::spawn(handlers::handle(Arc::clone(conn), message).in_current_span());
+                let span =
+                    tracing::info_span!("ws", conn_id = conn.id, user_id = tracing::field::Empty);
+                if let Some(user_id) = conn.user_id() {
+                    span.record("user_id", tracing::field::display(user_id));
+                }
+                tokio::spawn(handlers::handle(Arc::clone(conn), message).instrument(span));
             } else {
                 METRICS.rate_limited.inc(&["socket"]);
                 conn.reply(ServerMessage::rate_limited());

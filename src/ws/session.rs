@@ -69,6 +69,14 @@ impl Connection {
         self.session().identity.clone()
     }
 
+    /// The signed-in user's id, without copying the rest of the identity.
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.session()
+            .identity
+            .as_ref()
+            .map(|identity| identity.user_id)
+    }
+
     /// Record a verified identity. A different user on the same socket starts clean.
     pub fn authenticate(&self, identity: Identity) {
         let mut session = self.session();

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::support::fake_modal::{assistant_text, FakeModal, Script, Step};
-use crate::support::relay::{stream_text, token, Client};
+use crate::support::relay::{stream_text, token, Client, Received};
 use crate::support::relay_process::RelayProcess;
 use futures::future::join_all;
 use serde_json::json;
@@ -28,29 +28,31 @@ fn event_text(n: usize) -> String {
     format!("{head}{}", "あ".repeat((EVENT_BYTES - head.len()) / 3))
 }
 
+/// `events` of [`event_text`], in bursts of 20 (160 KB) as a real upstream's reads arrive.
+fn paced(events: usize) -> Script {
+    let Script::Stream(steps) = Script::wrap_cli(
+        (0..events)
+            .map(|n| assistant_text(&event_text(n)))
+            .collect(),
+    ) else {
+        unreachable!("wrap_cli makes a stream")
+    };
+    let mut paced = Vec::with_capacity(steps.len() + events / 20);
+    for (i, step) in steps.into_iter().enumerate() {
+        paced.push(step);
+        if i % 20 == 19 {
+            paced.push(Step::Sleep(Duration::from_millis(2)));
+        }
+    }
+    Script::Stream(paced)
+}
+
 #[tokio::test]
 async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
     // Paced in bursts of 20 events (160 KB) as a real upstream's reads arrive; an unpaced
     // 24 MB burst on two busy cores can outrun the reading client, which the relay then
     // closes as too slow by design (its outbound queue is bounded too).
-    let fake = FakeModal::start(|_| {
-        let Script::Stream(steps) = Script::wrap_cli(
-            (0..EVENTS)
-                .map(|n| assistant_text(&event_text(n)))
-                .collect(),
-        ) else {
-            unreachable!("wrap_cli makes a stream")
-        };
-        let mut paced = Vec::with_capacity(steps.len() + EVENTS / 20);
-        for (i, step) in steps.into_iter().enumerate() {
-            paced.push(step);
-            if i % 20 == 19 {
-                paced.push(Step::Sleep(Duration::from_millis(2)));
-            }
-        }
-        Script::Stream(paced)
-    })
-    .await;
+    let fake = FakeModal::start(|_| paced(EVENTS)).await;
     let data = tempfile::tempdir().unwrap();
     let relay = RelayProcess::on_fake_modal(data.path(), &fake, "").await;
     let url = relay.ws_url();
@@ -99,6 +101,60 @@ async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
         "projectSelected is {selected_bytes} bytes"
     );
     assert!(answer.ends_with(CUT_MARKER));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_too_slow_and_the_job_goes_on() {
+    let fake = FakeModal::start(|_| paced(EVENTS)).await;
+    let data = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::on_fake_modal_with(
+        data.path(),
+        &fake,
+        "",
+        &[
+            ("WS_OUTBOUND_QUEUE", "256"),
+            ("WS_OUTBOUND_MAX_BYTES", "2097152"),
+        ],
+    )
+    .await;
+    let url = relay.ws_url();
+    let user = Uuid::new_v4();
+    let mut stalled = Client::connect(&url).await;
+    stalled.init(&token(user, 3600)).await;
+    let project = stalled.create_project("big").await;
+    stalled.select(project).await;
+
+    // 24 MB, more than both kernel buffers hold: once the job has started, the stalled
+    // socket reads nothing more and its queue overflows.
+    stalled
+        .send(json!({"type":"message","content":"大きなゲームを作って"}))
+        .await;
+    let job_id = stalled.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
+    let mut watcher = Client::connect(&url).await;
+    watcher.init(&token(user, 3600)).await;
+    watcher
+        .send(json!({"type":"subscribeJob","jobId":job_id}))
+        .await;
+    let seen = watcher.recv_until("completed").await;
+    assert_eq!(
+        seen.last().unwrap()["job"]["status"],
+        "completed",
+        "the job went on"
+    );
+
+    // What the kernel held arrives, then the close, well before all 3,000 events.
+    let mut frames = 0;
+    let closed = loop {
+        match stalled.next().await {
+            Received::Json(_) => frames += 1,
+            Received::Closed(close) => break close,
+        }
+    };
+    assert_eq!(closed, Some((1008, "Client too slow".to_string())));
+    assert!(
+        frames < EVENTS,
+        "{frames} frames reached the stalled client"
+    );
 }
 
 /// Jobs of this burst run at the same time, each holding its own upstream connections.
