@@ -416,6 +416,7 @@ async fn drain(app: &AppState) {
 /// Close every socket with 1012 and wait (bounded) for them to go.
 async fn close_sockets(app: &AppState) {
     app.close_sockets.cancel();
+    app.sockets.close_all();
     app.connections.close();
     if tokio::time::timeout(SOCKETS_CLOSE_WAIT, app.connections.wait())
         .await

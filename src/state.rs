@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::wire::sockets::OpenSockets;
+
 use crate::auth::Verifier;
 use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::BackendSelector;
@@ -36,8 +38,10 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     /// Generation messages per user per minute, across sockets.
     pub generation_limit: UserBuckets,
-    /// Fired when the drain is over: every socket closes with 1012.
+    /// Fired when the drain is over: background loops stop.
     pub close_sockets: CancellationToken,
+    /// The open sockets' queues: the drain closes them with 1012 through these.
+    pub sockets: OpenSockets,
     /// WebSocket connection tasks, which axum's graceful shutdown does not track.
     pub connections: TaskTracker,
     next_conn_id: AtomicU64,
@@ -93,6 +97,7 @@ impl AppState {
             modal_git,
             pipeline,
             close_sockets: CancellationToken::new(),
+            sockets: OpenSockets::default(),
             connections: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
         }))

@@ -150,6 +150,21 @@ impl OutboundSender {
         true
     }
 
+    /// Queue the close, behind what is queued and past the queue's limits (it holds no
+    /// frame text); false if the connection is already gone.
+    pub fn close(&self, code: u16, reason: &'static str) -> bool {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared
+            .queue
+            .lock()
+            .items
+            .push_back(Outbound::Close(code, reason));
+        self.shared.ready.notify_one();
+        true
+    }
+
     /// Queues one frame; false if the connection is closed.
     pub fn frame(&self, frame: Utf8Bytes) -> bool {
         self.send(Outbound::Frame(frame))

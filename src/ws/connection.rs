@@ -34,6 +34,8 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
         app.config.limits.outbound_queue,
         app.config.limits.outbound_max_bytes,
     );
+    // Until the socket ends: the drain closes it through its queue.
+    let _open = app.sockets.register(&sink);
     let conn = Arc::new(Connection::new(conn_id, app.clone(), sink));
     let leeway = app.verifier.leeway_secs();
     let ping_every = Duration::from_secs(app.config.limits.ws_ping_interval_secs.max(1));
@@ -45,19 +47,14 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
     tokio::pin!(timer);
     let max_bytes = app.config.limits.max_message_bytes;
     let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
-    // Made once, not per loop turn (a fresh `cancelled()` joins and leaves the token's waiter
-    // list), and on a child token: polling takes the token's lock, and `close_sockets` is one
-    // token shared by every socket, so each socket polls a lock of its own.
-    let closing = app.close_sockets.child_token().cancelled_owned();
-    tokio::pin!(closing);
 
     loop {
         let step = tokio::select! {
             biased;
             // Boxed: the rare branches' futures (and `write`'s) would otherwise sit in every
-            // socket's task for its whole life (its state holds the largest of them).
-            _ = &mut closing => Box::pin(drain(&mut socket, &mut outbound)).await,
-            // A queue that overflowed yields the close first.
+            // socket's task for its whole life (its state holds the largest of them). A queue
+            // that overflowed yields its close first; the drain's close comes after what is
+            // queued.
             item = outbound.recv() => Box::pin(write(&mut socket, item, &mut outbound)).await,
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
@@ -105,26 +102,6 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
     }
     conn.leave();
     gauge_add(&METRICS.sockets_open, -1);
-}
-
-/// The drain: terminal events queued just before it ended must still arrive, but a client
-/// that does not read cannot hold the shutdown.
-async fn drain(socket: &mut WebSocket, outbound: &mut OutboundReceiver) -> Step {
-    let flushed = async {
-        while let Some(item) = outbound.try_recv() {
-            if let Step::Stop = write(socket, item, outbound).await {
-                return false;
-            }
-        }
-        true
-    };
-    if tokio::time::timeout(Duration::from_secs(5), flushed)
-        .await
-        .unwrap_or(false)
-    {
-        close_with(socket, close::SERVICE_RESTART, "Server restarting").await;
-    }
-    Step::Stop
 }
 
 fn instant_for(unix_secs: i64) -> Instant {

@@ -14,5 +14,7 @@ pub const REASON_AUTH_REQUIRED: &str = "Authentication required";
 pub const REASON_AUTH_FAILED: &str = "Authentication failed";
 /// Close reason: the client did not authenticate in time.
 pub const REASON_AUTH_TIMEOUT: &str = "Authentication timeout";
+/// Reason sent with [`SERVICE_RESTART`] when the drain closes the sockets.
+pub const REASON_SERVICE_RESTART: &str = "Server restarting";
 /// Reason sent with [`POLICY`] to a client whose outbound queue overflowed.
 pub const REASON_TOO_SLOW: &str = "Client too slow";
