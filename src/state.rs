@@ -38,7 +38,8 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     /// Generation messages per user per minute, across sockets.
     pub generation_limit: UserBuckets,
-    /// Fired when the drain is over: background loops stop.
+    /// Fired when the drain closes the sockets (at its start when clustered, else at its
+    /// end): background loops stop.
     pub close_sockets: CancellationToken,
     /// The open sockets' queues: the drain closes them with 1012 through these.
     pub sockets: OpenSockets,
