@@ -285,8 +285,8 @@ mod tests {
         assert_eq!(channel.last_seq(), 5);
     }
 
-    #[tokio::test]
-    async fn held_events_wake_each_socket_once_when_released() {
+    /// A job's channel and the queue of socket 1, which follows it.
+    fn observed_by_socket_1() -> (Arc<JobChannel>, crate::wire::outbound::OutboundReceiver) {
         let channel = Arc::new(JobChannel::new(
             Uuid::nil(),
             Uuid::nil(),
@@ -294,8 +294,14 @@ mod tests {
             1 << 20,
             None,
         ));
-        let (sink, mut rx) = OutboundSender::channel(1, 64, 1 << 20);
+        let (sink, rx) = OutboundSender::channel(1, 64, 1 << 20);
         channel.subscribe(sink, SubscriptionKind::Observer, false);
+        (channel, rx)
+    }
+
+    #[tokio::test]
+    async fn held_events_wake_each_socket_once_when_released() {
+        let (channel, mut rx) = observed_by_socket_1();
         let reader = tokio::spawn(async move {
             let first = rx.recv().await;
             (first, texts(&mut rx))
@@ -317,15 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_socket_leaving_under_a_hold_still_gets_what_it_was_sent() {
-        let channel = Arc::new(JobChannel::new(
-            Uuid::nil(),
-            Uuid::nil(),
-            Uuid::nil(),
-            1 << 20,
-            None,
-        ));
-        let (sink, mut rx) = OutboundSender::channel(1, 64, 1 << 20);
-        channel.subscribe(sink, SubscriptionKind::Observer, false);
+        let (channel, mut rx) = observed_by_socket_1();
         let reader = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
         let _held = channel.hold_wakes();

@@ -11,7 +11,7 @@ use crate::backend::Failure;
 use crate::metrics::METRICS;
 use crate::store::models::JobStatus;
 use crate::store::JobUpdate;
-use crate::wire::protocol::{texts, JobResult, ServerMessage};
+use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// How a job's run ended.
 pub(super) enum Outcome {
@@ -75,16 +75,7 @@ pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slo
     };
     match outcome {
         Outcome::Completed => {
-            let result = row
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
-                .unwrap_or(JobResult {
-                    message: texts::GAME_UPDATED.into(),
-                    mode: None,
-                    generator: None,
-                    html: None,
-                });
+            let result = JobResult::stored_or_default(row.result.as_deref());
             tracing::info!("job completed");
             job.channel
                 .publish(&ServerMessage::Completed { job: row, result });

@@ -19,7 +19,7 @@ pub use redis::{BusError, RedisBus};
 use super::channel::{EventForward, JobChannel};
 pub use super::event_kind::EventKind;
 use crate::store::models::{JobRow, JobStatus};
-use crate::wire::protocol::{texts, JobResult, ServerMessage};
+use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// The bus as `/ready` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,16 +78,7 @@ pub fn state_from_database(row: &JobRow) -> (ServerMessage, EventKind) {
             job,
         },
         JobStatus::Completed => {
-            let result = row
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<JobResult>(r).ok())
-                .unwrap_or(JobResult {
-                    message: texts::GAME_UPDATED.into(),
-                    mode: None,
-                    generator: None,
-                    html: None,
-                });
+            let result = JobResult::stored_or_default(row.result.as_deref());
             ServerMessage::Completed { job, result }
         }
         JobStatus::Failed => {
@@ -151,7 +142,7 @@ mod tests {
         assert_eq!(kind, EventKind::Completed);
         assert!(matches!(
             message,
-            ServerMessage::Completed { ref result, .. } if result.message == super::texts::GAME_UPDATED
+            ServerMessage::Completed { ref result, .. } if result.message == crate::wire::protocol::texts::GAME_UPDATED
         ));
         assert_eq!(
             state_from_database(&row(JobStatus::Cancelled)).1,

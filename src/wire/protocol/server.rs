@@ -193,6 +193,21 @@ pub struct JobResult {
     pub html: Option<String>,
 }
 
+impl JobResult {
+    /// The result a job row stores (`jobs.result`, JSON), or the plain "game updated" one
+    /// when it stores none that reads.
+    pub fn stored_or_default(stored: Option<&str>) -> Self {
+        stored
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_else(|| JobResult {
+                message: super::texts::GAME_UPDATED.into(),
+                mode: None,
+                generator: None,
+                html: None,
+            })
+    }
+}
+
 /// One entry of a project's version list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionItem {
