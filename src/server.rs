@@ -1,5 +1,6 @@
 //! The composition root: build every part from the configuration, serve, drain.
 
+mod background;
 mod client_slots;
 mod connection;
 mod front_door;
@@ -18,7 +19,7 @@ use crate::backend::local_cli::LocalCliBackend;
 use crate::backend::modal::pipeline::{CallTimeouts, ModalPipeline};
 use crate::backend::modal::ModalBackend;
 use crate::backend::modal_git::ModalGit;
-use crate::backend::selector::{probe_modal, BackendSelector};
+use crate::backend::selector::BackendSelector;
 use crate::backend::Backend;
 use crate::config::{BackendMode, Config};
 use crate::jobs::bus::{BusError, JobBus, MemoryBus, RedisBus};
@@ -304,7 +305,8 @@ impl Relay {
             pipeline,
         };
         let app = AppState::new(config, verifier, parts);
-        spawn_modal_prober(&app, http);
+        background::spawn_modal_prober(&app, http);
+        background::spawn_socket_clock(&app);
         Ok(Self { app })
     }
 
@@ -424,27 +426,4 @@ async fn close_sockets(app: &AppState) {
     {
         tracing::warn!("some sockets did not close within 5 s");
     }
-}
-
-/// In `USE_MODAL=auto`, probe Modal while it is considered down.
-fn spawn_modal_prober(app: &AppState, http: reqwest::Client) {
-    if app.config.modal.endpoint.is_empty() {
-        return;
-    }
-    let app = app.clone();
-    let url = app.config.modal.endpoint_for("list_files");
-    let every = Duration::from_secs(app.config.backend.auto_probe_interval_secs.max(1));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = app.close_sockets.cancelled() => break,
-                _ = tick.tick() => {
-                    if app.selector.needs_probe() && probe_modal(&http, &url, app.config.modal.secret.expose()).await {
-                        app.selector.record_modal_healthy();
-                    }
-                }
-            }
-        }
-    });
 }

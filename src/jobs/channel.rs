@@ -249,6 +249,7 @@ mod tests {
                 Outbound::Frame(f) => out.push(f.to_string()),
                 Outbound::Batch(fs) => out.extend(fs.into_iter().map(|f| f.to_string())),
                 Outbound::Close(..) => out.push("close".into()),
+                Outbound::Ping => out.push("ping".into()),
             }
         }
         out

@@ -7,7 +7,7 @@
 //! idle sockets.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -25,6 +25,8 @@ pub enum Outbound {
     Batch(Vec<Utf8Bytes>),
     /// Send a close frame and end the connection.
     Close(u16, &'static str),
+    /// Send a WebSocket ping (keeps proxies from timing the connection out).
+    Ping,
 }
 
 impl Outbound {
@@ -33,8 +35,46 @@ impl Outbound {
         match self {
             Outbound::Frame(frame) => frame.len(),
             Outbound::Batch(frames) => frames.iter().map(|frame| frame.len()).sum(),
-            Outbound::Close(..) => 0,
+            Outbound::Close(..) | Outbound::Ping => 0,
         }
+    }
+}
+
+/// What a socket's clock waits for, in Unix milliseconds. The sockets' one shared clock
+/// ([`OpenSockets`](super::sockets::OpenSockets)) acts on it, so no socket holds a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The client must have authenticated by then.
+    Auth(u64),
+    /// The client's token has expired by then (clock-skew leeway included).
+    Token(u64),
+}
+
+/// [`Deadline`] packed into one word: the top bit marks a token's expiry; all ones, none.
+#[derive(Debug)]
+struct PackedDeadline(AtomicU64);
+
+impl PackedDeadline {
+    const NONE: u64 = u64::MAX;
+    const TOKEN: u64 = 1 << 63;
+
+    fn pack(deadline: Deadline) -> u64 {
+        match deadline {
+            Deadline::Auth(at) => at.min(Self::TOKEN - 1),
+            Deadline::Token(at) => at.min(Self::TOKEN - 2) | Self::TOKEN,
+        }
+    }
+
+    fn unpack(word: u64) -> Option<Deadline> {
+        match word {
+            Self::NONE => None,
+            w if w & Self::TOKEN != 0 => Some(Deadline::Token(w & !Self::TOKEN)),
+            w => Some(Deadline::Auth(w)),
+        }
+    }
+
+    fn at(word: u64) -> u64 {
+        word & !Self::TOKEN
     }
 }
 
@@ -55,6 +95,7 @@ struct Shared {
     closed: AtomicBool,
     /// Set when a send found the queue full: the receiver's next item is then the close.
     overflowed: AtomicBool,
+    deadline: PackedDeadline,
 }
 
 /// The sending side of a connection's outbound queue.
@@ -87,6 +128,7 @@ impl OutboundSender {
             max_bytes,
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            deadline: PackedDeadline(AtomicU64::new(PackedDeadline::NONE)),
         });
         (
             Self {
@@ -153,16 +195,65 @@ impl OutboundSender {
     /// Queue the close, behind what is queued and past the queue's limits (it holds no
     /// frame text); false if the connection is already gone.
     pub fn close(&self, code: u16, reason: &'static str) -> bool {
+        self.push_past_limits(Outbound::Close(code, reason))
+    }
+
+    /// Queue `frame` and then the close, past the queue's limits: the last words of a
+    /// connection that must end (an expired token), which one small frame cannot overflow.
+    pub fn close_after(&self, frame: Utf8Bytes, code: u16, reason: &'static str) -> bool {
         if self.shared.closed.load(Ordering::Acquire) {
             return false;
         }
-        self.shared
-            .queue
-            .lock()
-            .items
-            .push_back(Outbound::Close(code, reason));
+        let mut queue = self.shared.queue.lock();
+        queue.bytes += frame.len();
+        queue.items.push_back(Outbound::Frame(frame));
+        queue.items.push_back(Outbound::Close(code, reason));
+        drop(queue);
         self.shared.ready.notify_one();
         true
+    }
+
+    /// Queue a WebSocket ping unless something is queued already (the socket is then
+    /// writing anyway, or too slow to be helped by one more item).
+    pub fn ping(&self) {
+        if self.is_closed() {
+            return;
+        }
+        let mut queue = self.shared.queue.lock();
+        if queue.items.is_empty() {
+            queue.items.push_back(Outbound::Ping);
+            drop(queue);
+            self.shared.ready.notify_one();
+        }
+    }
+
+    fn push_past_limits(&self, item: Outbound) -> bool {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared.queue.lock().items.push_back(item);
+        self.shared.ready.notify_one();
+        true
+    }
+
+    /// Set (or replace) what the connection's clock waits for.
+    pub fn set_deadline(&self, deadline: Deadline) {
+        self.shared
+            .deadline
+            .0
+            .store(PackedDeadline::pack(deadline), Ordering::Release);
+    }
+
+    /// The deadline if it has passed at `now_ms`, cleared so that it fires once.
+    pub fn take_due(&self, now_ms: u64) -> Option<Deadline> {
+        let word = &self.shared.deadline.0;
+        let due = word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current != PackedDeadline::NONE && PackedDeadline::at(current) <= now_ms)
+                    .then_some(PackedDeadline::NONE)
+            })
+            .ok()?;
+        PackedDeadline::unpack(due)
     }
 
     /// Queues one frame; false if the connection is closed.
@@ -249,6 +340,36 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert!(!tx.frame(Utf8Bytes::from_static("1")));
+    }
+
+    #[test]
+    fn a_deadline_fires_once_when_due_and_can_be_replaced() {
+        let (tx, _rx) = OutboundSender::channel(1, 8, 1 << 20);
+        assert_eq!(tx.take_due(u64::MAX - 1), None, "no deadline set");
+        tx.set_deadline(Deadline::Auth(1_000));
+        assert_eq!(tx.take_due(999), None);
+        tx.set_deadline(Deadline::Token(2_000));
+        assert_eq!(tx.take_due(1_999), None, "the token's expiry replaced it");
+        assert_eq!(tx.take_due(2_000), Some(Deadline::Token(2_000)));
+        assert_eq!(tx.take_due(5_000), None, "fired once");
+        tx.set_deadline(Deadline::Auth(3_000));
+        assert_eq!(tx.take_due(3_001), Some(Deadline::Auth(3_000)));
+    }
+
+    #[test]
+    fn pings_only_an_idle_queue_and_last_words_pass_the_limits() {
+        let (tx, mut rx) = OutboundSender::channel(1, 1, 4);
+        tx.ping();
+        tx.ping();
+        assert!(matches!(rx.try_recv(), Some(Outbound::Ping)));
+        assert!(rx.try_recv().is_none(), "one ping while one is queued");
+        assert!(tx.frame(Utf8Bytes::from_static("full")));
+        tx.ping();
+        assert!(tx.close_after(Utf8Bytes::from_static("bye!"), 4001, "Token expired"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f)) if f == "full"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f)) if f == "bye!"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Close(4001, _))));
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]

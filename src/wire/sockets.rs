@@ -1,13 +1,21 @@
-//! Every open socket's outbound queue, by connection id. The drain closes the sockets
-//! through their queues, after whatever each has queued, so no socket has to hold a
-//! shutdown signal of its own (an idle socket's memory is mostly its task).
+//! Every open socket's outbound queue, by connection id, and the one clock they share. The
+//! drain closes the sockets through their queues, after whatever each has queued; the clock
+//! closes those past their deadline and pings the others. So no socket holds a shutdown
+//! signal or a timer of its own (an idle socket's memory is mostly its task).
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
-use super::outbound::OutboundSender;
-use super::protocol::close;
+use super::outbound::{Deadline, OutboundSender};
+use super::protocol::{close, texts, ServerMessage};
+
+/// How often the clock looks at every socket: the precision of the authentication deadline
+/// and of a token's expiry on a socket that sends nothing.
+const CLOCK_TICK: Duration = Duration::from_millis(250);
 
 /// The open sockets' queues.
 #[derive(Default)]
@@ -48,6 +56,42 @@ impl OpenSockets {
         }
     }
 
+    /// Run the sockets' clock until `stop` fires: every [`CLOCK_TICK`], close the sockets
+    /// whose deadline passed and ping each socket once per `ping_every`, their turns spread
+    /// over the interval rather than all at once.
+    pub async fn run_clock(&self, ping_every: Duration, stop: CancellationToken) {
+        let turns_per_ping = (ping_every.as_millis() / CLOCK_TICK.as_millis()).max(1) as u64;
+        let mut tick = tokio::time::interval(CLOCK_TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut turn = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    turn = turn.wrapping_add(1);
+                    self.tick(unix_millis(), turn, turns_per_ping);
+                }
+            }
+        }
+    }
+
+    fn tick(&self, now_ms: u64, turn: u64, turns_per_ping: u64) {
+        let inner = self.inner.lock();
+        for (conn_id, queue) in &inner.queues {
+            match queue.take_due(now_ms) {
+                Some(Deadline::Auth(_)) => {
+                    queue.close(close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT);
+                }
+                Some(Deadline::Token(_)) => {
+                    let frame = ServerMessage::error(texts::TOKEN_EXPIRED).to_frame();
+                    queue.close_after(frame, close::AUTH_FAILED, texts::TOKEN_EXPIRED);
+                }
+                None if conn_id.wrapping_add(turn) % turns_per_ping == 0 => queue.ping(),
+                None => {}
+            }
+        }
+    }
+
     /// Close every socket, now open or opened later, with 1012 once it has written what it
     /// had queued: the browser reconnects, and the load balancer picks another instance.
     pub fn close_all(&self) {
@@ -57,6 +101,13 @@ impl OpenSockets {
             queue.close(close::SERVICE_RESTART, close::REASON_SERVICE_RESTART);
         }
     }
+}
+
+/// Now, in the milliseconds [`Deadline`]s are given in.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -86,5 +137,44 @@ mod tests {
             open_rx.try_recv().is_none(),
             "a socket that ended is no longer reached"
         );
+    }
+
+    #[test]
+    fn the_clock_closes_sockets_past_their_deadline_and_pings_each_in_turn() {
+        let sockets = OpenSockets::default();
+        let (waiting, mut waiting_rx) = OutboundSender::channel(0, 8, 1 << 20);
+        let (expiring, mut expiring_rx) = OutboundSender::channel(1, 8, 1 << 20);
+        waiting.set_deadline(Deadline::Auth(1_000));
+        expiring.set_deadline(Deadline::Token(2_000));
+        let _w = sockets.register(&waiting);
+        let _e = sockets.register(&expiring);
+
+        // A socket's turn to be pinged comes when its id plus the turn divides by 4.
+        sockets.tick(500, 3, 4);
+        assert!(matches!(expiring_rx.try_recv(), Some(Outbound::Ping)));
+        assert!(
+            waiting_rx.try_recv().is_none(),
+            "socket 0 pings on another turn"
+        );
+        sockets.tick(500, 4, 4);
+        assert!(matches!(waiting_rx.try_recv(), Some(Outbound::Ping)));
+        assert!(expiring_rx.try_recv().is_none());
+
+        sockets.tick(1_500, 1, 4);
+        assert!(matches!(
+            waiting_rx.try_recv(),
+            Some(Outbound::Close(4008, "Authentication timeout"))
+        ));
+        assert!(expiring_rx.try_recv().is_none());
+        sockets.tick(2_000, 1, 4);
+        assert!(
+            matches!(expiring_rx.try_recv(), Some(Outbound::Frame(f)) if f.contains("Token expired"))
+        );
+        assert!(matches!(
+            expiring_rx.try_recv(),
+            Some(Outbound::Close(4001, "Token expired"))
+        ));
+        sockets.tick(9_000, 2, 4);
+        assert!(waiting_rx.try_recv().is_none(), "a deadline fires once");
     }
 }

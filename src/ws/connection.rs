@@ -2,12 +2,12 @@
 //! other message is handled in its own task (so a slow handler never delays `pong`), and
 //! everything the socket must receive arrives through its bounded outbound queue.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
-use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
 use super::handlers;
@@ -15,8 +15,9 @@ use super::session::Connection;
 use crate::metrics::{gauge_add, METRICS};
 use crate::rate_limit::TokenBucket;
 use crate::state::AppState;
-use crate::wire::outbound::{Outbound, OutboundReceiver, OutboundSender};
+use crate::wire::outbound::{Deadline, Outbound, OutboundReceiver, OutboundSender};
 use crate::wire::protocol::{close, texts, ClientMessage, ServerMessage};
+use crate::wire::sockets::unix_millis;
 
 enum Step {
     Continue,
@@ -25,29 +26,48 @@ enum Step {
 
 /// Serves one WebSocket connection until it closes. The socket has no span of its own
 /// (each idle socket would hold one in the subscriber): every message is handled in a span
-/// naming the connection and, once known, the user.
-pub async fn run(mut socket: WebSocket, app: AppState) {
+/// naming the connection and, once known, the user. Nor has it a timer: the sockets' shared
+/// clock ([`OpenSockets::run_clock`](crate::wire::sockets::OpenSockets::run_clock)) queues
+/// its pings and its close at the authentication deadline or the token's expiry.
+///
+/// A plain `fn` returning an `async move` block, not an `async fn`: an `async fn` moves its
+/// arguments into locals of its own, so every socket's task would hold the WebSocket twice.
+#[allow(clippy::manual_async_fn)]
+pub fn run(mut socket: WebSocket, app: AppState) -> impl Future<Output = ()> {
+    async move {
+        let (conn, mut outbound) = open(&app);
+        // Until the socket ends: the drain and the clock reach it through its queue.
+        let _open = app.sockets.register(&conn.sink);
+        let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
+        serve(&mut socket, &conn, &mut outbound, &mut bucket).await;
+        conn.leave();
+        gauge_add(&METRICS.sockets_open, -1);
+    }
+}
+
+/// A new socket's connection and queue, its authentication deadline set.
+fn open(app: &AppState) -> (Arc<Connection>, OutboundReceiver) {
     let conn_id = app.next_conn_id();
     gauge_add(&METRICS.sockets_open, 1);
-    let (sink, mut outbound) = OutboundSender::channel(
+    let (sink, outbound) = OutboundSender::channel(
         conn_id,
         app.config.limits.outbound_queue,
         app.config.limits.outbound_max_bytes,
     );
-    // Until the socket ends: the drain closes it through its queue.
-    let _open = app.sockets.register(&sink);
-    let conn = Arc::new(Connection::new(conn_id, app.clone(), sink));
-    let leeway = app.verifier.leeway_secs();
-    let ping_every = Duration::from_secs(app.config.limits.ws_ping_interval_secs.max(1));
-    // Before init: the authentication deadline; after: the token's expiry.
-    let mut deadline = Instant::now() + Duration::from_secs(app.config.auth.init_timeout_secs);
-    let mut next_ping = Instant::now() + ping_every;
-    // One timer for both clocks: every idle socket holds one fewer timer.
-    let timer = sleep_until(deadline.min(next_ping));
-    tokio::pin!(timer);
-    let max_bytes = app.config.limits.max_message_bytes;
-    let mut bucket = TokenBucket::per_minute(app.config.limits.messages_per_minute);
+    let auth_timeout = Duration::from_secs(app.config.auth.init_timeout_secs);
+    sink.set_deadline(Deadline::Auth(
+        unix_millis().saturating_add(auth_timeout.as_millis() as u64),
+    ));
+    (Arc::new(Connection::new(conn_id, app.clone(), sink)), outbound)
+}
 
+/// Move frames both ways until the socket closes or must be closed.
+async fn serve(
+    socket: &mut WebSocket,
+    conn: &Arc<Connection>,
+    outbound: &mut OutboundReceiver,
+    bucket: &mut TokenBucket,
+) {
     loop {
         let step = tokio::select! {
             biased;
@@ -55,10 +75,10 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
             // socket's task for its whole life (its state holds the largest of them). A queue
             // that overflowed yields its close first; the drain's close comes after what is
             // queued.
-            item = outbound.recv() => Box::pin(write(&mut socket, item, &mut outbound)).await,
+            item = outbound.recv() => Box::pin(write(socket, item, outbound)).await,
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    Box::pin(on_text(&conn, &mut socket, text, max_bytes, leeway, &mut bucket)).await
+                    Box::pin(on_text(conn, socket, text, bucket)).await
                 }
                 Some(Ok(Message::Binary(_))) => {
                     conn.reply(ServerMessage::error(texts::INVALID_MESSAGE_FORMAT));
@@ -67,65 +87,29 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Step::Stop,
             },
-            () = &mut timer => {
-                let now = Instant::now();
-                let mut step = Step::Continue;
-                if now >= deadline {
-                    step = match conn.identity() {
-                        None => {
-                            Box::pin(close_with(&mut socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT)).await;
-                            Step::Stop
-                        }
-                        Some(identity) if identity.is_expired_at(chrono::Utc::now().timestamp(), leeway) => {
-                            Box::pin(expire(&mut socket)).await
-                        }
-                        Some(identity) => {
-                            deadline = instant_for(identity.expires_at + leeway + 1);
-                            Step::Continue
-                        }
-                    };
-                }
-                if matches!(step, Step::Continue) && now >= next_ping {
-                    next_ping = now + ping_every;
-                    step = match Box::pin(socket.send(Message::Ping(Default::default()))).await {
-                        Ok(()) => Step::Continue,
-                        Err(_) => Step::Stop,
-                    };
-                }
-                timer.as_mut().reset(deadline.min(next_ping));
-                step
-            },
         };
         if let Step::Stop = step {
             break;
         }
     }
-    conn.leave();
-    gauge_add(&METRICS.sockets_open, -1);
-}
-
-fn instant_for(unix_secs: i64) -> Instant {
-    let now_unix = chrono::Utc::now().timestamp();
-    let ahead = u64::try_from(unix_secs - now_unix).unwrap_or(0);
-    Instant::now() + Duration::from_secs(ahead)
 }
 
 async fn on_text(
     conn: &Arc<Connection>,
     socket: &mut WebSocket,
     text: Utf8Bytes,
-    max_bytes: usize,
-    leeway: i64,
     bucket: &mut TokenBucket,
 ) -> Step {
-    if text.len() > max_bytes {
+    if text.len() > conn.app.config.limits.max_message_bytes {
         conn.reply(ServerMessage::error(texts::MESSAGE_TOO_LARGE));
         return Step::Continue;
     }
-    if conn
-        .identity()
-        .is_some_and(|id| id.is_expired_at(chrono::Utc::now().timestamp(), leeway))
-    {
+    if conn.identity().is_some_and(|id| {
+        id.is_expired_at(
+            chrono::Utc::now().timestamp(),
+            conn.app.verifier.leeway_secs(),
+        )
+    }) {
         return expire(socket).await;
     }
     match ClientMessage::parse(text.as_str()) {
@@ -185,6 +169,7 @@ async fn write(socket: &mut WebSocket, first: Outbound, queue: &mut OutboundRece
                 }
                 result
             }
+            Outbound::Ping => socket.feed(Message::Ping(Default::default())).await,
             Outbound::Close(code, reason) => {
                 let _ = socket.flush().await;
                 close_with(socket, code, reason).await;

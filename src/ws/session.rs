@@ -12,7 +12,7 @@ use crate::jobs::{JobChannel, SubscriptionKind};
 use crate::metrics::{gauge_add, METRICS};
 use crate::pipeline::style::PendingStyle;
 use crate::state::AppState;
-use crate::wire::outbound::{Outbound, OutboundSender};
+use crate::wire::outbound::{Deadline, Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
 
 /// The per-socket state a handler may change.
@@ -91,6 +91,12 @@ impl Connection {
                 channel.unsubscribe(self.id);
             }
         }
+        // From now on the clock closes the socket when the token expires, unless a newer
+        // token replaces this one first.
+        let expires_at = identity.expires_at + self.app.verifier.leeway_secs() + 1;
+        self.sink.set_deadline(Deadline::Token(
+            u64::try_from(expires_at).unwrap_or(0).saturating_mul(1000),
+        ));
         session.identity = Some(identity);
         if first {
             gauge_add(&METRICS.sessions_authenticated, 1);

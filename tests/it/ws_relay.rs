@@ -546,6 +546,27 @@ async fn token_expiry_is_rechecked_on_every_message() {
 }
 
 #[tokio::test]
+async fn an_idle_socket_is_pinged_and_closed_when_its_token_expires() {
+    let relay = TestRelay::start(&[("WS_PING_INTERVAL_SECS", "1"), ("JWT_LEEWAY_SECS", "0")]).await;
+    let mut c = relay.client().await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.init(&token(Uuid::new_v4(), 3)).await["type"], "init");
+    c.expect_ping().await;
+    c.expect_ping().await;
+    // The client sends nothing: the relay's clock notices the expiry on its own.
+    assert_eq!(
+        c.recv().await,
+        json!({"type":"error","message":"Token expired"})
+    );
+    assert_eq!(c.expect_close().await, Some((4001, "Token expired".into())));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn jobs_outlive_their_socket() {
     let fake = FakeModal::start(|_| numbered(20, Duration::from_millis(25))).await;
     let relay = TestRelay::start_modal(&fake.url, &fake.secret, &[]).await;

@@ -280,6 +280,20 @@ impl Client {
             .expect("reply")
     }
 
+    /// Wait for a WebSocket ping; a text frame or a close before it fails the test.
+    pub async fn expect_ping(&mut self) {
+        loop {
+            let item = tokio::time::timeout(self.wait, self.ws.next())
+                .await
+                .expect("ping within deadline");
+            match item {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn expect_close(&mut self) -> Option<(u16, String)> {
         loop {
             match self.next().await {
