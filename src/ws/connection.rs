@@ -58,7 +58,10 @@ fn open(app: &AppState) -> (Arc<Connection>, OutboundReceiver) {
     sink.set_deadline(Deadline::Auth(
         unix_millis().saturating_add(auth_timeout.as_millis() as u64),
     ));
-    (Arc::new(Connection::new(conn_id, app.clone(), sink)), outbound)
+    (
+        Arc::new(Connection::new(conn_id, app.clone(), sink)),
+        outbound,
+    )
 }
 
 /// Move frames both ways until the socket closes or must be closed.

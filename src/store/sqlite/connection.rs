@@ -1,5 +1,5 @@
-//! The dedicated connection thread: opening the file, the pragmas, the schema migrations,
-//! the queue of closures the thread runs in turn, and the conversions every row reader shares.
+//! Opening the file: the pragmas, the schema migrations, and the conversions every row reader
+//! shares. The thread that then owns the connection is in `thread`.
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use uuid::Uuid;
 
+use super::thread::{self, db_err};
 use super::SqliteStore;
 use crate::store::models::iso_millis;
 use crate::store::StoreError;
@@ -92,13 +93,6 @@ CREATE TABLE relay_current_versions (
 "#,
 ];
 
-/// One call queued for the connection thread.
-pub(super) type Task = Box<dyn FnOnce(&mut Connection) + Send>;
-
-pub(super) fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 pub(super) fn parse_ts(raw: String) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&raw)
         .map(|t| t.with_timezone(&Utc))
@@ -163,32 +157,8 @@ impl SqliteStore {
                 .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
-        let (tasks, queue) = std::sync::mpsc::channel::<Task>();
-        std::thread::Builder::new()
-            .name("sqlite".into())
-            .spawn(move || {
-                let mut conn = conn;
-                // Ends when the store (every sender) is dropped.
-                for task in queue {
-                    task(&mut conn);
-                }
-            })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite thread: {e}")))?;
-        Ok(Self { tasks })
-    }
-
-    pub(super) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let stopped = || StoreError::Unavailable("the SQLite thread stopped".into());
-        self.tasks
-            .send(Box::new(move |conn: &mut Connection| {
-                let _ = reply.send(f(conn).map_err(db_err));
-            }))
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(Self {
+            tasks: thread::start(conn)?,
+        })
     }
 }

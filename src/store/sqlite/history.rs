@@ -58,7 +58,7 @@ pub(super) async fn add_user_message(
     );
     store
         .call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let now = now_text();
             let touched = tx
                 .prepare_cached(
@@ -87,7 +87,7 @@ pub(super) async fn add_history(
     let (pid, content) = (project_id.to_string(), content.to_string());
     store
         .call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let now = now_text();
             tx.prepare_cached(
                 "INSERT INTO chat_history (project_id, role, message, created_at)

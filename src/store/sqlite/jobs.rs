@@ -74,8 +74,9 @@ pub(super) async fn start_job(
     let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
     store
         .call(move |c| {
-            // IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Inside the thread's transaction, which took the write lock first (BEGIN
+            // IMMEDIATE): check-then-insert is atomic across processes.
+            let tx = c.savepoint()?;
             if let Some(existing) = select_active_job(&tx, &pid)? {
                 return Ok(JobStart::Existing(existing));
             }
@@ -227,7 +228,7 @@ pub(super) async fn renew_leases(
     let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
     store
         .call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let mut renewed = Vec::with_capacity(ids.len());
             {
                 let mut stmt = tx.prepare_cached(

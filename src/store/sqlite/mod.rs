@@ -3,8 +3,9 @@
 //! one writer anyway): the async runtime never waits on disk, and a burst of requests queues
 //! as closures instead of parking hundreds of blocking-pool threads on a lock.
 //!
-//! This file holds the store type and forwards the [`Store`] trait; `connection` runs the
-//! thread and the schema, and one file per table group holds the queries.
+//! This file holds the store type and forwards the [`Store`] trait; `connection` opens the
+//! file and migrates the schema, `thread` runs the calls (grouped into shared transactions),
+//! and one file per table group holds the queries.
 
 mod connection;
 mod history;
@@ -12,6 +13,7 @@ mod jobs;
 mod projects;
 mod quotas;
 mod shared;
+mod thread;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,7 +28,7 @@ use crate::auth::Identity;
 
 /// The SQLite store: a queue into the one thread that owns the database connection.
 pub struct SqliteStore {
-    tasks: std::sync::mpsc::Sender<connection::Task>,
+    tasks: std::sync::mpsc::Sender<thread::Task>,
 }
 
 #[async_trait]

@@ -36,7 +36,7 @@ pub(super) async fn consume_quota(
     let column = kind.column();
     store
         .call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let day = today();
             tx.prepare_cached(
                 "INSERT INTO usage_quotas (user_id, quota_date) VALUES (?1, ?2)
