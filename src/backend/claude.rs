@@ -2,6 +2,9 @@
 //! raw CLI events (Modal passes them through, the local process prints them), so both use
 //! this one interpretation (docs/decisions.md, decision 2).
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 /// One event parsed from the Claude CLI's streamed JSON output.
@@ -65,6 +68,57 @@ pub fn interpret(line: &Value) -> Vec<CliEvent> {
     }
 }
 
+/// Reads an `assistant` line — most of a job's lines — straight from its text, without
+/// building a JSON tree. `None` when the line is anything else or not in the usual shape (a
+/// field of an unexpected type, a repeated key): [`interpret`] then reads it, with the same
+/// result for every line this accepts.
+pub fn interpret_assistant(line: &str) -> Option<Vec<CliEvent>> {
+    #[derive(Deserialize)]
+    struct Line<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Message<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        content: Vec<Block<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        text: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        name: Option<Cow<'a, str>>,
+    }
+
+    let line: Line<'_> = serde_json::from_str(line).ok()?;
+    if line.kind != "assistant" {
+        return None;
+    }
+    let events = line
+        .message
+        .content
+        .into_iter()
+        .filter_map(|block| match &*block.kind {
+            "text" => block
+                .text
+                .filter(|text| !text.is_empty())
+                .map(|text| CliEvent::Text(text.into_owned())),
+            "tool_use" => Some(CliEvent::ToolUse(
+                block
+                    .name
+                    .filter(|name| !name.is_empty())
+                    .map_or_else(|| "unknown".to_string(), Cow::into_owned),
+            )),
+            _ => None,
+        });
+    Some(events.collect())
+}
+
 fn block_event(block: &Value) -> Option<CliEvent> {
     match block.get("type").and_then(Value::as_str)? {
         "text" => block
@@ -88,6 +142,30 @@ fn block_event(block: &Value) -> Option<CliEvent> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn assistant_lines_read_without_a_tree_agree_with_the_tree() {
+        let lines = [
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"ジャンプ\n"},{"type":"tool_use","id":"t1","name":"Edit","input":{"a":[1,{"b":null}]}},{"type":"thinking","thinking":"..."}]}}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":""},{"type":"tool_use","name":""},{"type":"tool_use","name":null},{"type":"text","text":null}]},"session_id":"s"}"#,
+            r#"{"type":"assistant","message":{"content":[]}}"#,
+        ];
+        for line in lines {
+            let tree: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(interpret_assistant(line), Some(interpret(&tree)), "{line}");
+        }
+        // Anything else, or an unusual shape, is left to the tree.
+        for line in [
+            r#"{"type":"result","is_error":false,"result":"ok"}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":5}]}}"#,
+            r#"{"type":"assistant","message":{"content":"text"}}"#,
+            r#"{"type":"assistant","message":{"content":[{"text":"no type"}]}}"#,
+            r#"{"type":"assistant"}"#,
+            "not json",
+        ] {
+            assert_eq!(interpret_assistant(line), None, "{line}");
+        }
+    }
 
     #[test]
     fn assistant_blocks_in_order() {

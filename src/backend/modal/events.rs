@@ -19,6 +19,9 @@ pub(super) struct StreamState {
 impl StreamState {
     /// Interprets one `data:` payload: zero or more non-terminal events, or one terminal event.
     pub(super) fn on_payload(&mut self, payload: &str) -> Vec<BackendEvent> {
+        if let Some(events) = claude::interpret_assistant(payload) {
+            return self.cli_events(events);
+        }
         let value: Value = match serde_json::from_str(payload) {
             Ok(value) => value,
             Err(e) => {
@@ -56,18 +59,22 @@ impl StreamState {
             }
             Some("done") => vec![self.done()],
             Some("error") => vec![BackendEvent::Failed(Failure::from(upstream_error(value)))],
-            _ => claude::interpret(&value)
-                .into_iter()
-                .filter_map(|event| match event {
-                    CliEvent::Text(text) => Some(BackendEvent::Text(text)),
-                    CliEvent::ToolUse(name) => Some(BackendEvent::ToolUse(name)),
-                    CliEvent::Result { is_error, .. } => {
-                        self.cli_error |= is_error;
-                        None
-                    }
-                })
-                .collect(),
+            _ => self.cli_events(claude::interpret(&value)),
         }
+    }
+
+    fn cli_events(&mut self, events: Vec<CliEvent>) -> Vec<BackendEvent> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                CliEvent::Text(text) => Some(BackendEvent::Text(text)),
+                CliEvent::ToolUse(name) => Some(BackendEvent::ToolUse(name)),
+                CliEvent::Result { is_error, .. } => {
+                    self.cli_error |= is_error;
+                    None
+                }
+            })
+            .collect()
     }
 
     fn done(&self) -> BackendEvent {
