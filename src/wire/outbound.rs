@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::metrics::{counter_inc, METRICS};
-use crate::wire::protocol::close;
+use crate::wire::protocol::{close, texts, ServerMessage};
 
 /// One item waiting in a connection's outbound queue.
 #[derive(Debug)]
@@ -195,22 +195,18 @@ impl OutboundSender {
     /// Queue the close, behind what is queued and past the queue's limits (it holds no
     /// frame text); false if the connection is already gone.
     pub fn close(&self, code: u16, reason: &'static str) -> bool {
-        self.push_past_limits(Outbound::Close(code, reason))
+        self.push_past_limits([Outbound::Close(code, reason)])
     }
 
-    /// Queue `frame` and then the close, past the queue's limits: the last words of a
-    /// connection that must end (an expired token), which one small frame cannot overflow.
-    pub fn close_after(&self, frame: Utf8Bytes, code: u16, reason: &'static str) -> bool {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        let mut queue = self.shared.queue.lock();
-        queue.bytes += frame.len();
-        queue.items.push_back(Outbound::Frame(frame));
-        queue.items.push_back(Outbound::Close(code, reason));
-        drop(queue);
-        self.shared.ready.notify_one();
-        true
+    /// Queue what a socket whose token expired is told last — the error the page matches
+    /// on to refresh its session, then the close — past the queue's limits: one small frame
+    /// cannot overflow it. False if the connection is already gone.
+    pub fn close_token_expired(&self) -> bool {
+        let frame = ServerMessage::error(texts::TOKEN_EXPIRED).to_frame();
+        self.push_past_limits([
+            Outbound::Frame(frame),
+            Outbound::Close(close::AUTH_FAILED, texts::TOKEN_EXPIRED),
+        ])
     }
 
     /// Queue a WebSocket ping unless something is queued already (the socket is then
@@ -227,11 +223,17 @@ impl OutboundSender {
         }
     }
 
-    fn push_past_limits(&self, item: Outbound) -> bool {
+    /// Queue `items` back to back whatever the limits: the last words of a connection.
+    fn push_past_limits<const N: usize>(&self, items: [Outbound; N]) -> bool {
         if self.shared.closed.load(Ordering::Acquire) {
             return false;
         }
-        self.shared.queue.lock().items.push_back(item);
+        let mut queue = self.shared.queue.lock();
+        for item in items {
+            queue.bytes += item.bytes();
+            queue.items.push_back(item);
+        }
+        drop(queue);
         self.shared.ready.notify_one();
         true
     }
@@ -365,9 +367,11 @@ mod tests {
         assert!(rx.try_recv().is_none(), "one ping while one is queued");
         assert!(tx.frame(Utf8Bytes::from_static("full")));
         tx.ping();
-        assert!(tx.close_after(Utf8Bytes::from_static("bye!"), 4001, "Token expired"));
+        assert!(tx.close_token_expired());
         assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f)) if f == "full"));
-        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f)) if f == "bye!"));
+        assert!(
+            matches!(rx.try_recv(), Some(Outbound::Frame(f)) if f == r#"{"type":"error","message":"Token expired"}"#)
+        );
         assert!(matches!(rx.try_recv(), Some(Outbound::Close(4001, _))));
         assert!(rx.try_recv().is_none());
     }

@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::outbound::{Deadline, OutboundSender};
-use super::protocol::{close, texts, ServerMessage};
+use super::protocol::close;
 
 /// How often the clock looks at every socket: the precision of the authentication deadline
 /// and of a token's expiry on a socket that sends nothing.
@@ -83,8 +83,7 @@ impl OpenSockets {
                     queue.close(close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT);
                 }
                 Some(Deadline::Token(_)) => {
-                    let frame = ServerMessage::error(texts::TOKEN_EXPIRED).to_frame();
-                    queue.close_after(frame, close::AUTH_FAILED, texts::TOKEN_EXPIRED);
+                    queue.close_token_expired();
                 }
                 None if conn_id.wrapping_add(turn) % turns_per_ping == 0 => queue.ping(),
                 None => {}

@@ -16,7 +16,7 @@ use crate::metrics::{gauge_add, METRICS};
 use crate::rate_limit::TokenBucket;
 use crate::state::AppState;
 use crate::wire::outbound::{Deadline, Outbound, OutboundReceiver, OutboundSender};
-use crate::wire::protocol::{close, texts, ClientMessage, ServerMessage};
+use crate::wire::protocol::{texts, ClientMessage, ServerMessage};
 use crate::wire::sockets::unix_millis;
 
 enum Step {
@@ -107,13 +107,11 @@ async fn on_text(
         conn.reply(ServerMessage::error(texts::MESSAGE_TOO_LARGE));
         return Step::Continue;
     }
-    if conn.identity().is_some_and(|id| {
-        id.is_expired_at(
-            chrono::Utc::now().timestamp(),
-            conn.app.verifier.leeway_secs(),
-        )
-    }) {
-        return expire(socket).await;
+    // The clock closes a quiet socket at its token's expiry; a message may come first. Its
+    // close goes out after what is queued, before anything else is read.
+    if conn.token_expired() {
+        conn.sink.close_token_expired();
+        return Step::Continue;
     }
     match ClientMessage::parse(text.as_str()) {
         // Answered right here, ahead of anything queued, so pong is never late.
@@ -144,14 +142,6 @@ async fn on_text(
             Step::Continue
         }
     }
-}
-
-async fn expire(socket: &mut WebSocket) -> Step {
-    let frame = ServerMessage::error(texts::TOKEN_EXPIRED).to_frame();
-    if socket.send(Message::Text(frame)).await.is_ok() {
-        close_with(socket, close::AUTH_FAILED, texts::TOKEN_EXPIRED).await;
-    }
-    Step::Stop
 }
 
 /// Write `first` and whatever else is already queued, then flush once.

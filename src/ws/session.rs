@@ -77,6 +77,15 @@ impl Connection {
             .map(|identity| identity.user_id)
     }
 
+    /// Whether the signed-in user's token has expired (clock-skew leeway allowed).
+    pub fn token_expired(&self) -> bool {
+        let leeway = self.app.verifier.leeway_secs();
+        self.session()
+            .identity
+            .as_ref()
+            .is_some_and(|identity| identity.is_expired_at(chrono::Utc::now().timestamp(), leeway))
+    }
+
     /// Record a verified identity. A different user on the same socket starts clean.
     pub fn authenticate(&self, identity: Identity) {
         let mut session = self.session();
