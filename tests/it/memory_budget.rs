@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::support::fake_modal::{assistant_text, FakeModal, Script, Step};
-use crate::support::relay::{stream_text, token, Client, Received};
+use crate::support::relay::{stream_text, Received};
 use crate::support::relay_process::RelayProcess;
 use futures::future::join_all;
 use serde_json::json;
@@ -55,10 +55,8 @@ async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
     let fake = FakeModal::start(|_| paced(EVENTS)).await;
     let data = tempfile::tempdir().unwrap();
     let relay = RelayProcess::on_fake_modal(data.path(), &fake, "").await;
-    let url = relay.ws_url();
     let user = Uuid::new_v4();
-    let mut client = Client::connect(&url).await;
-    client.init(&token(user, 3600)).await;
+    let (mut client, _) = relay.user(user).await;
     let project = client.create_project("big").await;
     client.select(project).await;
 
@@ -80,8 +78,7 @@ async fn a_24_mb_answer_costs_bounded_memory_and_a_small_project_selected() {
     assert!(message.starts_with("<0>") && message.ends_with(CUT_MARKER));
 
     // A tab that opens the project afterwards gets a bounded frame, the cut answer marked.
-    let mut late = Client::connect(&url).await;
-    late.init(&token(user, 3600)).await;
+    let (mut late, _) = relay.user(user).await;
     late.send(json!({"type":"selectProject","projectId":project}))
         .await;
     let selected = late.recv_until("projectSelected").await.pop().unwrap();
@@ -117,10 +114,8 @@ async fn a_client_that_stops_reading_is_closed_as_too_slow_and_the_job_goes_on()
         ],
     )
     .await;
-    let url = relay.ws_url();
     let user = Uuid::new_v4();
-    let mut stalled = Client::connect(&url).await;
-    stalled.init(&token(user, 3600)).await;
+    let (mut stalled, _) = relay.user(user).await;
     let project = stalled.create_project("big").await;
     stalled.select(project).await;
 
@@ -130,8 +125,7 @@ async fn a_client_that_stops_reading_is_closed_as_too_slow_and_the_job_goes_on()
         .send(json!({"type":"message","content":"大きなゲームを作って"}))
         .await;
     let job_id = stalled.recv_until("jobStarted").await.pop().unwrap()["job"]["id"].clone();
-    let mut watcher = Client::connect(&url).await;
-    watcher.init(&token(user, 3600)).await;
+    let (mut watcher, _) = relay.user(user).await;
     watcher
         .send(json!({"type":"subscribeJob","jobId":job_id}))
         .await;

@@ -144,7 +144,6 @@ impl TestRelay {
         Client::connect(&self.url()).await
     }
 
-    /// A connected, initialised client for `user`.
     /// A token for `user`, who exists in `auth.users` when the store is PostgreSQL.
     pub async fn token_for(&self, user: Uuid) -> String {
         if let Some(db) = &self.pg {
@@ -153,6 +152,7 @@ impl TestRelay {
         token(user, 3600)
     }
 
+    /// A connected, initialised client for `user`.
     pub async fn user(&self, user: Uuid) -> Client {
         let mut client = self.client().await;
         let reply = client.init(&self.token_for(user).await).await;
