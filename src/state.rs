@@ -6,8 +6,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::wire::sockets::OpenSockets;
-
 use crate::auth::Verifier;
 use crate::backend::modal_git::ModalGit;
 use crate::backend::selector::BackendSelector;
@@ -17,6 +15,7 @@ use crate::jobs::Jobs;
 use crate::pipeline::Pipeline;
 use crate::rate_limit::UserBuckets;
 use crate::store::Store;
+use crate::wire::sockets::OpenSockets;
 
 /// Everything the running server shares between requests.
 pub struct App {

@@ -35,6 +35,7 @@ enum Step {
 #[allow(clippy::manual_async_fn)]
 pub fn run(mut socket: WebSocket, app: AppState) -> impl Future<Output = ()> {
     async move {
+        gauge_add(&METRICS.sockets_open, 1);
         let (conn, mut outbound) = open(&app);
         // Until the socket ends: the drain and the clock reach it through its queue.
         let _open = app.sockets.register(&conn.sink);
@@ -48,7 +49,6 @@ pub fn run(mut socket: WebSocket, app: AppState) -> impl Future<Output = ()> {
 /// A new socket's connection and queue, its authentication deadline set.
 fn open(app: &AppState) -> (Arc<Connection>, OutboundReceiver) {
     let conn_id = app.next_conn_id();
-    gauge_add(&METRICS.sockets_open, 1);
     let (sink, outbound) = OutboundSender::channel(
         conn_id,
         app.config.limits.outbound_queue,
