@@ -1127,7 +1127,64 @@ async fn pg_pooled_connection_is_clean_after_transactions() {
     let conn = store.connection().await.unwrap();
     assert_clean(&conn, "after a failed store call").await;
     drop(conn);
+
+    // A job start goes out as one flight (BEGIN … COMMIT): a statement failing in it (no such
+    // project) rolls the whole flight back, locks included.
+    let limits = StartLimits {
+        per_user: Some(2),
+        total: Some(10),
+    };
+    let err = store
+        .start_job(
+            a.user_id,
+            Uuid::new_v4(),
+            Uuid::now_v7(),
+            Utc::now(),
+            &live(),
+            limits,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("foreign key constraint"), "{err}");
+    let conn = store.connection().await.unwrap();
+    assert_clean(&conn, "after a failed job start").await;
+    assert_no_transaction(&conn, "after a failed job start").await;
+    drop(conn);
+    // A start dropped after its first poll has sent every message: the server still runs it
+    // to its COMMIT, and the connection goes back to the pool outside any transaction.
+    let other = store.create_project(&a, "cut off").await.unwrap();
+    let job_id = Uuid::now_v7();
+    let lease = live();
+    {
+        let start = store.start_job(a.user_id, other.id, job_id, Utc::now(), &lease, limits);
+        let mut start = std::pin::pin!(start);
+        assert!(futures::poll!(start.as_mut()).is_pending());
+    }
+    let conn = store.connection().await.unwrap();
+    assert_no_transaction(&conn, "after a dropped job start").await;
+    assert_clean(&conn, "after a dropped job start").await;
+    drop(conn);
+    let row = store.get_job(job_id).await.unwrap();
+    assert_eq!(row.map(|r| r.status), Some(JobStatus::Pending));
     finish_pg(store, env).await;
+}
+
+/// No transaction left open on `conn`: no advisory lock held and a fresh transaction per
+/// statement.
+async fn assert_no_transaction(conn: &deadpool_postgres::Object, when: &str) {
+    let row = conn
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "{when}: advisory locks still held");
+    let first = conn.query_one("SELECT now()", &[]).await.unwrap();
+    let second = conn.query_one("SELECT now()", &[]).await.unwrap();
+    let (first, second): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        (first.get(0), second.get(0));
+    assert_ne!(first, second, "{when}: still inside one transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

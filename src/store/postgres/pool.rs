@@ -88,16 +88,47 @@ pub async fn begin<'c>(
             .map_err(db_err)?;
         }
         Scope::Service => {
-            // UTC so `current_date` in the quota functions is the UTC day, as on Supabase.
-            tx.query_typed(
-                "SELECT set_config('role', 'service_role', true), set_config('TimeZone', 'UTC', true)",
-                &[],
-            )
-            .await
-            .map_err(db_err)?;
+            tx.query_typed(SERVICE_SETTINGS, &[])
+                .await
+                .map_err(db_err)?;
         }
     }
     Ok(tx)
+}
+
+/// The settings of a [`Scope::Service`] transaction. UTC so `current_date` in the quota
+/// functions is the UTC day, as on Supabase.
+const SERVICE_SETTINGS: &str =
+    "SELECT set_config('role', 'service_role', true), set_config('TimeZone', 'UTC', true)";
+
+/// Run `statements` as one [`Scope::Service`] transaction sent in a single flight — `BEGIN`,
+/// the settings, the statements, `COMMIT` — and return each statement's rows. The server runs
+/// the messages in order without waiting for the client, so a lock an early statement takes
+/// is held only while the server works, not across round trips. After a failed statement the
+/// server ignores the rest and the `COMMIT` rolls back. Every message is sent on the first
+/// poll, so a dropped future never leaves the connection inside the transaction.
+pub(super) async fn one_flight(
+    conn: &Object,
+    statements: &[(&str, &[Param<'_>])],
+) -> Result<Vec<Vec<Row>>, StoreError> {
+    let client: &tokio_postgres::Client = conn;
+    let mut flight = Vec::with_capacity(statements.len() + 3);
+    flight.push(client.query_typed("BEGIN", &[]));
+    flight.push(client.query_typed(SERVICE_SETTINGS, &[]));
+    for (sql, params) in statements {
+        flight.push(client.query_typed(sql, params));
+    }
+    flight.push(client.query_typed("COMMIT", &[]));
+    let mut replies = futures::future::join_all(flight).await.into_iter();
+    // The first failure is the cause; the statements after it only report the aborted block.
+    let mut rows = Vec::with_capacity(statements.len());
+    for (index, reply) in replies.by_ref().enumerate() {
+        let reply = reply.map_err(db_err)?;
+        if (2..statements.len() + 2).contains(&index) {
+            rows.push(reply);
+        }
+    }
+    Ok(rows)
 }
 
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
