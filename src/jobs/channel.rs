@@ -19,8 +19,9 @@ use crate::wire::protocol::ServerMessage;
 
 /// Where the events of a job running here also go (the job bus), in sequence order.
 pub trait EventForward: Send + Sync {
-    /// Hand on event `seq` of `job_id`. Called under the channel's lock, so it never waits.
-    fn forward(&self, job_id: Uuid, seq: u64, frame: &Utf8Bytes, kind: EventKind);
+    /// Hand on consecutive events of `job_id`, numbered from `first_seq` on: one, or a
+    /// burst released together. Called under the channel's lock, so it never waits.
+    fn forward(&self, job_id: Uuid, first_seq: u64, events: &[(Utf8Bytes, EventKind)]);
 }
 
 /// How a socket came to follow the job; decides whether `gameUpdated` follows `completed`
@@ -45,6 +46,10 @@ struct Inner {
     holds: u32,
     /// Events were queued under a hold and their sockets not woken yet.
     unwoken: bool,
+    /// Events held for the forward while a hold is open, from sequence `forward_first` on:
+    /// a burst reaches the bus as one run.
+    forward_held: Vec<(Utf8Bytes, EventKind)>,
+    forward_first: u64,
 }
 
 /// While alive, the channel's events reach the subscribers' queues without waking their
@@ -58,7 +63,20 @@ impl Drop for HeldWakes {
     fn drop(&mut self) {
         let mut inner = self.channel.inner.lock();
         inner.holds -= 1;
-        if inner.holds == 0 && std::mem::take(&mut inner.unwoken) {
+        if inner.holds > 0 {
+            return;
+        }
+        if !inner.forward_held.is_empty() {
+            if let Some(forward) = &self.channel.forward {
+                forward.forward(
+                    self.channel.job_id,
+                    inner.forward_first,
+                    &inner.forward_held,
+                );
+            }
+            inner.forward_held.clear();
+        }
+        if std::mem::take(&mut inner.unwoken) {
             for sub in &inner.subscribers {
                 sub.sink.wake();
             }
@@ -103,6 +121,8 @@ impl JobChannel {
                 subscribers: Vec::new(),
                 holds: 0,
                 unwoken: false,
+                forward_held: Vec::new(),
+                forward_first: 0,
             }),
         }
     }
@@ -154,10 +174,17 @@ impl JobChannel {
             }
             (None, _) => inner.log.append_frame(frame.clone(), FrameKind::Other),
         };
-        if let Some(forward) = &self.forward {
-            forward.forward(self.job_id, seq, &frame, kind);
-        }
         let wake = inner.holds == 0;
+        if let Some(forward) = &self.forward {
+            if wake {
+                forward.forward(self.job_id, seq, &[(frame.clone(), kind)]);
+            } else {
+                if inner.forward_held.is_empty() {
+                    inner.forward_first = seq;
+                }
+                inner.forward_held.push((frame.clone(), kind));
+            }
+        }
         inner.unwoken |= !wake;
         inner.subscribers.retain(|sub| {
             let item = match (&game_updated, sub.kind) {

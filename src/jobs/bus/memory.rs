@@ -19,7 +19,7 @@ use crate::wire::protocol::ServerMessage;
 pub struct MemoryBus;
 
 impl EventForward for MemoryBus {
-    fn forward(&self, _job_id: Uuid, _seq: u64, _frame: &Utf8Bytes, _kind: EventKind) {}
+    fn forward(&self, _job_id: Uuid, _first_seq: u64, _events: &[(Utf8Bytes, EventKind)]) {}
 }
 
 #[async_trait]

@@ -1,8 +1,8 @@
 //! Following jobs other instances run: one task per instance feeds every mirror channel, in
 //! order and nothing twice, with gaps and unannounced ends answered from the database.
 //!
-//! Live events come by pub/sub: the owner publishes each event on the job's live channel
-//! right after adding it to the job's stream, and Redis pushes it to the followers without
+//! Live events come by pub/sub: the owner publishes each batch of events on the job's live
+//! channel right after adding it to the job's stream, and Redis pushes it to the followers without
 //! waiting for a request (a blocking `XREAD` per batch put a round trip, and under load tens
 //! of milliseconds, on every event). The stream is read only to catch up: after subscribing,
 //! after a reconnect, and when a sequence number is skipped.
@@ -19,9 +19,9 @@ use redis::{AsyncCommands, RedisResult};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::batch;
 use super::shared::{
-    entry_id, entry_seq, live_channel, live_message_parse, stream_key, Part, Shared, QUIET,
-    READ_BATCH, RETRY,
+    entry_id, entry_seq, live_channel, stream_key, Part, Shared, QUIET, READ_BATCH, RETRY,
 };
 use crate::jobs::bus::state_from_database;
 use crate::jobs::channel::{HeldWakes, JobChannel};
@@ -248,7 +248,8 @@ async fn resubscribe(
     Ok(())
 }
 
-/// One live event: handed on when it is the next, else kept until the stream fills the gap.
+/// One live batch: each event handed on when it is the next, else kept until the stream
+/// fills the gap.
 async fn on_live(
     shared: &Shared,
     sink: &mut PubSubSink,
@@ -259,25 +260,31 @@ async fn on_live(
     let Some(job) = jobs.get_mut(channel) else {
         return Ok(());
     };
-    let Some((seq, kind, frame)) = live_message_parse(payload) else {
-        tracing::warn!(job_id = %job.job_id, "malformed live event skipped");
+    let Some(events) = batch::read(payload) else {
+        tracing::warn!(job_id = %job.job_id, "malformed live events skipped");
         return Ok(());
     };
-    let next = if seq == job.delivered + 1 {
-        match job.hand_on(seq, kind, frame) {
-            Next::Stop => Next::Stop,
-            Next::Continue => job.drain_ahead(),
+    let mut next = Next::Continue;
+    for (seq, kind, frame) in events {
+        if seq == job.delivered + 1 {
+            next = match job.hand_on(seq, kind, frame) {
+                Next::Stop => Next::Stop,
+                Next::Continue => job.drain_ahead(),
+            };
+            if next == Next::Stop {
+                break;
+            }
+        } else if seq > job.delivered {
+            if job.ahead.len() >= AHEAD_MAX_EVENTS {
+                // The stream holds them too: the catch-up reads them back from there.
+                job.ahead.clear();
+            }
+            job.ahead.insert(seq, (kind, frame));
         }
-    } else if seq > job.delivered {
-        if job.ahead.len() >= AHEAD_MAX_EVENTS {
-            // The stream holds them too: the catch-up reads them back from there.
-            job.ahead.clear();
-        }
-        job.ahead.insert(seq, (kind, frame));
-        catch_up(shared, job).await?
-    } else {
-        Next::Continue
-    };
+    }
+    if next == Next::Continue && !job.ahead.is_empty() {
+        next = catch_up(shared, job).await?;
+    }
     if next == Next::Stop {
         leave(shared, Some(sink), jobs, channel).await;
     }
@@ -295,23 +302,31 @@ async fn catch_up(shared: &Shared, job: &mut Followed) -> RedisResult<Next> {
             .xrange_count(&key, entry_id(job.delivered + 1), "+", READ_BATCH)
             .await?;
         let read = reply.ids.len();
-        for entry in reply.ids {
-            let Some(seq) = entry_seq(&entry.id) else {
+        for mut entry in reply.ids {
+            let Some(last) = entry_seq(&entry.id) else {
                 continue;
             };
-            if seq > job.delivered + 1 && fill_from_database(shared, job, seq).await == Next::Stop {
-                return Ok(Next::Stop);
-            }
-            let kind = entry
-                .get::<String>("k")
-                .and_then(|code| EventKind::parse(&code));
-            let (Some(kind), Some(frame)) = (kind, entry.get::<String>("f")) else {
-                tracing::warn!(job_id = %job.job_id, seq, "malformed stream entry skipped");
-                job.delivered = seq;
+            let events = match entry.map.remove(batch::FIELD) {
+                Some(redis::Value::BulkString(payload)) => batch::read(payload),
+                _ => None,
+            };
+            let Some(events) = events else {
+                tracing::warn!(job_id = %job.job_id, seq = last, "malformed stream entry skipped");
+                job.delivered = job.delivered.max(last);
                 continue;
             };
-            if job.hand_on(seq, kind, Utf8Bytes::from(frame)) == Next::Stop {
-                return Ok(Next::Stop);
+            for (seq, kind, frame) in events {
+                if seq <= job.delivered {
+                    continue;
+                }
+                if seq > job.delivered + 1
+                    && fill_from_database(shared, job, seq).await == Next::Stop
+                {
+                    return Ok(Next::Stop);
+                }
+                if job.hand_on(seq, kind, frame) == Next::Stop {
+                    return Ok(Next::Stop);
+                }
             }
         }
         if read < READ_BATCH {

@@ -1,5 +1,6 @@
 //! The cluster bus on Redis. Each job's events go, in order, into the stream
-//! `dreamcore:job:<id>` with the relay's sequence number as entry id (`<seq>-0`), trimmed to
+//! `dreamcore:job:v2:<id>`, consecutive events written together as one entry whose id is the
+//! relay's sequence number of its last event (`<seq>-0`, format in `batch`), trimmed to
 //! a length and a byte budget and expired a while after the terminal event, then published on
 //! the job's live channel. An instance following a job it does not run keeps one mirror
 //! channel per job, fed from the live channel after catching up from the stream: in order,
@@ -11,6 +12,7 @@
 //! cannot be made are dropped (followers elsewhere see a gap), and every part reconnects on
 //! its own while `/ready` names what is impaired.
 
+mod batch;
 mod control;
 mod follow;
 mod shared;
@@ -122,8 +124,15 @@ impl RedisBus {
 }
 
 impl EventForward for RedisBus {
-    fn forward(&self, job_id: Uuid, seq: u64, frame: &Utf8Bytes, kind: EventKind) {
-        let len = frame.len();
+    fn forward(&self, job_id: Uuid, first_seq: u64, events: &[(Utf8Bytes, EventKind)]) {
+        let Some(((frame, kind), rest)) = events.split_first() else {
+            return;
+        };
+        let mut run = batch::BatchWriter::new(first_seq, *kind, frame);
+        for (frame, kind) in rest {
+            run.push(*kind, frame);
+        }
+        let len = run.as_str().len();
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.shared.settings.publish_queue_bytes {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -132,13 +141,7 @@ impl EventForward for RedisBus {
                 .set(Part::Writer, "the publish queue is full");
             return;
         }
-        let append = Append {
-            job_id,
-            seq,
-            frame: frame.clone(),
-            kind,
-        };
-        if self.shared.writer.send(append).is_err() {
+        if self.shared.writer.send(Append { job_id, run }).is_err() {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
         }
     }
@@ -191,14 +194,13 @@ impl JobBus for RedisBus {
                 .and_then(|entry| entry_seq(&entry.id))
                 .unwrap_or(0)
                 + 1;
+            let entry = batch::BatchWriter::new(seq, EventKind::of(message), &frame);
             redis::pipe()
                 .cmd("XADD")
                 .arg(&key)
                 .arg(entry_id(seq))
-                .arg("k")
-                .arg(EventKind::of(message).code())
-                .arg("f")
-                .arg(frame.as_str())
+                .arg(batch::FIELD)
+                .arg(entry.as_str())
                 .ignore()
                 .cmd("EXPIRE")
                 .arg(&key)

@@ -7,16 +7,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::batch::BatchWriter;
 use crate::config::ClusterConfig;
 use crate::jobs::channel::JobChannel;
-use crate::jobs::event_kind::EventKind;
 use crate::store::Store;
 
 pub(super) const CONTROL_CHANNEL: &str = "dreamcore:control";
@@ -49,8 +48,10 @@ pub(super) async fn decide<T>(
     }
 }
 
+/// A job's stream. `v2`: entries are [`super::batch`]es; a replica of an older build
+/// (one event per entry) reads other names, so the two never misread each other.
 pub(super) fn stream_key(job_id: Uuid) -> String {
-    format!("dreamcore:job:{job_id}")
+    format!("dreamcore:job:v2:{job_id}")
 }
 
 pub(super) fn entry_id(seq: u64) -> String {
@@ -61,24 +62,10 @@ pub(super) fn entry_seq(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
 }
 
-/// The pub/sub channel on which a job's events go live to followers.
+/// The pub/sub channel on which a job's event batches go live to followers (`v2` as the
+/// stream).
 pub(super) fn live_channel(job_id: Uuid) -> String {
-    format!("dreamcore:live:{job_id}")
-}
-
-/// A live event as published: `<seq> <kind code> <frame>`.
-pub(super) fn live_message(seq: u64, kind: EventKind, frame: &str) -> String {
-    format!("{seq} {} {frame}", kind.code())
-}
-
-/// The parts of a [`live_message`]; `None` when it is not one.
-pub(super) fn live_message_parse(payload: Vec<u8>) -> Option<(u64, EventKind, Utf8Bytes)> {
-    let text = String::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(3, ' ');
-    let seq = parts.next()?.parse().ok()?;
-    let kind = EventKind::parse(parts.next()?)?;
-    let frame = parts.next()?;
-    Some((seq, kind, Utf8Bytes::from(frame.to_string())))
+    format!("dreamcore:live:v2:{job_id}")
 }
 
 /// The parts of the bus that can each lose Redis, for `/ready`.
@@ -139,12 +126,10 @@ impl Health {
     }
 }
 
-/// One event on its way to Redis.
+/// A run of one job's consecutive events on its way to Redis.
 pub(super) struct Append {
     pub(super) job_id: Uuid,
-    pub(super) seq: u64,
-    pub(super) frame: Utf8Bytes,
-    pub(super) kind: EventKind,
+    pub(super) run: BatchWriter,
 }
 
 pub(super) struct Shared {
@@ -201,16 +186,5 @@ mod tests {
         assert_eq!(entry_seq("42-0"), Some(42));
         assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
         assert_eq!(entry_seq("nonsense"), None);
-    }
-
-    #[test]
-    fn live_messages_carry_sequence_kind_and_frame() {
-        let frame = r#"{"type":"stream","content":"a b"}"#;
-        let message = live_message(7, EventKind::Stream, frame);
-        let (seq, kind, parsed) = live_message_parse(message.into_bytes()).unwrap();
-        assert_eq!((seq, kind, parsed.as_str()), (7, EventKind::Stream, frame));
-        assert!(live_message_parse(b"x s {}".to_vec()).is_none());
-        assert!(live_message_parse(b"7 ? {}".to_vec()).is_none());
-        assert!(live_message_parse(vec![0xff, 0x20]).is_none());
     }
 }

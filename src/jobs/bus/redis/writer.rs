@@ -1,5 +1,7 @@
 //! The one task that writes this instance's job events to Redis, a pipeline per batch, in
-//! the order the jobs produced them, trimming each job's stream to its budgets.
+//! the order the jobs produced them, trimming each job's stream to its budgets. A job's
+//! consecutive events in one batch (a burst of the job, or several) go out as one
+//! [`BatchWriter`]: one `XADD`, one `PUBLISH`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -8,15 +10,16 @@ use redis::RedisResult;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::shared::{
-    entry_id, live_channel, live_message, stream_key, Append, Part, Shared, WRITE_BATCH,
-};
+use super::batch::{self, BatchWriter};
+use super::shared::{entry_id, live_channel, stream_key, Append, Part, Shared, WRITE_BATCH};
 use crate::config::ClusterConfig;
 
 /// What a job's stream holds, to trim it to both budgets with one `MINID`.
 #[derive(Default)]
 struct StreamBudget {
-    entries: VecDeque<(u64, usize)>,
+    /// Per entry: its id (last sequence number), events and bytes.
+    entries: VecDeque<(u64, usize, usize)>,
+    events: usize,
     bytes: usize,
 }
 
@@ -28,19 +31,21 @@ struct JobStream {
 }
 
 impl StreamBudget {
-    /// Record entry `seq` and return the lowest sequence number the stream keeps.
-    fn keep(&mut self, seq: u64, len: usize, settings: &ClusterConfig) -> u64 {
-        self.entries.push_back((seq, len));
+    /// Record entry `last` (`events` events, `len` bytes) and return the lowest entry id the
+    /// stream keeps.
+    fn keep(&mut self, last: u64, events: usize, len: usize, settings: &ClusterConfig) -> u64 {
+        self.entries.push_back((last, events, len));
+        self.events += events;
         self.bytes += len;
         while self.entries.len() > 1
-            && (self.entries.len() > settings.stream_max_events
-                || self.bytes > settings.stream_max_bytes)
+            && (self.events > settings.stream_max_events || self.bytes > settings.stream_max_bytes)
         {
-            if let Some((_, dropped)) = self.entries.pop_front() {
-                self.bytes -= dropped;
+            if let Some((_, events, len)) = self.entries.pop_front() {
+                self.events -= events;
+                self.bytes -= len;
             }
         }
-        self.entries.front().map_or(seq, |(first, _)| *first)
+        self.entries.front().map_or(last, |(first, _, _)| *first)
     }
 }
 
@@ -51,49 +56,64 @@ pub(super) async fn write_events(
 ) {
     let mut streams: HashMap<Uuid, JobStream> = HashMap::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Runs of one job's consecutive events, in the order their first events came; the index
+    // of each job's open run.
+    let mut runs: Vec<(Uuid, BatchWriter)> = Vec::new();
+    let mut open: HashMap<Uuid, usize> = HashMap::new();
     while appends.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let mut pipe = redis::pipe();
         let mut bytes = 0;
         for append in batch.drain(..) {
-            bytes += append.frame.len();
-            let stream = streams.entry(append.job_id).or_insert_with(|| JobStream {
-                key: stream_key(append.job_id),
-                channel: live_channel(append.job_id),
+            bytes += append.run.as_str().len();
+            if let Some(&index) = open.get(&append.job_id) {
+                let run = &mut runs[index].1;
+                if run.next_seq() == append.run.first() {
+                    run.extend(&append.run);
+                    continue;
+                }
+            }
+            open.insert(append.job_id, runs.len());
+            runs.push((append.job_id, append.run));
+        }
+        open.clear();
+        let mut pipe = redis::pipe();
+        for (job_id, run) in runs.drain(..) {
+            let stream = streams.entry(job_id).or_insert_with(|| JobStream {
+                key: stream_key(job_id),
+                channel: live_channel(job_id),
                 budget: StreamBudget::default(),
             });
-            let min_id = stream
-                .budget
-                .keep(append.seq, append.frame.len(), &shared.settings);
+            let min_id =
+                stream
+                    .budget
+                    .keep(run.last(), run.len(), run.as_str().len(), &shared.settings);
             pipe.cmd("XADD")
                 .arg(&stream.key)
                 .arg("MINID")
                 .arg(entry_id(min_id))
-                .arg(entry_id(append.seq))
-                .arg("k")
-                .arg(append.kind.code())
-                .arg("f")
-                .arg(append.frame.as_str())
+                .arg(entry_id(run.last()))
+                .arg(batch::FIELD)
+                .arg(run.as_str())
                 .ignore();
             // After the stream has it: a follower that sees it live can also read it back.
             pipe.cmd("PUBLISH")
                 .arg(&stream.channel)
-                .arg(live_message(append.seq, append.kind, &append.frame))
+                .arg(run.as_str())
                 .ignore();
-            if append.seq == 1 {
+            if run.first() == 1 {
                 pipe.cmd("EXPIRE")
                     .arg(&stream.key)
                     .arg(shared.running_expiry_secs)
                     .ignore();
             }
-            if append.kind.is_terminal() {
+            if run.ends_job() {
                 pipe.cmd("EXPIRE")
                     .arg(&stream.key)
                     .arg(shared.settings.stream_expire_secs)
                     .ignore();
-                streams.remove(&append.job_id);
+                streams.remove(&job_id);
             }
         }
         let written: RedisResult<()> = async {
@@ -131,19 +151,24 @@ mod tests {
     fn streams_keep_both_budgets_and_never_trim_the_newest_entry() {
         let mut budget = StreamBudget::default();
         let by_count = settings(3, 1 << 20);
-        assert_eq!(budget.keep(1, 10, &by_count), 1);
-        assert_eq!(budget.keep(2, 10, &by_count), 1);
-        assert_eq!(budget.keep(3, 10, &by_count), 1);
-        assert_eq!(budget.keep(4, 10, &by_count), 2, "at most 3 entries");
+        assert_eq!(budget.keep(1, 1, 10, &by_count), 1);
+        assert_eq!(budget.keep(2, 1, 10, &by_count), 1);
+        assert_eq!(budget.keep(3, 1, 10, &by_count), 1);
+        assert_eq!(budget.keep(4, 1, 10, &by_count), 2, "at most 3 events");
+        assert_eq!(
+            budget.keep(6, 2, 10, &by_count),
+            4,
+            "entries count their events"
+        );
 
         let mut budget = StreamBudget::default();
         let by_bytes = settings(100, 25);
-        assert_eq!(budget.keep(1, 10, &by_bytes), 1);
-        assert_eq!(budget.keep(2, 10, &by_bytes), 1);
-        assert_eq!(budget.keep(3, 10, &by_bytes), 2, "at most 25 bytes");
+        assert_eq!(budget.keep(1, 1, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(2, 1, 10, &by_bytes), 1);
+        assert_eq!(budget.keep(3, 1, 10, &by_bytes), 2, "at most 25 bytes");
         assert_eq!(
-            budget.keep(4, 100, &by_bytes),
-            4,
+            budget.keep(9, 6, 100, &by_bytes),
+            9,
             "an oversized entry stays alone"
         );
     }
