@@ -305,30 +305,19 @@ async fn answer_without_generation(
 }
 
 /// Store the assistant's answer before the job is reported complete, so a socket that
-/// re-selects the project right after `completed` sees it in `history`.
+/// re-selects the project right after `completed` sees it in `history`; mark the project
+/// initialized and let the new version supersede one a restore had made current.
 async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcome {
     let message = answer
         .finish()
         .unwrap_or_else(|| texts::GAME_UPDATED.to_string());
     if let Err(e) = engine
         .store
-        .add_history(job.project_id, ChatRole::Assistant, &message)
-        .instrument(store_write("add_history"))
+        .record_generation(job.project_id, &message)
+        .instrument(store_write("record_generation"))
         .await
     {
-        tracing::warn!(error = %e, "could not store the assistant message");
-    }
-    let initialized = engine
-        .store
-        .mark_initialized(job.project_id)
-        .instrument(store_write("mark_initialized"))
-        .await;
-    if let Err(e) = initialized {
-        tracing::warn!(error = %e, "could not mark the project initialized");
-    }
-    // A new version supersedes the one a restore had made current.
-    if let Err(e) = engine.store.set_current_version(job.project_id, None).await {
-        tracing::warn!(error = %e, "could not clear the current version");
+        tracing::warn!(error = %e, "could not record the generation (answer, initialized, version)");
     }
     let result = JobResult {
         message,

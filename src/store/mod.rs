@@ -170,6 +170,9 @@ pub trait Store: Send + Sync + 'static {
         content: &str,
     ) -> Result<(), StoreError>;
     async fn mark_initialized(&self, project_id: Uuid) -> Result<(), StoreError>;
+    /// A generation's end: the assistant's `answer` in the history, the project initialized,
+    /// and a version a restore had made current forgotten (the new one supersedes it).
+    async fn record_generation(&self, project_id: Uuid, answer: &str) -> Result<(), StoreError>;
     /// Whose project this is, for the public routes that find a project's files by its id
     /// alone (the thumbnail).
     async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError>;

@@ -192,6 +192,7 @@ both_backends! {
     projects_are_owned: sqlite_memory,
     project_list_is_newest_first: sqlite_memory,
     history_keeps_order_and_limit: sqlite_memory,
+    a_generation_is_recorded_together: sqlite_memory,
     start_job_is_atomic_under_races: sqlite_memory,
     start_job_holds_the_total_under_races: sqlite_file,
     update_job_never_overwrites_terminal_states: sqlite_memory,
@@ -429,6 +430,38 @@ mod suite {
             .add_history(Uuid::new_v4(), ChatRole::Assistant, "orphan")
             .await
             .unwrap();
+    }
+
+    /// The end of a generation: the answer last in the history, the project initialized,
+    /// and the version a restore had made current forgotten.
+    pub async fn a_generation_is_recorded_together(store: &dyn Store, env: &Env) {
+        let a = user(store, env).await;
+        let project = store.create_project(&a, "fresh").await.unwrap();
+        store
+            .add_user_message(&a, project.id, "make it")
+            .await
+            .unwrap();
+        store
+            .set_current_version(project.id, Some("abc1234"))
+            .await
+            .unwrap();
+        let before = store.get_project(&a, project.id).await.unwrap().unwrap();
+        assert!(!before.is_initialized);
+        tick().await;
+        store
+            .record_generation(project.id, "done: 遊べます")
+            .await
+            .unwrap();
+        let history = store.history(&a, project.id, 10).await.unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(
+            (last.role, last.content.as_str()),
+            (ChatRole::Assistant, "done: 遊べます")
+        );
+        let after = store.get_project(&a, project.id).await.unwrap().unwrap();
+        assert!(after.is_initialized);
+        assert!(after.updated_at > before.updated_at);
+        assert_eq!(store.current_version(project.id).await.unwrap(), None);
     }
 
     const TOTAL_3: StartLimits = StartLimits {

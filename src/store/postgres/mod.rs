@@ -109,6 +109,15 @@ impl Store for PostgresStore {
         projects::mark_initialized(self, project_id).await
     }
 
+    async fn record_generation(&self, project_id: Uuid, answer: &str) -> Result<(), StoreError> {
+        // Three transactions, each tried: `relay_current_versions` is the relay's own table
+        // (sql/relay_shared_state.sql), and a database without it still keeps the answer.
+        let stored = history::add_history(self, project_id, ChatRole::Assistant, answer).await;
+        let initialized = projects::mark_initialized(self, project_id).await;
+        let forgotten = shared::set_current_version(self, project_id, None).await;
+        stored.and(initialized).and(forgotten)
+    }
+
     async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError> {
         projects::project_owner(self, project_id).await
     }

@@ -78,6 +78,34 @@ pub(super) async fn add_user_message(
         .await
 }
 
+/// The answer, the initialized flag and the forgotten restore marker in one call: one trip
+/// to the store's thread and one savepoint for the three.
+pub(super) async fn record_generation(
+    store: &SqliteStore,
+    project_id: Uuid,
+    answer: &str,
+) -> Result<(), StoreError> {
+    let (pid, answer) = (project_id.to_string(), answer.to_string());
+    store
+        .call(move |c| {
+            let tx = c.savepoint()?;
+            let now = now_text();
+            tx.prepare_cached(
+                "INSERT INTO chat_history (project_id, role, message, created_at)
+                 SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
+            )?
+            .execute(params![pid, ChatRole::Assistant.as_str(), answer, now])?;
+            tx.prepare_cached(
+                "UPDATE projects SET updated_at = ?2, is_initialized = 1 WHERE id = ?1",
+            )?
+            .execute(params![pid, now])?;
+            tx.prepare_cached("DELETE FROM relay_current_versions WHERE project_id = ?1")?
+                .execute(params![pid])?;
+            tx.commit()
+        })
+        .await
+}
+
 pub(super) async fn add_history(
     store: &SqliteStore,
     project_id: Uuid,

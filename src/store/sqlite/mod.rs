@@ -100,6 +100,10 @@ impl Store for SqliteStore {
         projects::mark_initialized(self, project_id).await
     }
 
+    async fn record_generation(&self, project_id: Uuid, answer: &str) -> Result<(), StoreError> {
+        history::record_generation(self, project_id, answer).await
+    }
+
     async fn project_owner(&self, project_id: Uuid) -> Result<Option<Uuid>, StoreError> {
         projects::project_owner(self, project_id).await
     }
