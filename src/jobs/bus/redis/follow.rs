@@ -311,8 +311,9 @@ async fn catch_up(shared: &Shared, job: &mut Followed) -> RedisResult<Next> {
                 _ => None,
             };
             let Some(events) = events else {
+                // Left undelivered: the events after it find the gap and fill it from the
+                // database.
                 tracing::warn!(job_id = %job.job_id, seq = last, "malformed stream entry skipped");
-                job.delivered = job.delivered.max(last);
                 continue;
             };
             for (seq, kind, frame) in events {
