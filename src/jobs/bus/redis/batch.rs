@@ -4,11 +4,20 @@
 //!
 //! Format: `<first seq>` then, per event, ` <kind code><frame length in bytes>:<frame>`.
 //! Lengths, not separators, so a frame may hold any character.
+//!
+//! Builds before 2026-12 wrote one event per entry (fields `k` and `f`) and published
+//! `<seq> <kind code> <frame>`; those are still read ([`read_entry`], [`read_live`]), so that
+//! during a rolling deploy a tab that moves to a new replica keeps following a job the old
+//! one runs. (An old replica cannot read a batch: a tab there following a job of a new
+//! replica gets the job's end from the database.)
 
 use std::fmt::Write;
 
+use std::collections::HashMap;
+
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
+use redis::Value;
 
 use crate::jobs::event_kind::EventKind;
 
@@ -91,8 +100,43 @@ impl BatchWriter {
     }
 }
 
+/// One event as read back: sequence number, kind, frame.
+pub(super) type Event = (u64, EventKind, Utf8Bytes);
+
+/// The events of stream entry `last` (its id), in order; `None` when it holds none.
+pub(super) fn read_entry(last: u64, mut fields: HashMap<String, Value>) -> Option<Vec<Event>> {
+    if let Some(Value::BulkString(payload)) = fields.remove(FIELD) {
+        return read(payload);
+    }
+    let mut text = |field: &str| match fields.remove(field) {
+        Some(Value::BulkString(bytes)) => Utf8Bytes::try_from(bytes).ok(),
+        _ => None,
+    };
+    let kind = EventKind::parse(&text("k")?)?;
+    Some(vec![(last, kind, text("f")?)])
+}
+
+/// The events of a live message, in order; `None` when it is none.
+pub(super) fn read_live(payload: Vec<u8>) -> Option<Vec<Event>> {
+    // A batch has digits right after the kind code, an older single event a space.
+    let legacy = {
+        let mut parts = payload.splitn(3, |b| *b == b' ');
+        let _seq = parts.next();
+        parts.next().is_some_and(|kind| kind.len() == 1)
+    };
+    if !legacy {
+        return read(payload);
+    }
+    let text = String::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let kind = EventKind::parse(parts.next()?)?;
+    let frame = parts.next()?;
+    Some(vec![(seq, kind, Utf8Bytes::from(frame))])
+}
+
 /// The events of a batch, in order; `None` when `payload` is not one.
-pub(super) fn read(payload: Vec<u8>) -> Option<Vec<(u64, EventKind, Utf8Bytes)>> {
+pub(super) fn read(payload: Vec<u8>) -> Option<Vec<Event>> {
     let bytes = Bytes::from(payload);
     let text = std::str::from_utf8(&bytes).ok()?;
     let header_end = text.find(' ')?;
@@ -172,6 +216,44 @@ mod tests {
                 (4, EventKind::Ended, "e"),
             ]
         );
+    }
+
+    #[test]
+    fn entries_and_messages_of_older_builds_are_still_read() {
+        let frame = r#"{"type":"stream","content":"a b: 1"}"#;
+        let fields = HashMap::from([
+            ("k".to_string(), Value::BulkString(b"s".to_vec())),
+            (
+                "f".to_string(),
+                Value::BulkString(frame.as_bytes().to_vec()),
+            ),
+        ]);
+        let events = read_entry(7, fields).unwrap();
+        assert_eq!(
+            (events[0].0, events[0].1, events[0].2.as_str()),
+            (7, EventKind::Stream, frame)
+        );
+        let events = read_live(format!("7 s {frame}").into_bytes()).unwrap();
+        assert_eq!(
+            (events[0].0, events[0].1, events[0].2.as_str()),
+            (7, EventKind::Stream, frame)
+        );
+
+        let batch = BatchWriter::new(7, EventKind::Stream, frame);
+        let fields = HashMap::from([(
+            FIELD.to_string(),
+            Value::BulkString(batch.as_str().as_bytes().to_vec()),
+        )]);
+        assert_eq!(read_entry(7, fields).unwrap().len(), 1);
+        assert_eq!(
+            read_live(batch.as_str().as_bytes().to_vec()).unwrap().len(),
+            1
+        );
+
+        assert!(read_entry(7, HashMap::new()).is_none());
+        assert!(read_live(b"7 ? {}".to_vec()).is_none());
+        assert!(read_live(b"x s {}".to_vec()).is_none());
+        assert!(read_live(vec![0xff, b' ', b's', b' ']).is_none());
     }
 
     #[test]

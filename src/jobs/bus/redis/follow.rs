@@ -260,7 +260,7 @@ async fn on_live(
     let Some(job) = jobs.get_mut(channel) else {
         return Ok(());
     };
-    let Some(events) = batch::read(payload) else {
+    let Some(events) = batch::read_live(payload) else {
         tracing::warn!(job_id = %job.job_id, "malformed live events skipped");
         return Ok(());
     };
@@ -306,11 +306,7 @@ async fn catch_up(shared: &Shared, job: &mut Followed) -> RedisResult<Next> {
             let Some(last) = entry_seq(&entry.id) else {
                 continue;
             };
-            let events = match entry.map.remove(batch::FIELD) {
-                Some(redis::Value::BulkString(payload)) => batch::read(payload),
-                _ => None,
-            };
-            let Some(events) = events else {
+            let Some(events) = batch::read_entry(last, std::mem::take(&mut entry.map)) else {
                 // Left undelivered: the events after it find the gap and fill it from the
                 // database.
                 tracing::warn!(job_id = %job.job_id, seq = last, "malformed stream entry skipped");

@@ -1,5 +1,5 @@
 //! The cluster bus on Redis. Each job's events go, in order, into the stream
-//! `dreamcore:job:v2:<id>`, consecutive events written together as one entry whose id is the
+//! `dreamcore:job:<id>`, consecutive events written together as one entry whose id is the
 //! relay's sequence number of its last event (`<seq>-0`, format in `batch`), trimmed to
 //! a length and a byte budget and expired a while after the terminal event, then published on
 //! the job's live channel. An instance following a job it does not run keeps one mirror

@@ -48,10 +48,8 @@ pub(super) async fn decide<T>(
     }
 }
 
-/// A job's stream. `v2`: entries are [`super::batch`]es; a replica of an older build
-/// (one event per entry) reads other names, so the two never misread each other.
 pub(super) fn stream_key(job_id: Uuid) -> String {
-    format!("dreamcore:job:v2:{job_id}")
+    format!("dreamcore:job:{job_id}")
 }
 
 pub(super) fn entry_id(seq: u64) -> String {
@@ -62,10 +60,9 @@ pub(super) fn entry_seq(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
 }
 
-/// The pub/sub channel on which a job's event batches go live to followers (`v2` as the
-/// stream).
+/// The pub/sub channel on which a job's event batches go live to followers.
 pub(super) fn live_channel(job_id: Uuid) -> String {
-    format!("dreamcore:live:v2:{job_id}")
+    format!("dreamcore:live:{job_id}")
 }
 
 /// The parts of the bus that can each lose Redis, for `/ready`.
