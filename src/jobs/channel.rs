@@ -46,10 +46,9 @@ struct Inner {
     holds: u32,
     /// Events were queued under a hold and their sockets not woken yet.
     unwoken: bool,
-    /// Events held for the forward while a hold is open, from sequence `forward_first` on:
-    /// a burst reaches the bus as one run.
+    /// Events held for the forward while a hold is open (the log's newest): a burst reaches
+    /// the bus as one run.
     forward_held: Vec<(Utf8Bytes, EventKind)>,
-    forward_first: u64,
 }
 
 /// While alive, the channel's events reach the subscribers' queues without waking their
@@ -68,11 +67,8 @@ impl Drop for HeldWakes {
         }
         if !inner.forward_held.is_empty() {
             if let Some(forward) = &self.channel.forward {
-                forward.forward(
-                    self.channel.job_id,
-                    inner.forward_first,
-                    &inner.forward_held,
-                );
+                let first = inner.log.last_seq() + 1 - inner.forward_held.len() as u64;
+                forward.forward(self.channel.job_id, first, &inner.forward_held);
             }
             inner.forward_held.clear();
         }
@@ -122,7 +118,6 @@ impl JobChannel {
                 holds: 0,
                 unwoken: false,
                 forward_held: Vec::new(),
-                forward_first: 0,
             }),
         }
     }
@@ -179,9 +174,6 @@ impl JobChannel {
             if wake {
                 forward.forward(self.job_id, seq, &[(frame.clone(), kind)]);
             } else {
-                if inner.forward_held.is_empty() {
-                    inner.forward_first = seq;
-                }
                 inner.forward_held.push((frame.clone(), kind));
             }
         }

@@ -119,18 +119,9 @@ pub(super) async fn start_job(
         return Ok(JobStart::Existing(job_from_row(&row)?));
     }
     if get::<Option<Uuid>>(&row, 10)?.is_some() {
-        return Ok(JobStart::Created(JobRow {
-            id: job_id,
-            user_id,
-            project_id,
-            status: JobStatus::Pending,
-            progress: 0,
-            progress_message: None,
-            result: None,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        }));
+        return Ok(JobStart::Created(JobRow::new_pending(
+            job_id, user_id, project_id, now,
+        )));
     }
     let (everyone, mine): (i64, i64) = (get(&row, 11)?, get(&row, 12)?);
     if total.is_some_and(|limit| everyone >= limit) {

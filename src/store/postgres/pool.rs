@@ -119,10 +119,13 @@ pub(super) async fn one_flight(
         flight.push(client.query_typed(sql, params));
     }
     flight.push(client.query_typed("COMMIT", &[]));
-    let mut replies = futures::future::join_all(flight).await.into_iter();
     // The first failure is the cause; the statements after it only report the aborted block.
     let mut rows = Vec::with_capacity(statements.len());
-    for (index, reply) in replies.by_ref().enumerate() {
+    for (index, reply) in futures::future::join_all(flight)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         let reply = reply.map_err(db_err)?;
         if (2..statements.len() + 2).contains(&index) {
             rows.push(reply);

@@ -78,6 +78,22 @@ pub(super) async fn add_user_message(
         .await
 }
 
+/// Append a message to the history of project `pid`, if the project exists.
+fn insert_message(
+    c: &rusqlite::Connection,
+    pid: &str,
+    role: ChatRole,
+    content: &str,
+    now: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO chat_history (project_id, role, message, created_at)
+         SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
+    )?
+    .execute(params![pid, role.as_str(), content, now])
+    .map(drop)
+}
+
 /// The answer, the initialized flag and the forgotten restore marker in one call: one trip
 /// to the store's thread and one savepoint for the three.
 pub(super) async fn record_generation(
@@ -90,11 +106,7 @@ pub(super) async fn record_generation(
         .call(move |c| {
             let tx = c.savepoint()?;
             let now = now_text();
-            tx.prepare_cached(
-                "INSERT INTO chat_history (project_id, role, message, created_at)
-                 SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
-            )?
-            .execute(params![pid, ChatRole::Assistant.as_str(), answer, now])?;
+            insert_message(&tx, &pid, ChatRole::Assistant, &answer, &now)?;
             tx.prepare_cached(
                 "UPDATE projects SET updated_at = ?2, is_initialized = 1 WHERE id = ?1",
             )?
@@ -117,11 +129,7 @@ pub(super) async fn add_history(
         .call(move |c| {
             let tx = c.savepoint()?;
             let now = now_text();
-            tx.prepare_cached(
-                "INSERT INTO chat_history (project_id, role, message, created_at)
-                 SELECT id, ?2, ?3, ?4 FROM projects WHERE id = ?1",
-            )?
-            .execute(params![pid, role.as_str(), content, now])?;
+            insert_message(&tx, &pid, role, &content, &now)?;
             tx.prepare_cached("UPDATE projects SET updated_at = ?2 WHERE id = ?1")?
                 .execute(params![pid, now])?;
             tx.commit()

@@ -163,6 +163,16 @@ pub(super) fn read(payload: Vec<u8>) -> Option<Vec<Event>> {
 mod tests {
     use super::*;
 
+    /// `read` gives back exactly `expected` from `batch`.
+    fn assert_reads_back(batch: &BatchWriter, expected: &[(u64, EventKind, &str)]) {
+        let events = read(batch.as_str().as_bytes().to_vec()).unwrap();
+        let read_back: Vec<_> = events
+            .iter()
+            .map(|(seq, kind, frame)| (*seq, *kind, frame.as_str()))
+            .collect();
+        assert_eq!(read_back, expected);
+    }
+
     #[test]
     fn batches_carry_consecutive_events_with_any_characters() {
         let frames = [
@@ -177,19 +187,14 @@ mod tests {
         batch.push(EventKind::Other, frames[2]);
         batch.push(EventKind::Completed, frames[3]);
         assert_eq!((batch.first(), batch.last()), (41, 44));
-        let events = read(batch.as_str().as_bytes().to_vec()).unwrap();
-        let read_back: Vec<_> = events
-            .iter()
-            .map(|(seq, kind, frame)| (*seq, *kind, frame.as_str()))
-            .collect();
-        assert_eq!(
-            read_back,
-            vec![
+        assert_reads_back(
+            &batch,
+            &[
                 (41, EventKind::Stream, frames[0]),
                 (42, EventKind::Progress, frames[1]),
                 (43, EventKind::Other, frames[2]),
                 (44, EventKind::Completed, frames[3]),
-            ]
+            ],
         );
     }
 
@@ -202,19 +207,14 @@ mod tests {
         first.extend(&second);
         assert_eq!((first.first(), first.last(), first.len()), (1, 4, 4));
         assert!(first.ends_job());
-        let events = read(first.as_str().as_bytes().to_vec()).unwrap();
-        let read_back: Vec<_> = events
-            .iter()
-            .map(|(seq, kind, frame)| (*seq, *kind, frame.as_str()))
-            .collect();
-        assert_eq!(
-            read_back,
-            vec![
+        assert_reads_back(
+            &first,
+            &[
                 (1, EventKind::Progress, "a"),
                 (2, EventKind::Stream, "b c"),
                 (3, EventKind::Stream, "d"),
                 (4, EventKind::Ended, "e"),
-            ]
+            ],
         );
     }
 
