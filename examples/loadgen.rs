@@ -117,7 +117,8 @@ const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency
   big     --jobs N (4) --events M (3000) --event-bytes B (8192): large outputs, reading
           clients; peak RSS growth, projectSelected size after them, RSS 12 s later
   cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
-          replicas with Redis (follower on the job's replica, then on the other one)
+          replicas with Redis (follower on the job's replica, then on the other one);
+          --rounds N (1) runs the three in turn N times and reports the medians
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -141,6 +142,8 @@ struct Common {
     timeline: Option<PathBuf>,
     /// After the relay run, read the same streams straight from the fake upstream.
     baseline: bool,
+    /// Cluster scenarios: how many times the three set-ups run, in turn.
+    rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +190,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         pin: false,
         timeline: None,
         baseline: false,
+        rounds: 1,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -204,7 +208,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
-            | "--event-bytes" | "--timeout-secs" | "--concurrency" => {
+            | "--event-bytes" | "--timeout-secs" | "--concurrency" | "--rounds" => {
                 let raw = value()?;
                 let n = raw
                     .parse::<u64>()
@@ -223,6 +227,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
     };
     common.timeout = Duration::from_secs(positive("timeout-secs", 300)?);
     common.concurrency = usize_of(positive("concurrency", 200)?)?;
+    common.rounds = usize_of(positive("rounds", 1)?)?;
     let scenario = match name.as_str() {
         "jobs" => Scenario::Jobs {
             jobs: usize_of(positive("jobs", 1000)?)?,

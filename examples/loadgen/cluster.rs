@@ -17,6 +17,9 @@
 //! (replay and live: nothing lost, nothing twice, in order). Redis memory per active job is
 //! `used_memory` in the middle of the job phase minus before it, over the jobs.
 //!
+//! `--rounds N` runs the three set-ups in turn N times; the ratios to single-node are taken
+//! within each round (same minutes of the machine) and their medians reported.
+//!
 //! PostgreSQL comes from `scripts/test-postgres.sh` (the socket directory in
 //! `target/test-postgres/socket_dir`, or `LOADGEN_PG_SOCKET_DIR`); `redis-server` from
 //! `LOADGEN_REDIS_SERVER` (default `/usr/bin/redis-server`).
@@ -64,49 +67,93 @@ pub(super) async fn scenario_cluster(
     )
     .await?;
     let postgres = Postgres::locate()?;
-    let mut reports = serde_json::Map::new();
     println!(
-        "== {label}: {jobs} jobs x {events} events, gap {:.1} ms, two replicas on PostgreSQL ==",
-        gap.as_secs_f64() * 1e3
+        "== {label}: {jobs} jobs x {events} events, gap {:.1} ms, two replicas on PostgreSQL, {} round(s) ==",
+        gap.as_secs_f64() * 1e3,
+        common.rounds
     );
-    for setup in [Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica] {
-        let report = run_setup(
-            setup,
-            common,
-            &postgres,
-            upstream,
-            &modal_secret,
-            jobs,
-            events,
-            deadline,
-        )
-        .await?;
-        reports.insert(setup.label().to_string(), report);
-    }
-    let ratio = |a: &str, b: &str, key: &str| {
-        let x = reports[a][key].as_f64().unwrap_or(0.0);
-        let y = reports[b][key].as_f64().unwrap_or(0.0);
-        if y > 0.0 {
-            x / y
-        } else {
-            0.0
+    let mut rounds = Vec::with_capacity(common.rounds);
+    for round in 1..=common.rounds {
+        if common.rounds > 1 {
+            println!("== round {round} of {} ==", common.rounds);
         }
+        let mut reports = serde_json::Map::new();
+        for setup in [Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica] {
+            let report = run_setup(
+                setup,
+                common,
+                &postgres,
+                upstream,
+                &modal_secret,
+                jobs,
+                events,
+                deadline,
+            )
+            .await?;
+            reports.insert(setup.label().to_string(), report);
+        }
+        rounds.push(Value::Object(reports));
+    }
+    // Each round's set-ups share a minute of the machine's mood; the ratios are taken within
+    // a round and their median reported, so a slow minute moves both sides of a ratio.
+    let of_round = |round: &Value, key: &str, setup: &str| round[setup][key].as_f64();
+    let per_round =
+        |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<f64> { rounds.iter().filter_map(f).collect() };
+    let ratio = |a: &'static str, b: &'static str| {
+        per_round(&move |round| {
+            let x = of_round(round, "events_per_sec", a)?;
+            let y = of_round(round, "events_per_sec", b)?;
+            (y > 0.0).then(|| x / y)
+        })
     };
+    let events_per_sec =
+        |setup: &'static str| per_round(&move |round| of_round(round, "events_per_sec", setup));
+    let cross_ratios = ratio("cross-replica", "single-node");
+    let same_ratios = ratio("same-replica", "single-node");
     let summary = json!({
-        "cross_over_single_events_per_sec": ratio("cross-replica", "single-node", "events_per_sec"),
-        "same_over_single_events_per_sec": ratio("same-replica", "single-node", "events_per_sec"),
+        "cross_over_single_events_per_sec": median(&cross_ratios),
+        "same_over_single_events_per_sec": median(&same_ratios),
+        "cross_over_single_each_round": cross_ratios,
+        "same_over_single_each_round": same_ratios,
+        "median_events_per_sec": {
+            "single-node": median(&events_per_sec("single-node")),
+            "same-replica": median(&events_per_sec("same-replica")),
+            "cross-replica": median(&events_per_sec("cross-replica")),
+        },
     });
+    let percents = |ratios: &[f64]| {
+        ratios
+            .iter()
+            .map(|r| format!("{:.0}", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "summary      events/s: cross-replica {:.0}% of single-node, same-replica {:.0}% of single-node",
-        100.0 * summary["cross_over_single_events_per_sec"].as_f64().unwrap_or(0.0),
-        100.0 * summary["same_over_single_events_per_sec"].as_f64().unwrap_or(0.0)
+        "summary      events/s: cross-replica {:.0}% of single-node (rounds: {}), same-replica {:.0}% (rounds: {}); medians",
+        100.0 * median(&cross_ratios),
+        percents(&cross_ratios),
+        100.0 * median(&same_ratios),
+        percents(&same_ratios),
     );
+    let last = rounds.last().cloned().unwrap_or(Value::Null);
     Ok(json!({
         "scenario": label,
-        "params": {"jobs": jobs, "events": events, "gap_ms": gap.as_secs_f64() * 1e3, "aligned": common.aligned},
-        "setups": reports,
+        "params": {"jobs": jobs, "events": events, "gap_ms": gap.as_secs_f64() * 1e3, "aligned": common.aligned, "rounds": common.rounds},
+        "setups": last,
+        "rounds": rounds,
         "summary": summary,
     }))
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -184,6 +231,7 @@ async fn run_setup(
         .map(|r| used_memory(&r.socket()))
         .transpose()?;
     let machine_cpu_start = MachineCpu::read();
+    let cpu_start = CpuShares::read(&a, b.as_ref());
     let started = Instant::now();
     let mut set = JoinSet::new();
     for pair in pairs {
@@ -227,6 +275,7 @@ async fn run_setup(
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    let cpu_job_phase = CpuShares::read(&a, b.as_ref()).since(&cpu_start);
     stop_sampling.cancel();
     let redis_peak = match sampler {
         Some(task) => task.await.ok(),
@@ -249,6 +298,7 @@ async fn run_setup(
         "follower_latency_all_jobs_streaming": latency_steady,
         "redis_peak_used_memory_per_job_bytes": redis_per_job,
         "relay_cpu_secs": {"a": cpu(&a), "b": b.as_ref().map(cpu)},
+        "job_phase_cpu_secs": cpu_job_phase,
         "machine_steal_share": steal,
         "relay_log": {"a": a.log_summary(), "b": b.as_ref().map(Relay::log_summary)},
     });
@@ -277,12 +327,102 @@ async fn run_setup(
         );
     }
     println!(
+        "cpu          {} (seconds in the job phase)",
+        cpu_job_phase.describe()
+    );
+    println!(
         "machine      {:.1}% of CPU time stolen by the hypervisor",
         100.0 * steal
     );
     drop((a, b, redis));
     database.drop().await;
     Ok(report)
+}
+
+/// CPU time spent so far by each party of a run, to show where a set-up's extra time goes:
+/// the replicas, every PostgreSQL process, the Redis server, this load generator, and the
+/// whole machine (busy time of all CPUs).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct CpuShares {
+    relay_a: f64,
+    relay_b: f64,
+    postgres: f64,
+    redis: f64,
+    loadgen: f64,
+    machine_busy: f64,
+}
+
+impl CpuShares {
+    fn read(a: &Relay, b: Option<&Relay>) -> Self {
+        let relay = |r: &Relay| r.stats().map(|s| s.cpu_secs).unwrap_or(0.0);
+        Self {
+            relay_a: relay(a),
+            relay_b: b.map(relay).unwrap_or(0.0),
+            postgres: cpu_of_command("postgres"),
+            redis: cpu_of_command("redis-server"),
+            loadgen: proc_stats(std::process::id())
+                .map(|s| s.cpu_secs)
+                .unwrap_or(0.0),
+            machine_busy: machine_busy_secs(),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            relay_a: self.relay_a - before.relay_a,
+            relay_b: self.relay_b - before.relay_b,
+            postgres: self.postgres - before.postgres,
+            redis: self.redis - before.redis,
+            loadgen: self.loadgen - before.loadgen,
+            machine_busy: self.machine_busy - before.machine_busy,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "relay A {:.2}  relay B {:.2}  postgres {:.2}  redis {:.2}  loadgen {:.2}  machine busy {:.2}",
+            self.relay_a, self.relay_b, self.postgres, self.redis, self.loadgen, self.machine_busy
+        )
+    }
+}
+
+/// CPU seconds of every live process whose command name is `name`.
+fn cpu_of_command(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .filter_map(|pid| proc_stats(pid).ok())
+        .map(|s| s.cpu_secs)
+        .sum()
+}
+
+/// Busy CPU seconds of the whole machine since boot (all CPUs; idle, iowait and steal left out).
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4 | 7))
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / clock_ticks_per_sec()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1100,6 +1100,53 @@ async fn pg_user_scope_is_enforced_by_row_level_security() {
     finish_pg(store, env).await;
 }
 
+/// Far from the total, starts hold the start lock shared and leave room for every connection
+/// the server allows; near it, one at a time. Racing across the boundary, exactly the total
+/// starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_shared_and_exclusive_starts_together_hold_the_total() {
+    let (store, env) = pg_store(16).await;
+    let a = env.user().await;
+    store.ensure_user(&a).await.unwrap();
+    let max_connections: i64 = {
+        let mut conn = store.connection().await.unwrap();
+        let tx = pg::begin(&mut conn, Scope::Service).await.unwrap();
+        let shown: String = tx
+            .query_one("SHOW max_connections", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tx.commit().await.unwrap();
+        shown.parse().unwrap()
+    };
+    // Room for a few starts the shared way, then only the exclusive way.
+    let total = usize::try_from(max_connections).unwrap() + 5;
+    let mut projects = Vec::new();
+    for n in 0..total + 10 {
+        projects.push(store.create_project(&a, &format!("p{n}")).await.unwrap());
+    }
+    let limits = StartLimits {
+        per_user: None,
+        total: Some(total),
+    };
+    let lease = live();
+    let starts = projects
+        .iter()
+        .map(|p| store.start_job(a.user_id, p.id, Uuid::now_v7(), Utc::now(), &lease, limits));
+    let mut created = 0;
+    let mut full = 0;
+    for outcome in futures::future::join_all(starts).await {
+        match outcome.unwrap() {
+            JobStart::Created(_) => created += 1,
+            JobStart::Full => full += 1,
+            other => panic!("no project had a job, nor the user a limit: {other:?}"),
+        }
+    }
+    assert_eq!((created, full), (total, 10));
+    assert_eq!(store.count_active_jobs().await.unwrap(), total);
+    finish_pg(store, env).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_pooled_connection_is_clean_after_transactions() {
     // One connection, so every call below reuses it.

@@ -19,6 +19,7 @@ mod pool;
 mod projects;
 mod quotas;
 mod shared;
+mod start;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,6 +38,8 @@ pub use pool::{begin, Scope};
 /// The PostgreSQL (Supabase) store: a connection pool; each call is one scoped transaction.
 pub struct PostgresStore {
     pool: Pool,
+    /// What job starts learnt of the server's connection limit.
+    connection_bound: start::ConnectionBound,
 }
 
 #[async_trait]
@@ -131,7 +134,7 @@ impl Store for PostgresStore {
         lease: &Lease,
         limits: StartLimits,
     ) -> Result<JobStart, StoreError> {
-        jobs::start_job(self, user_id, project_id, job_id, now, lease, limits).await
+        start::start_job(self, user_id, project_id, job_id, now, lease, limits).await
     }
 
     async fn discard_job(&self, job_id: Uuid) -> Result<(), StoreError> {

@@ -172,7 +172,10 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            connection_bound: Default::default(),
+        };
         // Fail at start-up, not on the first message, when the database is unreachable.
         drop(store.connection().await?);
         Ok(store)
