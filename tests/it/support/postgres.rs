@@ -6,10 +6,12 @@ use uuid::Uuid;
 const TEMPLATE: &str = "relay_template";
 
 /// A fresh copy of the template database, plus a superuser connection to it for seeding.
+/// Dropped with the value: `drop_db` from async code, or on a thread of its own otherwise.
 pub struct PgDb {
     socket_dir: String,
     name: String,
     pub admin: tokio_postgres::Client,
+    dropped: bool,
 }
 
 fn pg_socket_dir() -> String {
@@ -53,6 +55,7 @@ impl PgDb {
             socket_dir,
             name,
             admin,
+            dropped: false,
         }
     }
 
@@ -63,13 +66,37 @@ impl PgDb {
         )
     }
 
-    pub async fn drop_db(self) {
-        drop(self.admin);
-        pg_superuser(&self.socket_dir, "postgres")
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .unwrap();
+    pub async fn drop_db(mut self) {
+        drop_database(&self.socket_dir, &self.name).await;
+        self.dropped = true;
+    }
+}
+
+async fn drop_database(socket_dir: &str, name: &str) {
+    pg_superuser(socket_dir, "postgres")
+        .await
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+impl Drop for PgDb {
+    /// A test that never called `drop_db` (it ended early, or its relay was simply dropped)
+    /// still leaves no database behind.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (socket_dir, name) = (self.socket_dir.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(drop_database(&socket_dir, &name));
+            }
+        });
+        let _ = dropping.join();
     }
 }
 
