@@ -283,6 +283,20 @@ async fn run_setup(
     };
     let steal = machine_cpu_start.steal_share_until(MachineCpu::read());
     let (latency, latency_steady, _) = Latency::split(&samples, &windows);
+    // The ramps: events sent before every job was streaming (starts still going on) and
+    // after the first job ended (ends going on), apart, to show which one a tail belongs to.
+    let steady = steady_window(&windows);
+    let ramp = |keep: &dyn Fn(u64, u64, u64) -> bool| {
+        Latency::from_ns(
+            samples
+                .iter()
+                .filter(|s| steady.is_some_and(|(from, to)| keep(s.sent_ns, from, to)))
+                .map(|s| s.latency_ns)
+                .collect(),
+        )
+    };
+    let latency_ramp_up = ramp(&|sent, from, _| sent < from);
+    let latency_ramp_down = ramp(&|sent, _, to| sent > to);
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let redis_per_job = match (redis_before, redis_peak) {
         (Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / jobs.max(1) as f64),
@@ -296,6 +310,8 @@ async fn run_setup(
         "integrity": integrity,
         "follower_latency_live": latency,
         "follower_latency_all_jobs_streaming": latency_steady,
+        "follower_latency_while_jobs_start": latency_ramp_up,
+        "follower_latency_while_jobs_end": latency_ramp_down,
         "redis_peak_used_memory_per_job_bytes": redis_per_job,
         "relay_cpu_secs": {"a": cpu(&a), "b": b.as_ref().map(cpu)},
         "job_phase_cpu_secs": cpu_job_phase,
@@ -320,6 +336,14 @@ async fn run_setup(
     println!(
         "latency      {}  (while all jobs stream)",
         latency_steady.describe()
+    );
+    println!(
+        "latency      {}  (while jobs start)",
+        latency_ramp_up.describe()
+    );
+    println!(
+        "latency      {}  (while jobs end)",
+        latency_ramp_down.describe()
     );
     if let Some(bytes) = redis_per_job {
         println!(
