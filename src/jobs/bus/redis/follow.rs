@@ -7,11 +7,10 @@
 //! of milliseconds, on every event). The stream is read only to catch up: after subscribing,
 //! after a reconnect, and when a sequence number is skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
 use futures::{FutureExt, StreamExt};
 use redis::aio::PubSubSink;
 use redis::streams::StreamRangeReply;
@@ -20,89 +19,18 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::batch;
+use super::followed::{Follow, Followed, Next};
 use super::shared::{
     entry_id, entry_seq, live_channel, stream_key, Part, Shared, QUIET, READ_BATCH, RETRY,
 };
 use crate::jobs::bus::state_from_database;
-use crate::jobs::channel::{HeldWakes, JobChannel};
-use crate::jobs::event_kind::EventKind;
+use crate::jobs::channel::HeldWakes;
 
 /// Live events kept while a gap waits to be filled (only while reading the stream fails).
 const AHEAD_MAX_EVENTS: usize = 4096;
 
 /// Live messages handed on at most before the sockets they fed are woken.
 const LIVE_BURST_MAX: usize = 256;
-
-/// A job to follow, handed to the follower task by [`super::RedisBus`].
-pub(super) struct Follow {
-    pub(super) job_id: Uuid,
-    pub(super) mirror: Arc<JobChannel>,
-}
-
-/// Whether a followed job stays or goes.
-#[derive(PartialEq, Eq)]
-enum Next {
-    Continue,
-    Stop,
-}
-
-/// One followed job as the follower task keeps it.
-struct Followed {
-    job_id: Uuid,
-    mirror: Arc<JobChannel>,
-    /// Sequence number of the last event handed to the mirror.
-    delivered: u64,
-    /// Live events that arrived ahead of a gap, waiting for it to be filled.
-    ahead: BTreeMap<u64, (EventKind, Utf8Bytes)>,
-    /// When the job last gave an event, or was last checked while quiet.
-    heard: Instant,
-    /// Quiet checks in a row that found no socket following the mirror.
-    unwatched_checks: u32,
-    /// The database said the job ended: one more quiet period is given to the real terminal
-    /// event before the database's state is sent instead.
-    ended_in_database: bool,
-}
-
-impl Followed {
-    fn new(follow: Follow) -> Self {
-        Self {
-            job_id: follow.job_id,
-            mirror: follow.mirror,
-            delivered: 0,
-            ahead: BTreeMap::new(),
-            heard: Instant::now(),
-            unwatched_checks: 0,
-            ended_in_database: false,
-        }
-    }
-
-    /// Hand event `seq` to the mirror if it is the next one. Stops at the terminal event.
-    fn hand_on(&mut self, seq: u64, kind: EventKind, frame: Utf8Bytes) -> Next {
-        if seq != self.delivered + 1 {
-            return Next::Continue;
-        }
-        self.delivered = seq;
-        self.heard = Instant::now();
-        self.unwatched_checks = 0;
-        self.mirror.push(frame, kind);
-        if kind.is_terminal() {
-            Next::Stop
-        } else {
-            Next::Continue
-        }
-    }
-
-    /// Hand on the waiting live events that now follow without a gap.
-    fn drain_ahead(&mut self) -> Next {
-        self.ahead = self.ahead.split_off(&(self.delivered + 1));
-        while let Some((kind, frame)) = self.ahead.remove(&(self.delivered + 1)) {
-            if self.hand_on(self.delivered + 1, kind, frame) == Next::Stop {
-                return Next::Stop;
-            }
-        }
-        Next::Continue
-    }
-}
 
 /// The followed jobs, by live channel name.
 type Jobs = HashMap<String, Followed>;
@@ -162,6 +90,9 @@ pub(super) async fn run(shared: Weak<Shared>, mut follows: mpsc::UnboundedReceiv
                     // The messages that came with this one are handed on before any socket
                     // is woken, so each socket writes them together.
                     let mut held: HashMap<Uuid, HeldWakes> = HashMap::new();
+                    // Jobs that ended in this burst: unsubscribed together once it is handed
+                    // on, so the other jobs' events never wait behind a round trip per end.
+                    let mut ended = Vec::new();
                     let mut next = Some(message);
                     let mut handled = 0;
                     let mut lost = false;
@@ -176,7 +107,7 @@ pub(super) async fn run(shared: Weak<Shared>, mut follows: mpsc::UnboundedReceiv
                             held.entry(job.job_id).or_insert_with(|| job.mirror.hold_wakes());
                         }
                         let payload: Vec<u8> = message.get_payload_bytes().to_vec();
-                        if let Err(e) = on_live(&shared, &mut sink, &mut jobs, &channel, payload).await {
+                        if let Err(e) = on_live(&shared, &mut jobs, &mut ended, &channel, payload).await {
                             shared.health.set(Part::Followers, e);
                         }
                         handled += 1;
@@ -185,6 +116,7 @@ pub(super) async fn run(shared: Weak<Shared>, mut follows: mpsc::UnboundedReceiv
                         }
                     }
                     drop(held);
+                    unsubscribe(&mut sink, ended).await;
                     if lost {
                         break;
                     }
@@ -225,7 +157,7 @@ async fn add(
         return Ok(());
     };
     if catch_up(shared, job).await? == Next::Stop {
-        leave(shared, Some(sink), jobs, &channel).await;
+        leave(shared, sink, jobs, &channel).await;
     }
     Ok(())
 }
@@ -242,7 +174,7 @@ async fn resubscribe(
             continue;
         };
         if catch_up(shared, job).await? == Next::Stop {
-            leave(shared, Some(sink), jobs, &channel).await;
+            leave(shared, sink, jobs, &channel).await;
         }
     }
     Ok(())
@@ -252,8 +184,8 @@ async fn resubscribe(
 /// fills the gap.
 async fn on_live(
     shared: &Shared,
-    sink: &mut PubSubSink,
     jobs: &mut Jobs,
+    ended: &mut Vec<String>,
     channel: &str,
     payload: Vec<u8>,
 ) -> RedisResult<()> {
@@ -285,8 +217,8 @@ async fn on_live(
     if next == Next::Continue && !job.ahead.is_empty() {
         next = catch_up(shared, job).await?;
     }
-    if next == Next::Stop {
-        leave(shared, Some(sink), jobs, channel).await;
+    if next == Next::Stop && forget(shared, jobs, channel) {
+        ended.push(channel.to_string());
     }
     Ok(())
 }
@@ -371,17 +303,30 @@ async fn fill_from_database(shared: &Shared, job: &mut Followed, next_seq: u64) 
     }
 }
 
-/// Stop following the job of `channel`: forget its mirror and, when Redis is reachable
-/// (`sink`), unsubscribe from its live channel.
-async fn leave(shared: &Shared, sink: Option<&mut PubSubSink>, jobs: &mut Jobs, channel: &str) {
+/// Stop following the job of `channel`, now and from Redis.
+async fn leave(shared: &Shared, sink: &mut PubSubSink, jobs: &mut Jobs, channel: &str) {
+    if forget(shared, jobs, channel) {
+        unsubscribe(sink, vec![channel.to_string()]).await;
+    }
+}
+
+/// Forget the job of `channel` and its mirror; whether it was followed. The caller still
+/// unsubscribes from the channel (when Redis is reachable).
+fn forget(shared: &Shared, jobs: &mut Jobs, channel: &str) -> bool {
     let Some(job) = jobs.remove(channel) else {
-        return;
+        return false;
     };
     shared.forget_mirror(job.job_id, &job.mirror);
-    if let Some(sink) = sink {
-        if let Err(e) = sink.unsubscribe(channel).await {
-            tracing::debug!(job_id = %job.job_id, error = %e, "could not unsubscribe");
-        }
+    true
+}
+
+/// Unsubscribe from `channels` in one command.
+async fn unsubscribe(sink: &mut PubSubSink, channels: Vec<String>) {
+    if channels.is_empty() {
+        return;
+    }
+    if let Err(e) = sink.unsubscribe(&channels).await {
+        tracing::debug!(channels = channels.len(), error = %e, "could not unsubscribe");
     }
 }
 
@@ -389,7 +334,7 @@ async fn leave(shared: &Shared, sink: Option<&mut PubSubSink>, jobs: &mut Jobs, 
 /// those the database says ended. The database is asked for all of them at once, so a crowd
 /// of quiet jobs holds up the busy ones for one round trip only. Without `sink` (Redis is
 /// away) every job is checked.
-async fn check_quiet(shared: &Shared, jobs: &mut Jobs, mut sink: Option<&mut PubSubSink>) {
+async fn check_quiet(shared: &Shared, jobs: &mut Jobs, sink: Option<&mut PubSubSink>) {
     let everyone = sink.is_none();
     let checks = jobs
         .iter_mut()
@@ -414,8 +359,12 @@ async fn check_quiet(shared: &Shared, jobs: &mut Jobs, mut sink: Option<&mut Pub
         .filter(|(_, next)| *next == Next::Stop)
         .map(|(channel, _)| channel)
         .collect();
-    for channel in stops {
-        leave(shared, sink.as_deref_mut(), jobs, &channel).await;
+    let ended: Vec<String> = stops
+        .into_iter()
+        .filter(|channel| forget(shared, jobs, channel))
+        .collect();
+    if let Some(sink) = sink {
+        unsubscribe(sink, ended).await;
     }
 }
 

@@ -15,6 +15,7 @@
 mod batch;
 mod control;
 mod follow;
+mod followed;
 mod shared;
 mod writer;
 
@@ -73,7 +74,7 @@ pub enum BusError {
 pub struct RedisBus {
     shared: Arc<Shared>,
     /// Jobs for the reader that feeds this instance's mirrors.
-    follows: mpsc::UnboundedSender<follow::Follow>,
+    follows: mpsc::UnboundedSender<followed::Follow>,
 }
 
 impl RedisBus {
@@ -171,7 +172,7 @@ impl JobBus for RedisBus {
             None,
         ));
         mirrors.insert(row.id, Arc::clone(&mirror));
-        let follow = follow::Follow {
+        let follow = followed::Follow {
             job_id: row.id,
             mirror: Arc::clone(&mirror),
         };
