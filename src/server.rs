@@ -183,7 +183,8 @@ impl Relay {
         } else {
             Arc::new(
                 PostgresStore::connect(config.database.url.expose(), config.database.pool_size)
-                    .await?,
+                    .await?
+                    .with_prepared_statements(config.database.prepared_statements),
             )
         };
 

@@ -17,6 +17,9 @@
 //! (replay and live: nothing lost, nothing twice, in order). Redis memory per active job is
 //! `used_memory` in the middle of the job phase minus before it, over the jobs.
 //!
+//! The replicas run with `DATABASE_PREPARED_STATEMENTS=true` (a direct connection) unless
+//! this process's environment sets it.
+//!
 //! `--rounds N` runs the three set-ups in turn N times; the ratios to single-node are taken
 //! within each round (same minutes of the machine) and their medians reported.
 //!

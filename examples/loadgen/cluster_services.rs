@@ -32,6 +32,11 @@ pub(super) async fn spawn_replica(
     if let Some(url) = redis_url {
         command.env("REDIS_URL", url);
     }
+    // The replicas reach PostgreSQL directly, where prepared statements are kept; an explicit
+    // DATABASE_PREPARED_STATEMENTS in this process's environment wins (for A/B runs).
+    if std::env::var_os("DATABASE_PREPARED_STATEMENTS").is_none() {
+        command.env("DATABASE_PREPARED_STATEMENTS", "true");
+    }
     let child = command
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())

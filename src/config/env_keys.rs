@@ -216,6 +216,11 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("STYLE_PRESETS", "pipeline.styles", Kind::Str),
     ("DATABASE_URL", "database.url", Kind::Str),
     ("DATABASE_POOL_SIZE", "database.pool_size", Kind::Int),
+    (
+        "DATABASE_PREPARED_STATEMENTS",
+        "database.prepared_statements",
+        Kind::Bool,
+    ),
     ("ADMIN_TOKEN", "admin.token", Kind::Str),
     (
         "ADMIN_MAX_FAILED_ATTEMPTS",

@@ -323,6 +323,9 @@ pub struct DatabaseConfig {
     pub url: Secret,
     /// Most database connections kept open.
     pub pool_size: usize,
+    /// Prepare each statement once per connection and keep it. Off by default: a
+    /// transaction-mode pooler (Supavisor on port 6543) does not keep prepared statements.
+    pub prepared_statements: bool,
 }
 
 /// `[admin]`: the bearer token of the admin routes; empty turns them off.

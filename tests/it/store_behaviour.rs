@@ -145,6 +145,19 @@ impl Fixture {
         }
     }
 
+    /// PostgreSQL with `DATABASE_PREPARED_STATEMENTS`: every statement prepared and kept.
+    async fn postgres_prepared() -> Self {
+        let db = PgDb::create().await;
+        let store = PostgresStore::connect(&db.relay_url(), 8)
+            .await
+            .unwrap()
+            .with_prepared_statements(true);
+        Self {
+            store: Box::new(store),
+            env: Env::Postgres(db),
+        }
+    }
+
     async fn finish(self) {
         drop(self.store);
         if let Env::Postgres(db) = self.env {
@@ -179,6 +192,16 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let fx = super::Fixture::postgres().await;
+                    super::suite::$name(fx.store.as_ref(), &fx.env).await;
+                    fx.finish().await;
+                }
+            )*
+        }
+        mod on_postgres_prepared {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fx = super::Fixture::postgres_prepared().await;
                     super::suite::$name(fx.store.as_ref(), &fx.env).await;
                     fx.finish().await;
                 }

@@ -1,11 +1,10 @@
 //! `jobs`: updating a job until it is terminal, and reading it (starts: `start`).
 
-use deadpool_postgres::Transaction;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::pool::{begin, commit, decode_err, get, query, query_one, query_opt, Scope};
+use super::pool::{begin, commit, decode_err, get, query, query_one, query_opt, Scope, Tx};
 use super::PostgresStore;
 use crate::store::models::{ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobUpdate, Lease, StoreError};
@@ -41,10 +40,7 @@ fn job_opt(row: Option<Row>) -> Result<Option<JobRow>, StoreError> {
     row.as_ref().map(job_from_row).transpose()
 }
 
-async fn select_active_job(
-    tx: &Transaction<'_>,
-    project_id: &Uuid,
-) -> Result<Option<JobRow>, StoreError> {
+async fn select_active_job(tx: &Tx<'_>, project_id: &Uuid) -> Result<Option<JobRow>, StoreError> {
     let row = query_opt(
         tx,
         &format!(

@@ -8,9 +8,9 @@
 //! the pool as the login role with no claims. The login role should be NOINHERIT (the stand-in's
 //! `relay`): a forgotten switch then fails with "permission denied" instead of bypassing RLS.
 //!
-//! Statements go through `query_typed` (unnamed statements, parameter types given), never
-//! named prepared statements, so a transaction-mode pooler (Supavisor :6543) works as well as
-//! session mode. `sslmode=require` in the URL selects rustls with the webpki roots; anything
+//! Statements go through `query_typed` (unnamed statements, parameter types given), so a
+//! transaction-mode pooler (Supavisor :6543) works as well as session mode; with
+//! `DATABASE_PREPARED_STATEMENTS` they are prepared once per connection and kept instead. `sslmode=require` in the URL selects rustls with the webpki roots; anything
 //! else (unix sockets, localhost) connects without TLS.
 
 mod history;
@@ -33,11 +33,13 @@ use super::{
 };
 use crate::auth::Identity;
 
-pub use pool::{begin, Scope};
+pub use pool::{begin, Conn, Scope, Tx};
 
 /// The PostgreSQL (Supabase) store: a connection pool; each call is one scoped transaction.
 pub struct PostgresStore {
     pool: Pool,
+    /// `DATABASE_PREPARED_STATEMENTS`: statements prepared once per connection.
+    prepared_statements: bool,
     /// What job starts learnt of the server's connection limit.
     connection_bound: start::ConnectionBound,
 }

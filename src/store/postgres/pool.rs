@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
+use futures::FutureExt;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -66,31 +67,67 @@ pub(super) fn decode_err(what: &str) -> StoreError {
     StoreError::Database(format!("unexpected {what} in the database"))
 }
 
+/// A pooled connection, and whether its statements are prepared once and kept
+/// (`DATABASE_PREPARED_STATEMENTS`) or sent unnamed each time.
+pub struct Conn {
+    object: Object,
+    prepared: bool,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.object
+    }
+}
+
+/// A transaction on a [`Conn`]; the helpers below run its statements as the connection says.
+pub struct Tx<'c> {
+    inner: Transaction<'c>,
+    prepared: bool,
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.inner
+    }
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.inner.commit().await
+    }
+}
+
 /// Open a transaction on `conn` under `scope`. Role and claims are transaction-local: they end
 /// with COMMIT or ROLLBACK (dropping the transaction rolls back).
-pub async fn begin<'c>(
-    conn: &'c mut Object,
-    scope: Scope<'_>,
-) -> Result<Transaction<'c>, StoreError> {
-    let tx = conn.transaction().await.map_err(db_err)?;
+pub async fn begin<'c>(conn: &'c mut Conn, scope: Scope<'_>) -> Result<Tx<'c>, StoreError> {
+    let prepared = conn.prepared;
+    let inner = conn.object.transaction().await.map_err(db_err)?;
+    let tx = Tx { inner, prepared };
     match scope {
         Scope::User(who) => {
             let claims: &str = &who.claims;
             // Fixed role names only: the token's own `role` claim never picks the role.
-            tx.query_typed(
+            query(
+                &tx,
                 "SELECT set_config('role', 'authenticated', true),
                         set_config('request.jwt.claims', $1, true),
                         set_config('statement_timeout', $2, true),
                         set_config('TimeZone', 'UTC', true)",
                 &[(&claims, Type::TEXT), (&USER_STATEMENT_TIMEOUT, Type::TEXT)],
             )
-            .await
-            .map_err(db_err)?;
+            .await?;
         }
         Scope::Service => {
-            tx.query_typed(SERVICE_SETTINGS, &[])
-                .await
-                .map_err(db_err)?;
+            query(&tx, SERVICE_SETTINGS, &[]).await?;
         }
     }
     Ok(tx)
@@ -108,17 +145,42 @@ const SERVICE_SETTINGS: &str =
 /// server ignores the rest and the `COMMIT` rolls back. Every message is sent on the first
 /// poll, so a dropped future never leaves the connection inside the transaction.
 pub(super) async fn one_flight(
-    conn: &Object,
+    conn: &Conn,
     statements: &[(&str, &[Param<'_>])],
 ) -> Result<Vec<Vec<Row>>, StoreError> {
     let client: &tokio_postgres::Client = conn;
+    // Prepared first (one round trip the first time on this connection, none after), so
+    // that every message of the flight still goes out on its first poll.
+    let prepared = if conn.prepared {
+        let types: Vec<Vec<Type>> = statements
+            .iter()
+            .map(|(_, params)| param_types(params))
+            .collect();
+        let prepares = statements
+            .iter()
+            .zip(&types)
+            .map(|((sql, _), types)| conn.prepare_typed_cached(sql, types));
+        let prepared = futures::future::try_join_all(prepares)
+            .await
+            .map_err(db_err)?;
+        Some(prepared)
+    } else {
+        None
+    };
+    let values: Vec<Vec<&(dyn ToSql + Sync)>> = statements
+        .iter()
+        .map(|(_, params)| param_values(params))
+        .collect();
     let mut flight = Vec::with_capacity(statements.len() + 3);
-    flight.push(client.query_typed("BEGIN", &[]));
-    flight.push(client.query_typed(SERVICE_SETTINGS, &[]));
-    for (sql, params) in statements {
-        flight.push(client.query_typed(sql, params));
+    flight.push(client.query_typed("BEGIN", &[]).boxed());
+    flight.push(client.query_typed(SERVICE_SETTINGS, &[]).boxed());
+    for (index, (sql, params)) in statements.iter().enumerate() {
+        match &prepared {
+            Some(prepared) => flight.push(client.query(&prepared[index], &values[index]).boxed()),
+            None => flight.push(client.query_typed(sql, params).boxed()),
+        }
     }
-    flight.push(client.query_typed("COMMIT", &[]));
+    flight.push(client.query_typed("COMMIT", &[]).boxed());
     // The first failure is the cause; the statements after it only report the aborted block.
     let mut rows = Vec::with_capacity(statements.len());
     for (index, reply) in futures::future::join_all(flight)
@@ -132,6 +194,14 @@ pub(super) async fn one_flight(
         }
     }
     Ok(rows)
+}
+
+fn param_types(params: &[Param<'_>]) -> Vec<Type> {
+    params.iter().map(|(_, ty)| ty.clone()).collect()
+}
+
+fn param_values<'a>(params: &[Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(value, _)| *value).collect()
 }
 
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
@@ -174,6 +244,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = Self {
             pool,
+            prepared_statements: false,
             connection_bound: Default::default(),
         };
         // Fail at start-up, not on the first message, when the database is unreachable.
@@ -181,40 +252,70 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Prepare each statement once per connection and keep it, instead of sending it unnamed
+    /// every time (PostgreSQL then skips parsing and, mostly, planning). Only for a direct
+    /// connection or a session-mode pooler: a transaction-mode pooler such as Supavisor on
+    /// port 6543 does not keep prepared statements.
+    pub fn with_prepared_statements(mut self, prepared: bool) -> Self {
+        self.prepared_statements = prepared;
+        self
+    }
+
     /// A pooled connection, for [`begin`].
-    pub async fn connection(&self) -> Result<Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("database connection: {}", describe(&e))))
+    pub async fn connection(&self) -> Result<Conn, StoreError> {
+        let object = self.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(format!("database connection: {}", describe(&e)))
+        })?;
+        Ok(Conn {
+            object,
+            prepared: self.prepared_statements,
+        })
     }
 }
 
 pub(super) async fn query(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     sql: &str,
     params: &[Param<'_>],
 ) -> Result<Vec<Row>, StoreError> {
-    tx.query_typed(sql, params).await.map_err(db_err)
+    if tx.prepared {
+        let statement = tx
+            .inner
+            .prepare_typed_cached(sql, &param_types(params))
+            .await
+            .map_err(db_err)?;
+        tx.inner
+            .query(&statement, &param_values(params))
+            .await
+            .map_err(db_err)
+    } else {
+        tx.inner.query_typed(sql, params).await.map_err(db_err)
+    }
 }
 
 pub(super) async fn query_opt(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     sql: &str,
     params: &[Param<'_>],
 ) -> Result<Option<Row>, StoreError> {
-    tx.query_typed_opt(sql, params).await.map_err(db_err)
+    let mut rows = query(tx, sql, params).await?;
+    if rows.len() > 1 {
+        return Err(decode_err("number of rows"));
+    }
+    Ok(rows.pop())
 }
 
 pub(super) async fn query_one(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     sql: &str,
     params: &[Param<'_>],
 ) -> Result<Row, StoreError> {
-    tx.query_typed_one(sql, params).await.map_err(db_err)
+    query_opt(tx, sql, params)
+        .await?
+        .ok_or_else(|| decode_err("empty answer"))
 }
 
-pub(super) async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+pub(super) async fn commit(tx: Tx<'_>) -> Result<(), StoreError> {
     tx.commit().await.map_err(db_err)
 }
 
