@@ -371,6 +371,8 @@ fn proc_stats(pid: u32) -> Result<ProcStats> {
 struct MachineCpu {
     total_ticks: u64,
     steal_ticks: u64,
+    /// Busy time: everything but idle, iowait and steal.
+    busy_ticks: u64,
 }
 
 impl MachineCpu {
@@ -387,10 +389,18 @@ impl MachineCpu {
             })
             .unwrap_or_default();
         // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        let total_ticks = ticks.iter().take(8).sum();
         Self {
-            total_ticks: ticks.iter().take(8).sum(),
-            steal_ticks: ticks.get(7).copied().unwrap_or(0),
+            total_ticks,
+            steal_ticks: tick(7),
+            busy_ticks: total_ticks - tick(3) - tick(4) - tick(7),
         }
+    }
+
+    /// Busy CPU seconds of the whole machine since boot (all CPUs).
+    fn busy_secs(self) -> f64 {
+        self.busy_ticks as f64 / clock_ticks_per_sec()
     }
 
     /// Share of all CPU time between `self` and `later` that was stolen.

@@ -390,7 +390,7 @@ impl CpuShares {
             loadgen: proc_stats(std::process::id())
                 .map(|s| s.cpu_secs)
                 .unwrap_or(0.0),
-            machine_busy: machine_busy_secs(),
+            machine_busy: MachineCpu::read().busy_secs(),
         }
     }
 
@@ -427,29 +427,6 @@ fn cpu_of_command(name: &str) -> f64 {
         .filter_map(|pid| proc_stats(pid).ok())
         .map(|s| s.cpu_secs)
         .sum()
-}
-
-/// Busy CPU seconds of the whole machine since boot (all CPUs; idle, iowait and steal left out).
-fn machine_busy_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .filter_map(|v| v.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| !matches!(i, 3 | 4 | 7))
-        .map(|(_, t)| t)
-        .sum();
-    busy as f64 / clock_ticks_per_sec()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -137,21 +137,20 @@ impl Fixture {
     }
 
     async fn postgres() -> Self {
-        let db = PgDb::create().await;
-        let store = PostgresStore::connect(&db.relay_url(), 8).await.unwrap();
-        Self {
-            store: Box::new(store),
-            env: Env::Postgres(db),
-        }
+        Self::postgres_with(false).await
     }
 
     /// PostgreSQL with `DATABASE_PREPARED_STATEMENTS`: every statement prepared and kept.
     async fn postgres_prepared() -> Self {
+        Self::postgres_with(true).await
+    }
+
+    async fn postgres_with(prepared_statements: bool) -> Self {
         let db = PgDb::create().await;
         let store = PostgresStore::connect(&db.relay_url(), 8)
             .await
             .unwrap()
-            .with_prepared_statements(true);
+            .with_prepared_statements(prepared_statements);
         Self {
             store: Box::new(store),
             env: Env::Postgres(db),
@@ -166,7 +165,6 @@ impl Fixture {
     }
 }
 
-/// Runs each suite function once per backend.
 /// A lease of a live instance (it outlasts any test).
 fn live() -> Lease {
     Lease {
@@ -175,6 +173,8 @@ fn live() -> Lease {
     }
 }
 
+/// Runs each suite function once per backend (PostgreSQL with and without prepared
+/// statements).
 macro_rules! both_backends {
     ($($name:ident: $sqlite:ident),* $(,)?) => {
         mod on_sqlite {
@@ -187,21 +187,19 @@ macro_rules! both_backends {
                 }
             )*
         }
-        mod on_postgres {
+        one_fixture!(on_postgres, postgres, $($name),*);
+        one_fixture!(on_postgres_prepared, postgres_prepared, $($name),*);
+    };
+}
+
+/// A module running each suite function on `Fixture::$fixture`.
+macro_rules! one_fixture {
+    ($module:ident, $fixture:ident, $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let fx = super::Fixture::postgres().await;
-                    super::suite::$name(fx.store.as_ref(), &fx.env).await;
-                    fx.finish().await;
-                }
-            )*
-        }
-        mod on_postgres_prepared {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let fx = super::Fixture::postgres_prepared().await;
+                    let fx = super::Fixture::$fixture().await;
                     super::suite::$name(fx.store.as_ref(), &fx.env).await;
                     fx.finish().await;
                 }

@@ -10,8 +10,9 @@
 //!
 //! Statements go through `query_typed` (unnamed statements, parameter types given), so a
 //! transaction-mode pooler (Supavisor :6543) works as well as session mode; with
-//! `DATABASE_PREPARED_STATEMENTS` they are prepared once per connection and kept instead. `sslmode=require` in the URL selects rustls with the webpki roots; anything
-//! else (unix sockets, localhost) connects without TLS.
+//! `DATABASE_PREPARED_STATEMENTS` they are prepared once per connection and kept instead.
+//! `sslmode=require` in the URL selects rustls with the webpki roots; anything else (unix
+//! sockets, localhost) connects without TLS.
 
 mod history;
 mod jobs;

@@ -149,9 +149,15 @@ pub(super) async fn one_flight(
     statements: &[(&str, &[Param<'_>])],
 ) -> Result<Vec<Vec<Row>>, StoreError> {
     let client: &tokio_postgres::Client = conn;
-    // Prepared first (one round trip the first time on this connection, none after), so
-    // that every message of the flight still goes out on its first poll.
-    let prepared = if conn.prepared {
+    // Outlive the flight that borrows them.
+    let prepared: Vec<tokio_postgres::Statement>;
+    let values: Vec<Vec<&(dyn ToSql + Sync)>>;
+    let mut flight = Vec::with_capacity(statements.len() + 3);
+    flight.push(client.query_typed("BEGIN", &[]).boxed());
+    flight.push(client.query_typed(SERVICE_SETTINGS, &[]).boxed());
+    // Prepared before any message is sent (one round trip the first time on this connection,
+    // none after), so that every message of the flight still goes out on its first poll.
+    if conn.prepared {
         let types: Vec<Vec<Type>> = statements
             .iter()
             .map(|(_, params)| param_types(params))
@@ -160,24 +166,19 @@ pub(super) async fn one_flight(
             .iter()
             .zip(&types)
             .map(|((sql, _), types)| conn.prepare_typed_cached(sql, types));
-        let prepared = futures::future::try_join_all(prepares)
+        prepared = futures::future::try_join_all(prepares)
             .await
             .map_err(db_err)?;
-        Some(prepared)
+        values = statements
+            .iter()
+            .map(|(_, params)| param_values(params))
+            .collect();
+        for (statement, values) in prepared.iter().zip(&values) {
+            flight.push(client.query(statement, values).boxed());
+        }
     } else {
-        None
-    };
-    let values: Vec<Vec<&(dyn ToSql + Sync)>> = statements
-        .iter()
-        .map(|(_, params)| param_values(params))
-        .collect();
-    let mut flight = Vec::with_capacity(statements.len() + 3);
-    flight.push(client.query_typed("BEGIN", &[]).boxed());
-    flight.push(client.query_typed(SERVICE_SETTINGS, &[]).boxed());
-    for (index, (sql, params)) in statements.iter().enumerate() {
-        match &prepared {
-            Some(prepared) => flight.push(client.query(&prepared[index], &values[index]).boxed()),
-            None => flight.push(client.query_typed(sql, params).boxed()),
+        for (sql, params) in statements {
+            flight.push(client.query_typed(sql, params).boxed());
         }
     }
     flight.push(client.query_typed("COMMIT", &[]).boxed());
