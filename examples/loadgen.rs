@@ -455,6 +455,8 @@ struct Upstream {
     /// Requests by `METHOD path`, to show what the relay calls besides `generate_game`.
     calls: Mutex<BTreeMap<String, u64>>,
     rejected: AtomicU64,
+    /// TCP connections the relay opened to it: the calls above less the reused connections.
+    connections: AtomicU64,
 }
 
 impl Upstream {
@@ -487,6 +489,7 @@ async fn start_upstream(
         written: AtomicU64::new(0),
         calls: Mutex::new(BTreeMap::new()),
         rejected: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/generate_game", post(generate_game))
@@ -505,7 +508,9 @@ async fn start_upstream(
     // Nagle on the fake's side would add delay that belongs to neither the relay nor loopback.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
+    let counted = state.clone();
+    let listener = listener.tap_io(move |tcp| {
+        counted.connections.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
     });
     tokio::spawn(async move {
@@ -1354,6 +1359,7 @@ impl Harness {
         json!({
             "assistant_events_written": self.upstream.written.load(Ordering::Relaxed),
             "rejected_requests": self.upstream.rejected.load(Ordering::Relaxed),
+            "connections": self.upstream.connections.load(Ordering::Relaxed),
             "calls": self.upstream.calls(),
         })
     }

@@ -606,6 +606,38 @@ async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
     assert_eq!(fake.requests().len(), 1);
 }
 
+/// A body that never makes the reader wait: the cancel is still seen within a few events,
+/// not after everything already received.
+#[tokio::test]
+async fn cancel_ends_a_stream_whose_data_is_always_ready() {
+    const BURST: usize = 2000;
+    let fake = FakeModal::start(|_| {
+        let mut steps = startup_steps();
+        let burst: String = (0..BURST)
+            .map(|i| format!("data: {}\n\n", assistant_text(&format!("t{i}"))))
+            .collect();
+        steps.push(Step::Raw(burst.into_bytes()));
+        steps.push(Step::Hang);
+        Script::Stream(steps)
+    })
+    .await;
+    let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
+    let cancel = CancellationToken::new();
+    let mut stream = backend.run(request("hi"), cancel.clone());
+    for expected in startup() {
+        let event = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
+        assert_eq!(event, Some(expected));
+    }
+    let first = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
+    assert_eq!(first, Some(BackendEvent::Text("t0".into())));
+    cancel.cancel();
+    let rest: Vec<BackendEvent> = tokio::time::timeout(DEADLINE, stream.collect())
+        .await
+        .unwrap();
+    assert!(rest.len() < 16, "{} events followed the cancel", rest.len());
+    wait_until_closed(&fake).await;
+}
+
 #[tokio::test]
 async fn dropping_the_event_stream_closes_the_upstream_connection() {
     let fake = FakeModal::start(|_| hanging_fake_script()).await;

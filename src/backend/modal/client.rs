@@ -1,24 +1,18 @@
-//! The HTTP side of a Modal run: the `generate_game` POST with `X-Modal-Secret`, reading the
-//! response body under the idle timeout, and handing each decoded payload to the event mapping.
+//! The HTTP side of a Modal run: the client, and the `generate_game` POST with
+//! `X-Modal-Secret` up to a response with a success status.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
-use super::events::StreamState;
-use super::sse::SseLines;
-use crate::backend::{BackendEvent, Failure, RunRequest};
+use crate::backend::{Failure, RunRequest};
 use crate::config::{ModalConfig, Secret, UpstreamPool};
 
 const SECRET_HEADER: &str = "X-Modal-Secret";
 /// How much of a non-2xx body is kept for the log line.
 const ERROR_BODY_LIMIT: usize = 4096;
-/// A single SSE line longer than this is dropped instead of buffered without bound. A full
-/// `index.html` Write tool call is one line, so the cap is generous.
-const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What every run of one backend shares: the HTTP client, the endpoint and its secret.
 pub(super) struct Shared {
@@ -55,78 +49,18 @@ impl Shared {
         })
     }
 
+    /// How long the upstream may stay silent, for the response head and between chunks.
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// Modal refuses every request without the shared secret.
     pub(super) fn has_secret(&self) -> bool {
         !self.secret.is_empty()
     }
 
-    pub(super) async fn execute(&self, request: &RunRequest, tx: &mpsc::Sender<BackendEvent>) {
-        let terminal = self.generate(request, tx).await;
-        match &terminal {
-            BackendEvent::Failed(f) => tracing::warn!(
-                code = %f.code,
-                exit_code = ?f.exit_code,
-                detail = %f.detail,
-                "generation failed"
-            ),
-            _ => tracing::info!("generation completed"),
-        }
-        // An error means the consumer is gone, and this reader with it.
-        let _ = tx.send(terminal).await;
-    }
-
-    /// Runs the request and forwards non-terminal events; returns the terminal event.
-    async fn generate(
-        &self,
-        request: &RunRequest,
-        tx: &mpsc::Sender<BackendEvent>,
-    ) -> BackendEvent {
-        let mut response = match self.post(request).await {
-            Ok(response) => response,
-            Err(failure) => return BackendEvent::Failed(failure),
-        };
-        let mut lines = SseLines::new(MAX_LINE_BYTES);
-        let mut state = StreamState::default();
-        // One timer for the whole stream, moved on only when it fires: a fresh timeout per
-        // chunk put a timer-wheel insert and removal on every event.
-        let idle = tokio::time::sleep(self.idle_timeout);
-        tokio::pin!(idle);
-        let mut last_data = Instant::now();
-        loop {
-            let read = tokio::select! {
-                biased;
-                read = response.chunk() => read,
-                () = &mut idle => {
-                    let quiet_until = last_data + self.idle_timeout;
-                    if Instant::now() >= quiet_until {
-                        return BackendEvent::Failed(Failure::stream_idle(self.idle_timeout.as_secs()));
-                    }
-                    idle.as_mut().reset(quiet_until);
-                    continue;
-                }
-            };
-            let chunk = match read {
-                Err(e) => return BackendEvent::Failed(Failure::stream_dropped(error_chain(&e))),
-                Ok(None) => break,
-                Ok(Some(chunk)) => chunk,
-            };
-            last_data = Instant::now();
-            for payload in lines.push(&chunk) {
-                if let Some(terminal) = forward(state.on_payload(&payload), tx).await {
-                    return terminal;
-                }
-            }
-        }
-        // Like Express, a final `data:` line without its newline still counts.
-        if let Some(payload) = lines.finish() {
-            if let Some(terminal) = forward(state.on_payload(&payload), tx).await {
-                return terminal;
-            }
-        }
-        state.at_end()
-    }
-
-    async fn post(&self, request: &RunRequest) -> Result<reqwest::Response, Failure> {
+    /// Sends the POST; a response with a success status, or the failure that ends the run.
+    pub(super) async fn post(&self, request: &RunRequest) -> Result<reqwest::Response, Failure> {
         let mut secret = HeaderValue::from_str(self.secret.expose())
             .map_err(|_| Failure::internal("MODAL_INTERNAL_SECRET is not a valid header value"))?;
         secret.set_sensitive(true);
@@ -173,23 +107,8 @@ impl Shared {
     }
 }
 
-/// Sends the non-terminal events in order; returns the terminal one, if any, unsent.
-async fn forward(
-    events: Vec<BackendEvent>,
-    tx: &mpsc::Sender<BackendEvent>,
-) -> Option<BackendEvent> {
-    for event in events {
-        if event.is_terminal() {
-            return Some(event);
-        }
-        // An error means the consumer is gone, and this reader with it.
-        let _ = tx.send(event).await;
-    }
-    None
-}
-
 /// `error: cause: cause...` — reqwest's own message omits the useful part (e.g. "Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -23,22 +23,30 @@ impl SseLines {
     }
 
     /// Feeds one chunk; returns the payloads of the lines it completed.
-    pub fn push(&mut self, mut chunk: &[u8]) -> Vec<String> {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
         let mut payloads = Vec::new();
-        while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
+        self.push_each(chunk, |payload| payloads.push(payload.to_string()));
+        payloads
+    }
+
+    /// Feeds one chunk and hands each payload of the lines it completed to `take`, in order,
+    /// without copying a line that lies wholly inside the chunk.
+    pub fn push_each(&mut self, mut chunk: &[u8], mut take: impl FnMut(&str)) {
+        while let Some(at) = memchr::memchr(b'\n', chunk) {
             // The same limit whether the line arrived whole or in pieces: how Modal's body
             // is cut into chunks must not change what is decoded.
             if !self.discarding && self.buffer.len() + at > self.max_line {
                 tracing::warn!(limit = self.max_line, "skipping an overlong SSE line");
             } else if !self.discarding {
-                // A line wholly inside this chunk is read in place, not copied first.
                 let line = if self.buffer.is_empty() {
                     &chunk[..at]
                 } else {
                     self.buffer.extend_from_slice(&chunk[..at]);
                     &self.buffer
                 };
-                payloads.extend(data_payload(line));
+                if let Some(payload) = data_payload(&decode(line)) {
+                    take(payload);
+                }
             }
             self.buffer.clear();
             self.discarding = false;
@@ -52,7 +60,6 @@ impl SseLines {
                 self.discarding = true;
             }
         }
-        payloads
     }
 
     /// The unterminated last line, if it is a `data:` line.
@@ -61,18 +68,25 @@ impl SseLines {
         if self.discarding {
             return None;
         }
-        data_payload(&line)
+        data_payload(&decode(&line)).map(str::to_string)
+    }
+}
+
+/// A line as text, lossily: an invalid byte spoils at most its own line. Valid UTF-8 (every
+/// line, in practice) takes the fast check and is borrowed.
+fn decode(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
     }
 }
 
 /// The payload of a `data:` line (one optional space after the colon), trimmed; other
 /// lines (blank, `event:`, `id:`, comments) carry nothing for us.
-fn data_payload(line: &[u8]) -> Option<String> {
-    // Lossy: an invalid byte spoils at most its own line.
-    let line = String::from_utf8_lossy(line);
+fn data_payload(line: &str) -> Option<&str> {
     let rest = line.trim().strip_prefix("data:")?;
     let payload = rest.strip_prefix(' ').unwrap_or(rest).trim();
-    (!payload.is_empty()).then(|| payload.to_string())
+    (!payload.is_empty()).then_some(payload)
 }
 
 #[cfg(test)]
