@@ -261,7 +261,8 @@ async fn at_the_drain_timeout_every_watcher_on_every_replica_sees_the_job_fail()
     starter
         .send(json!({"type":"message","content":"作って"}))
         .await;
-    events_until(&mut starter, &["jobStarted"]).await;
+    // `started` follows the row's move to processing, which the other replica then reads.
+    events_until(&mut starter, &["started"]).await;
     let mut watcher = Client::connect(&format!("ws://{}/", other.addr)).await;
     watcher.init(&token(user, 3600)).await;
     let selected = watcher.select(project).await;

@@ -61,6 +61,15 @@ pub(super) async fn write_events(
     let mut runs: Vec<(Uuid, BatchWriter)> = Vec::new();
     let mut open: HashMap<Uuid, usize> = HashMap::new();
     while appends.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        // Behind the sockets the same bursts woke: they write to their browsers first, and
+        // what else arrives meanwhile joins this pipeline.
+        tokio::task::yield_now().await;
+        while batch.len() < WRITE_BATCH {
+            match appends.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
         let Some(shared) = shared.upgrade() else {
             return;
         };
