@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use dreamcore_relay::backend::modal::ModalBackend;
-use dreamcore_relay::backend::{Backend, BackendEvent, BackendKind, Failure, RunRequest};
+use dreamcore_relay::backend::{
+    Backend, BackendEvent, BackendKind, EventStream, Failure, RunRequest,
+};
 use dreamcore_relay::config::Config;
 use fake_modal::{
     api_error_event, assistant_text, assistant_tool_use, cli_result, python_json, status,
@@ -586,9 +588,8 @@ fn hanging_fake_script() -> Script {
     Script::Stream(steps)
 }
 
-#[tokio::test]
-async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
-    let fake = FakeModal::start(|_| hanging_fake_script()).await;
+/// A run against `fake` with its cancel token, read past the startup statuses.
+async fn run_past_startup(fake: &FakeModal) -> (EventStream, CancellationToken) {
     let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
     let cancel = CancellationToken::new();
     let mut stream = backend.run(request("hi"), cancel.clone());
@@ -596,6 +597,13 @@ async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
         let event = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
         assert_eq!(event, Some(expected));
     }
+    (stream, cancel)
+}
+
+#[tokio::test]
+async fn cancel_ends_the_stream_and_closes_the_upstream_connection() {
+    let fake = FakeModal::start(|_| hanging_fake_script()).await;
+    let (stream, cancel) = run_past_startup(&fake).await;
     assert_eq!(fake.open_streams(), 1);
     cancel.cancel();
     let rest: Vec<BackendEvent> = tokio::time::timeout(DEADLINE, stream.collect())
@@ -621,13 +629,7 @@ async fn cancel_ends_a_stream_whose_data_is_always_ready() {
         Script::Stream(steps)
     })
     .await;
-    let backend = new_backend(&config(&fake.url, &fake.secret, 60)).unwrap();
-    let cancel = CancellationToken::new();
-    let mut stream = backend.run(request("hi"), cancel.clone());
-    for expected in startup() {
-        let event = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
-        assert_eq!(event, Some(expected));
-    }
+    let (mut stream, cancel) = run_past_startup(&fake).await;
     let first = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap();
     assert_eq!(first, Some(BackendEvent::Text("t0".into())));
     cancel.cancel();
