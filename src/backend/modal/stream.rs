@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use super::client::{error_chain, Shared};
 use super::events::StreamState;
@@ -73,7 +73,8 @@ impl ModalStream {
             project_id = %request.project_id,
         );
         let idle_timeout = shared.idle_timeout();
-        let posting: Posting = Box::pin(async move { shared.post(&request).await });
+        let posting: Posting =
+            Box::pin(async move { shared.post(&request).await }.instrument(span.clone()));
         Self {
             phase: Phase::Posting(posting),
             pending: VecDeque::new(),
@@ -125,13 +126,18 @@ impl ModalStream {
             match body.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.last_data = Instant::now();
-                    let (state, pending) = (&mut self.state, &mut self.pending);
-                    let mut terminal = None;
-                    self.lines.push_each(&chunk, |payload| {
-                        if terminal.is_none() {
-                            terminal = take_payload(state, pending, payload);
-                        }
-                    });
+                    let terminal = {
+                        // The decoder's and the mapping's warnings name the job.
+                        let _in_run = self.span.enter();
+                        let (state, pending) = (&mut self.state, &mut self.pending);
+                        let mut terminal = None;
+                        self.lines.push_each(&chunk, |payload| {
+                            if terminal.is_none() {
+                                terminal = take_payload(state, pending, payload);
+                            }
+                        });
+                        terminal
+                    };
                     if let Some(terminal) = terminal {
                         self.end(terminal);
                     }
