@@ -47,7 +47,7 @@ impl Backend for ModalBackend {
 
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {
         // Dropping the stream drops the response, which closes the upstream connection; a
-        // cancel ends it at its next poll.
+        // cancel ends it within a few polls (`stream.rs`).
         Box::pin(ModalStream::new(Arc::clone(&self.shared), request, cancel))
     }
 }
