@@ -1164,16 +1164,21 @@ impl Latency {
     /// length in seconds).
     fn split(samples: &[Sample], windows: &[(u64, u64)]) -> (Self, Self, f64) {
         let steady = steady_window(windows);
-        let within = samples
-            .iter()
-            .filter(|s| steady.is_some_and(|(from, to)| (from..=to).contains(&s.sent_ns)))
-            .map(|s| s.latency_ns)
-            .collect();
+        let within = Self::of_sent(samples, |sent| {
+            steady.is_some_and(|(from, to)| (from..=to).contains(&sent))
+        });
         let secs = steady.map_or(0.0, |(from, to)| (to - from) as f64 / 1e9);
-        (
-            Self::from_ns(samples.iter().map(|s| s.latency_ns).collect()),
-            Self::from_ns(within),
-            secs,
+        (Self::of_sent(samples, |_| true), within, secs)
+    }
+
+    /// The latency of the samples whose send time `keep` accepts.
+    fn of_sent(samples: &[Sample], keep: impl Fn(u64) -> bool) -> Self {
+        Self::from_ns(
+            samples
+                .iter()
+                .filter(|s| keep(s.sent_ns))
+                .map(|s| s.latency_ns)
+                .collect(),
         )
     }
 

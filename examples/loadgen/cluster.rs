@@ -289,17 +289,10 @@ async fn run_setup(
     // The ramps: events sent before every job was streaming (starts still going on) and
     // after the first job ended (ends going on), apart, to show which one a tail belongs to.
     let steady = steady_window(&windows);
-    let ramp = |keep: &dyn Fn(u64, u64, u64) -> bool| {
-        Latency::from_ns(
-            samples
-                .iter()
-                .filter(|s| steady.is_some_and(|(from, to)| keep(s.sent_ns, from, to)))
-                .map(|s| s.latency_ns)
-                .collect(),
-        )
-    };
-    let latency_ramp_up = ramp(&|sent, from, _| sent < from);
-    let latency_ramp_down = ramp(&|sent, _, to| sent > to);
+    let latency_ramp_up =
+        Latency::of_sent(&samples, |sent| steady.is_some_and(|(from, _)| sent < from));
+    let latency_ramp_down =
+        Latency::of_sent(&samples, |sent| steady.is_some_and(|(_, to)| sent > to));
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let redis_per_job = match (redis_before, redis_peak) {
         (Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / jobs.max(1) as f64),
