@@ -9,13 +9,16 @@ use super::limits::Slot;
 use super::live::LiveJob;
 use crate::backend::Failure;
 use crate::metrics::METRICS;
-use crate::store::models::JobStatus;
-use crate::store::JobUpdate;
+use crate::store::models::{JobRow, JobStatus};
+use crate::store::{JobUpdate, StoreError};
 use crate::wire::protocol::{JobResult, ServerMessage};
 
 /// How a job's run ended.
 pub(super) enum Outcome {
-    Completed,
+    /// Done; `generated` is the answer of a generation, recorded with the terminal write.
+    Completed {
+        generated: Option<String>,
+    },
     Failed(Failure),
     Cancelled,
 }
@@ -25,11 +28,38 @@ pub(super) fn store_write(op: &'static str) -> tracing::Span {
     tracing::info_span!("store_write", op)
 }
 
+/// Record a generation's answer (before `completed`, so a socket that re-selects the project
+/// right after it finds the answer in `history`) together with the terminal update; when the
+/// two cannot be written together, the terminal update alone.
+async fn complete_generation(
+    engine: &Engine,
+    job: &LiveJob,
+    update: &JobUpdate,
+    answer: &str,
+) -> Result<Option<JobRow>, StoreError> {
+    let together = engine
+        .store
+        .complete_generation(job.id, update, job.project_id, answer)
+        .instrument(store_write("complete_generation"))
+        .await;
+    match together {
+        Ok(row) => Ok(row),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record the generation (answer, initialized, version)");
+            engine
+                .store
+                .update_job(job.id, update)
+                .instrument(store_write("update_job"))
+                .await
+        }
+    }
+}
+
 /// Persist the terminal status, free the project and the slot, then publish the terminal
 /// event.
 pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
     let (status, label) = match &outcome {
-        Outcome::Completed => (JobStatus::Completed, "completed"),
+        Outcome::Completed { .. } => (JobStatus::Completed, "completed"),
         Outcome::Failed(_) => (JobStatus::Failed, "failed"),
         Outcome::Cancelled => (JobStatus::Cancelled, "cancelled"),
     };
@@ -54,11 +84,18 @@ pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slo
             result: row.result.clone(),
             error: row.error.clone(),
         };
-        let written = engine
-            .store
-            .update_job(job.id, &update)
-            .instrument(store_write("update_job"))
-            .await;
+        let written = match &outcome {
+            Outcome::Completed {
+                generated: Some(answer),
+            } => complete_generation(engine, job, &update, answer).await,
+            _ => {
+                engine
+                    .store
+                    .update_job(job.id, &update)
+                    .instrument(store_write("update_job"))
+                    .await
+            }
+        };
         if let Err(e) = written {
             tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
         }
@@ -74,7 +111,7 @@ pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slo
         return;
     };
     match outcome {
-        Outcome::Completed => {
+        Outcome::Completed { .. } => {
             let result = JobResult::stored_or_default(row.result.as_deref());
             tracing::info!("job completed");
             job.channel

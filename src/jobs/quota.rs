@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use crate::store::models::iso_millis;
-use crate::store::{QuotaKind, Store};
+use crate::store::{PlanCharge, QuotaKind, Store};
 use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 
 /// A refusal because the user reached a daily quota.
@@ -89,24 +89,17 @@ impl QuotaPolicy {
         if !self.enabled {
             return Ok(());
         }
-        let plan = match store.plan(user_id).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                tracing::warn!(error = %e, "plan lookup failed; quota not enforced for this request");
-                return Ok(());
-            }
-        };
-        let Some(limit) = Self::limit(&plan, kind) else {
-            tracing::warn!(plan, "unknown plan; quota not enforced");
-            return Ok(());
-        };
-        match store.consume_quota(user_id, kind, limit).await {
-            Ok(decision) if decision.allowed => Ok(()),
-            Ok(_) => Err(QuotaRefusal {
+        match store.consume_plan_quota(user_id, kind, Self::limit).await {
+            Ok(PlanCharge::Applied { decision, .. }) if decision.allowed => Ok(()),
+            Ok(PlanCharge::Applied { limit, .. }) => Err(QuotaRefusal {
                 kind,
                 limit,
                 reset_at: next_reset(Utc::now()),
             }),
+            Ok(PlanCharge::UnknownPlan(plan)) => {
+                tracing::warn!(plan, "unknown plan; quota not enforced");
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "quota check failed; allowing the request");
                 Ok(())

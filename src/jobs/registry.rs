@@ -16,15 +16,15 @@ use super::bus::{state_from_database, JobBus};
 use super::channel::JobChannel;
 use super::engine::{Engine, JobsConfig};
 use super::failures::RecentFailure;
-use super::limits::{SlotError, SlotLimiter};
+use super::limits::{Slot, SlotError, SlotLimiter};
 use super::live::LiveJob;
 use super::prompt::PromptTemplate;
 use super::quota::QuotaPolicy;
 use super::request::{CancelError, CancelOutcome, JobRequest, StartError, StartOutcome};
 use super::runner;
 use crate::auth::Identity;
-use crate::backend::selector::BackendSelector;
-use crate::backend::{BackendKind, Failure};
+use crate::backend::selector::{BackendSelector, SelectError};
+use crate::backend::{Backend, BackendKind, Failure};
 use crate::store::models::{JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, StartLimits, Store, StoreError};
 
@@ -39,6 +39,12 @@ pub struct Jobs {
     start_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
     accepting: AtomicBool,
+}
+
+/// Why a start was refused before it reached the store.
+enum Refused {
+    NoBackend(SelectError),
+    Slot(SlotError),
 }
 
 impl Jobs {
@@ -164,6 +170,13 @@ impl Jobs {
         }
     }
 
+    /// The backend the job runs on and one of the user's slots.
+    fn backend_and_slot(&self, user_id: Uuid) -> Result<(Arc<dyn Backend>, Slot), Refused> {
+        let backend = self.engine.selector.pick().map_err(Refused::NoBackend)?;
+        let slot = self.limiter.try_acquire(user_id).map_err(Refused::Slot)?;
+        Ok((backend, slot))
+    }
+
     async fn project_lock(&self, project_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.start_locks.lock();
@@ -193,16 +206,22 @@ impl Jobs {
                 return Ok(StartOutcome::Attached(job, row));
             }
         }
-        if let Some(row) = self.engine.store.active_job(project_id).await? {
-            return Ok(StartOutcome::ExistingElsewhere(row));
-        }
-        let backend = self.engine.selector.pick()?;
-        let slot = match self.limiter.try_acquire(who.user_id) {
-            Ok(slot) => slot,
-            Err(SlotError::User { in_progress }) => {
-                return Err(self.user_limit(who, in_progress).await)
+        let (backend, slot) = match self.backend_and_slot(who.user_id) {
+            Ok(taken) => taken,
+            Err(refused) => {
+                // A job of the project running elsewhere is otherwise found by `start_job`;
+                // a message refused before it attaches to that job rather than failing.
+                if let Some(row) = self.engine.store.active_job(project_id).await? {
+                    return Ok(StartOutcome::ExistingElsewhere(row));
+                }
+                return Err(match refused {
+                    Refused::NoBackend(e) => StartError::NoBackend(e),
+                    Refused::Slot(SlotError::User { in_progress }) => {
+                        self.user_limit(who, in_progress).await
+                    }
+                    Refused::Slot(SlotError::System) => StartError::SystemBusy,
+                });
             }
-            Err(SlotError::System) => return Err(StartError::SystemBusy),
         };
         let job_id = Uuid::now_v7();
         // Clustered, the slots count every instance's jobs, checked and taken in the job's

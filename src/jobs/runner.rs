@@ -196,7 +196,7 @@ async fn drive(
                     commit = commit.as_deref().unwrap_or("-"),
                     "backend completed"
                 );
-                return Some(Outcome::Completed);
+                return Some(Outcome::Completed { generated: None });
             }
             Some(BackendEvent::Failed(failure)) => return Some(Outcome::Failed(failure)),
             None => {
@@ -260,8 +260,8 @@ async fn drive(
             tracing::warn!("backend did not stop within the cancel wait");
         }
     }
-    if let Outcome::Completed = outcome {
-        return finish_answer(engine, job, answer).await;
+    if let Outcome::Completed { .. } = outcome {
+        return finish_answer(job, answer);
     }
     outcome
 }
@@ -301,24 +301,14 @@ async fn answer_without_generation(
         }
     }
     job.update_row(|r| r.result = serde_json::to_string(&result).ok());
-    Outcome::Completed
+    Outcome::Completed { generated: None }
 }
 
-/// Store the assistant's answer before the job is reported complete, so a socket that
-/// re-selects the project right after `completed` sees it in `history`; mark the project
-/// initialized and let the new version supersede one a restore had made current.
-async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcome {
+/// The assistant's answer as the job's result, and to be recorded with the terminal write.
+fn finish_answer(job: &LiveJob, answer: Answer) -> Outcome {
     let message = answer
         .finish()
         .unwrap_or_else(|| texts::GAME_UPDATED.to_string());
-    if let Err(e) = engine
-        .store
-        .record_generation(job.project_id, &message)
-        .instrument(store_write("record_generation"))
-        .await
-    {
-        tracing::warn!(error = %e, "could not record the generation (answer, initialized, version)");
-    }
     let result = JobResult {
         message,
         mode: None,
@@ -326,10 +316,14 @@ async fn finish_answer(engine: &Engine, job: &LiveJob, answer: Answer) -> Outcom
         html: None,
     };
     job.update_row(|r| r.result = serde_json::to_string(&result).ok());
-    Outcome::Completed
+    Outcome::Completed {
+        generated: Some(result.message),
+    }
 }
 
-/// Persist the latest progress at most once per interval, without ever delaying an event.
+/// Persist the latest progress one interval after it changed, at most once per interval,
+/// without ever delaying an event: a row's progress is at most that late, and a job that ends
+/// sooner (its terminal write says it all) writes none.
 fn spawn_progress_writer(
     store: Arc<dyn Store>,
     job_id: uuid::Uuid,
@@ -338,6 +332,7 @@ fn spawn_progress_writer(
     let handle = tokio::spawn(
         async move {
             while rx.changed().await.is_ok() {
+                tokio::time::sleep(PROGRESS_WRITE_INTERVAL).await;
                 let latest = rx.borrow_and_update().clone();
                 if let Some(row) = latest {
                     let update = JobUpdate {
@@ -353,7 +348,6 @@ fn spawn_progress_writer(
                         tracing::debug!(error = %e, "progress write failed");
                     }
                 }
-                tokio::time::sleep(PROGRESS_WRITE_INTERVAL).await;
             }
         }
         .in_current_span(),

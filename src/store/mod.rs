@@ -112,6 +112,24 @@ pub struct QuotaDecision {
     pub count: i64,
 }
 
+/// A plan's daily limit for a quota: -1 is unlimited, `None` a plan the relay has no limits
+/// for.
+pub type PlanLimits = fn(&str, QuotaKind) -> Option<i64>;
+
+/// What charging a quota by the user's plan did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanCharge {
+    /// The plan's limit was applied.
+    Applied {
+        /// The limit of the user's plan.
+        limit: i64,
+        /// Whether the use was counted, and today's count.
+        decision: QuotaDecision,
+    },
+    /// The plan has no known limit; nothing was counted.
+    UnknownPlan(String),
+}
+
 /// A user's usage today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaUsage {
@@ -201,6 +219,18 @@ pub trait Store: Send + Sync + 'static {
         job_id: Uuid,
         update: &JobUpdate,
     ) -> Result<Option<JobRow>, StoreError>;
+    /// A completed generation's two writes: [`Store::record_generation`], then
+    /// [`Store::update_job`] with the terminal `update`; one trip where the store can.
+    async fn complete_generation(
+        &self,
+        job_id: Uuid,
+        update: &JobUpdate,
+        project_id: Uuid,
+        answer: &str,
+    ) -> Result<Option<JobRow>, StoreError> {
+        self.record_generation(project_id, answer).await?;
+        self.update_job(job_id, update).await
+    }
     async fn get_job(&self, job_id: Uuid) -> Result<Option<JobRow>, StoreError>;
     /// Newest unfinished job of the project.
     async fn active_job(&self, project_id: Uuid) -> Result<Option<JobRow>, StoreError>;
@@ -220,6 +250,21 @@ pub trait Store: Send + Sync + 'static {
         kind: QuotaKind,
         limit: i64,
     ) -> Result<QuotaDecision, StoreError>;
+    /// The user's plan, then [`Store::consume_quota`] with that plan's limit. Stores that can
+    /// do both in one trip do.
+    async fn consume_plan_quota(
+        &self,
+        user_id: Uuid,
+        kind: QuotaKind,
+        limits: PlanLimits,
+    ) -> Result<PlanCharge, StoreError> {
+        let plan = self.plan(user_id).await?;
+        let Some(limit) = limits(&plan, kind) else {
+            return Ok(PlanCharge::UnknownPlan(plan));
+        };
+        let decision = self.consume_quota(user_id, kind, limit).await?;
+        Ok(PlanCharge::Applied { limit, decision })
+    }
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError>;
 
     /// Whether several relays may use this store at once (PostgreSQL): then the keys a relay

@@ -17,7 +17,8 @@ use dreamcore_relay::store::models::{ChatRole, JobRow, JobStatus};
 use dreamcore_relay::store::postgres::{self as pg, PostgresStore, Scope};
 use dreamcore_relay::store::sqlite::SqliteStore;
 use dreamcore_relay::store::{
-    JobStart, JobUpdate, Lease, QuotaKind, QuotaUsage, StartLimits, Store,
+    JobStart, JobUpdate, Lease, PlanCharge, QuotaDecision, QuotaKind, QuotaUsage, StartLimits,
+    Store,
 };
 use postgres::PgDb;
 use serde_json::json;
@@ -214,6 +215,7 @@ both_backends! {
     project_list_is_newest_first: sqlite_memory,
     history_keeps_order_and_limit: sqlite_memory,
     a_generation_is_recorded_together: sqlite_memory,
+    a_completed_generation_is_one_write: sqlite_memory,
     start_job_is_atomic_under_races: sqlite_memory,
     start_job_holds_the_total_under_races: sqlite_file,
     update_job_never_overwrites_terminal_states: sqlite_memory,
@@ -222,6 +224,7 @@ both_backends! {
     quotas_refuse_after_limit: sqlite_memory,
     parallel_consumes_never_exceed_the_limit: sqlite_memory,
     plan_comes_from_active_subscription: sqlite_file,
+    plan_quota_applies_the_plans_limit: sqlite_file,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,6 +486,51 @@ mod suite {
         assert!(after.is_initialized);
         assert!(after.updated_at > before.updated_at);
         assert_eq!(store.current_version(project.id).await.unwrap(), None);
+    }
+
+    pub async fn a_completed_generation_is_one_write(store: &dyn Store, env: &Env) {
+        let a = user(store, env).await;
+        let project = store.create_project(&a, "fresh").await.unwrap();
+        let job = started(store, &a, project.id, Utc::now()).await;
+        let done = JobUpdate {
+            status: Some(JobStatus::Completed),
+            progress: Some(100),
+            result: Some(r#"{"message":"遊べます"}"#.into()),
+            ..JobUpdate::default()
+        };
+        let row = store
+            .complete_generation(job.id, &done, project.id, "遊べます")
+            .await
+            .unwrap()
+            .expect("the unfinished job is ended");
+        assert_eq!((row.status, row.progress), (JobStatus::Completed, 100));
+        assert_eq!(row.result.as_deref(), Some(r#"{"message":"遊べます"}"#));
+        let history = store.history(&a, project.id, 10).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|h| (h.role, h.content.as_str()))
+                .collect::<Vec<_>>(),
+            [(ChatRole::Assistant, "遊べます")]
+        );
+        assert!(
+            store
+                .get_project(&a, project.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_initialized
+        );
+        // A job already ended is left as it is.
+        let again = store
+            .complete_generation(job.id, &status(JobStatus::Failed), project.id, "later")
+            .await
+            .unwrap();
+        assert_eq!(again, None);
+        assert_eq!(
+            store.get_job(job.id).await.unwrap().unwrap().status,
+            JobStatus::Completed
+        );
     }
 
     const TOTAL_3: StartLimits = StartLimits {
@@ -945,6 +993,46 @@ mod suite {
         assert_eq!(
             store.quota_usage(a.user_id).await.unwrap().messages_sent,
             10
+        );
+    }
+
+    pub async fn plan_quota_applies_the_plans_limit(store: &dyn Store, env: &Env) {
+        fn limits(plan: &str, _: QuotaKind) -> Option<i64> {
+            match plan {
+                "free" => Some(1),
+                "pro" => Some(2),
+                _ => None,
+            }
+        }
+        let (free, pro, odd) = (
+            user(store, env).await,
+            user(store, env).await,
+            user(store, env).await,
+        );
+        env.subscribe(pro.user_id, "pro", "active").await;
+        env.subscribe(odd.user_id, "gold", "active").await;
+        let charge = |user_id| store.consume_plan_quota(user_id, QuotaKind::MessagesSent, limits);
+        let applied = |limit, allowed, count| PlanCharge::Applied {
+            limit,
+            decision: QuotaDecision { allowed, count },
+        };
+        assert_eq!(charge(free.user_id).await.unwrap(), applied(1, true, 1));
+        assert_eq!(charge(free.user_id).await.unwrap(), applied(1, false, 1));
+        assert_eq!(charge(pro.user_id).await.unwrap(), applied(2, true, 1));
+        assert_eq!(charge(pro.user_id).await.unwrap(), applied(2, true, 2));
+        assert_eq!(charge(pro.user_id).await.unwrap(), applied(2, false, 2));
+        assert_eq!(
+            charge(odd.user_id).await.unwrap(),
+            PlanCharge::UnknownPlan("gold".into())
+        );
+        assert_eq!(
+            store.quota_usage(odd.user_id).await.unwrap(),
+            QuotaUsage::default(),
+            "an unknown plan counts nothing"
+        );
+        assert_eq!(
+            store.quota_usage(pro.user_id).await.unwrap().messages_sent,
+            2
         );
     }
 

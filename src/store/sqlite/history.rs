@@ -58,22 +58,21 @@ pub(super) async fn add_user_message(
     );
     store
         .call(move |c| {
-            let tx = c.savepoint()?;
             let now = now_text();
-            let touched = tx
+            let touched = c
                 .prepare_cached(
                     "UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
                 )?
                 .execute(params![pid, uid, now])?;
             // Only the owner may write into a project's history.
             if touched == 1 {
-                tx.prepare_cached(
+                c.prepare_cached(
                     "INSERT INTO chat_history (project_id, role, message, created_at)
                      VALUES (?1, 'user', ?2, ?3)",
                 )?
                 .execute(params![pid, content, now])?;
             }
-            tx.commit()
+            Ok(())
         })
         .await
 }
@@ -94,8 +93,22 @@ fn insert_message(
     .map(drop)
 }
 
-/// The answer, the initialized flag and the forgotten restore marker in one call: one trip
-/// to the store's thread and one savepoint for the three.
+/// The answer, the initialized flag and the forgotten restore marker, together.
+pub(super) fn record_generation_in(
+    c: &rusqlite::Connection,
+    pid: &str,
+    answer: &str,
+) -> rusqlite::Result<()> {
+    let now = now_text();
+    insert_message(c, pid, ChatRole::Assistant, answer, &now)?;
+    c.prepare_cached("UPDATE projects SET updated_at = ?2, is_initialized = 1 WHERE id = ?1")?
+        .execute(params![pid, now])?;
+    c.prepare_cached("DELETE FROM relay_current_versions WHERE project_id = ?1")?
+        .execute(params![pid])?;
+    Ok(())
+}
+
+/// [`record_generation_in`] in one trip to the store's thread.
 pub(super) async fn record_generation(
     store: &SqliteStore,
     project_id: Uuid,
@@ -103,18 +116,7 @@ pub(super) async fn record_generation(
 ) -> Result<(), StoreError> {
     let (pid, answer) = (project_id.to_string(), answer.to_string());
     store
-        .call(move |c| {
-            let tx = c.savepoint()?;
-            let now = now_text();
-            insert_message(&tx, &pid, ChatRole::Assistant, &answer, &now)?;
-            tx.prepare_cached(
-                "UPDATE projects SET updated_at = ?2, is_initialized = 1 WHERE id = ?1",
-            )?
-            .execute(params![pid, now])?;
-            tx.prepare_cached("DELETE FROM relay_current_versions WHERE project_id = ?1")?
-                .execute(params![pid])?;
-            tx.commit()
-        })
+        .call(move |c| record_generation_in(c, &pid, &answer))
         .await
 }
 
@@ -127,12 +129,11 @@ pub(super) async fn add_history(
     let (pid, content) = (project_id.to_string(), content.to_string());
     store
         .call(move |c| {
-            let tx = c.savepoint()?;
             let now = now_text();
-            insert_message(&tx, &pid, role, &content, &now)?;
-            tx.prepare_cached("UPDATE projects SET updated_at = ?2 WHERE id = ?1")?
+            insert_message(c, &pid, role, &content, &now)?;
+            c.prepare_cached("UPDATE projects SET updated_at = ?2 WHERE id = ?1")?
                 .execute(params![pid, now])?;
-            tx.commit()
+            Ok(())
         })
         .await
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::connection::{now_text, parse_ts, parse_uuid};
+use super::history;
 use super::SqliteStore;
 use crate::store::models::{iso_millis, ActiveJobInfo, JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, Lease, StartLimits, StoreError};
@@ -76,14 +77,13 @@ pub(super) async fn start_job(
         .call(move |c| {
             // Inside the thread's transaction, which took the write lock first (BEGIN
             // IMMEDIATE): check-then-insert is atomic across processes.
-            let tx = c.savepoint()?;
-            if let Some(existing) = select_active_job(&tx, &pid)? {
+            if let Some(existing) = select_active_job(c, &pid)? {
                 return Ok(JobStart::Existing(existing));
             }
             let reaches =
                 |count: i64, limit: usize| usize::try_from(count).unwrap_or(usize::MAX) >= limit;
             if let Some(total) = limits.total {
-                let active: i64 = tx
+                let active: i64 = c
                     .prepare_cached(
                         "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')",
                     )?
@@ -93,7 +93,7 @@ pub(super) async fn start_job(
                 }
             }
             if let Some(per_user) = limits.per_user {
-                let mine: i64 = tx
+                let mine: i64 = c
                     .prepare_cached(
                         "SELECT count(*) FROM jobs WHERE user_id = ?1
                      AND status IN ('pending', 'processing')",
@@ -104,14 +104,13 @@ pub(super) async fn start_job(
                 }
             }
             let now = iso_millis(&now);
-            tx.prepare_cached(
+            c.prepare_cached(
                 "INSERT INTO jobs (id, user_id, project_id, status, progress, created_at,
                                    updated_at, owner_instance, lease_expires_at)
                  VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5, ?6)",
             )?
             .execute(params![jid, uid, pid, now, owner, expiry])?;
-            let row = select_job(&tx, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            tx.commit()?;
+            let row = select_job(c, &jid)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             Ok(JobStart::Created(row))
         })
         .await
@@ -128,6 +127,34 @@ pub(super) async fn discard_job(store: &SqliteStore, job_id: Uuid) -> Result<(),
         .await
 }
 
+/// Apply `update` to job `jid` if it is unfinished; the row after it.
+fn update_row(c: &Connection, jid: &str, update: &JobUpdate) -> rusqlite::Result<Option<JobRow>> {
+    c.prepare_cached(&format!(
+        "UPDATE jobs SET
+                status = coalesce(?2, status),
+                progress = coalesce(?3, progress),
+                progress_message = coalesce(?4, progress_message),
+                result = coalesce(?5, result),
+                error = coalesce(?6, error),
+                updated_at = ?7
+             WHERE id = ?1 AND status IN ('pending', 'processing')
+             RETURNING {JOB_COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            jid,
+            update.status.map(JobStatus::as_str),
+            update.progress,
+            update.progress_message,
+            update.result,
+            update.error,
+            now_text()
+        ],
+        job_from_row,
+    )
+    .optional()
+}
+
 pub(super) async fn update_job(
     store: &SqliteStore,
     job_id: Uuid,
@@ -135,32 +162,23 @@ pub(super) async fn update_job(
 ) -> Result<Option<JobRow>, StoreError> {
     let jid = job_id.to_string();
     let update = update.clone();
+    store.call(move |c| update_row(c, &jid, &update)).await
+}
+
+/// The generation recorded and the job's terminal update, in one trip to the store's thread.
+pub(super) async fn complete_generation(
+    store: &SqliteStore,
+    job_id: Uuid,
+    update: &JobUpdate,
+    project_id: Uuid,
+    answer: &str,
+) -> Result<Option<JobRow>, StoreError> {
+    let (jid, pid) = (job_id.to_string(), project_id.to_string());
+    let (update, answer) = (update.clone(), answer.to_string());
     store
         .call(move |c| {
-            c.prepare_cached(&format!(
-                "UPDATE jobs SET
-                        status = coalesce(?2, status),
-                        progress = coalesce(?3, progress),
-                        progress_message = coalesce(?4, progress_message),
-                        result = coalesce(?5, result),
-                        error = coalesce(?6, error),
-                        updated_at = ?7
-                     WHERE id = ?1 AND status IN ('pending', 'processing')
-                     RETURNING {JOB_COLUMNS}"
-            ))?
-            .query_row(
-                params![
-                    jid,
-                    update.status.map(JobStatus::as_str),
-                    update.progress,
-                    update.progress_message,
-                    update.result,
-                    update.error,
-                    now_text()
-                ],
-                job_from_row,
-            )
-            .optional()
+            history::record_generation_in(c, &pid, &answer)?;
+            update_row(c, &jid, &update)
         })
         .await
 }
@@ -228,10 +246,9 @@ pub(super) async fn renew_leases(
     let (owner, expiry) = (lease.instance.to_string(), lease_expiry(lease));
     store
         .call(move |c| {
-            let tx = c.savepoint()?;
             let mut renewed = Vec::with_capacity(ids.len());
             {
-                let mut stmt = tx.prepare_cached(
+                let mut stmt = c.prepare_cached(
                     "UPDATE jobs SET owner_instance = ?2, lease_expires_at = ?3
                      WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING id",
                 )?;
@@ -244,7 +261,6 @@ pub(super) async fn renew_leases(
                     }
                 }
             }
-            tx.commit()?;
             Ok(renewed)
         })
         .await

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::models::{ActiveJobInfo, ChatRole, HistoryItem, JobRow, Project};
 use super::{
-    JobStart, JobUpdate, Lease, QuotaDecision, QuotaKind, QuotaUsage, StartLimits, Store,
-    StoreError,
+    JobStart, JobUpdate, Lease, PlanCharge, PlanLimits, QuotaDecision, QuotaKind, QuotaUsage,
+    StartLimits, Store, StoreError,
 };
 use crate::auth::Identity;
 
@@ -128,6 +128,16 @@ impl Store for SqliteStore {
         jobs::renew_leases(self, lease, job_ids).await
     }
 
+    async fn complete_generation(
+        &self,
+        job_id: Uuid,
+        update: &JobUpdate,
+        project_id: Uuid,
+        answer: &str,
+    ) -> Result<Option<JobRow>, StoreError> {
+        jobs::complete_generation(self, job_id, update, project_id, answer).await
+    }
+
     async fn update_job(
         &self,
         job_id: Uuid,
@@ -167,6 +177,15 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<QuotaDecision, StoreError> {
         quotas::consume_quota(self, user_id, kind, limit).await
+    }
+
+    async fn consume_plan_quota(
+        &self,
+        user_id: Uuid,
+        kind: QuotaKind,
+        limits: PlanLimits,
+    ) -> Result<PlanCharge, StoreError> {
+        quotas::consume_plan_quota(self, user_id, kind, limits).await
     }
 
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError> {

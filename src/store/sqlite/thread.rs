@@ -96,7 +96,8 @@ fn in_savepoint<T>(
 }
 
 impl SqliteStore {
-    /// Run `f` on the connection thread, in the next group's transaction.
+    /// Run `f` on the connection thread, in the next group's transaction. `f` is atomic as
+    /// it is: it runs in a savepoint of its own, undone whole when it fails.
     pub(super) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
