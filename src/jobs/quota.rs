@@ -79,6 +79,11 @@ impl QuotaPolicy {
         })
     }
 
+    /// Whether quotas are enforced.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Counts one use against the user's daily quota, or refuses it.
     pub async fn consume(
         &self,
@@ -90,18 +95,26 @@ impl QuotaPolicy {
             return Ok(());
         }
         match store.consume_plan_quota(user_id, kind, Self::limit).await {
-            Ok(PlanCharge::Applied { decision, .. }) if decision.allowed => Ok(()),
-            Ok(PlanCharge::Applied { limit, .. }) => Err(QuotaRefusal {
+            Ok(charge) => Self::judge(charge, kind),
+            Err(e) => {
+                tracing::warn!(error = %e, "quota check failed; allowing the request");
+                Ok(())
+            }
+        }
+    }
+
+    /// What the store's answer means for the request: refused at the plan's limit, allowed
+    /// otherwise (an unknown plan is logged and allowed).
+    pub fn judge(charge: PlanCharge, kind: QuotaKind) -> Result<(), QuotaRefusal> {
+        match charge {
+            PlanCharge::Applied { limit, decision } if !decision.allowed => Err(QuotaRefusal {
                 kind,
                 limit,
                 reset_at: next_reset(Utc::now()),
             }),
-            Ok(PlanCharge::UnknownPlan(plan)) => {
+            PlanCharge::Applied { .. } => Ok(()),
+            PlanCharge::UnknownPlan(plan) => {
                 tracing::warn!(plan, "unknown plan; quota not enforced");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "quota check failed; allowing the request");
                 Ok(())
             }
         }

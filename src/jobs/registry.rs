@@ -133,25 +133,28 @@ impl Jobs {
         }
     }
 
-    /// Take one of the user's daily messages and store the request in the chat history.
+    /// Take one of the user's daily messages and store the request in the chat history, in
+    /// one store call; when the quota cannot be checked, the message is allowed and stored.
     async fn charge(
         &self,
         who: &Identity,
         project_id: Uuid,
         history: &str,
     ) -> Result<(), StartError> {
-        self.quota
-            .consume(
-                self.engine.store.as_ref(),
-                who.user_id,
-                QuotaKind::MessagesSent,
-            )
-            .await
-            .map_err(StartError::Quota)?;
-        self.engine
-            .store
-            .add_user_message(who, project_id, history)
-            .await?;
+        let store = self.engine.store.as_ref();
+        if self.quota.enabled() {
+            match store
+                .charge_message(who, project_id, QuotaPolicy::limit, history)
+                .await
+            {
+                Ok(charge) => {
+                    return QuotaPolicy::judge(charge, QuotaKind::MessagesSent)
+                        .map_err(StartError::Quota)
+                }
+                Err(e) => tracing::warn!(error = %e, "quota check failed; allowing the request"),
+            }
+        }
+        store.add_user_message(who, project_id, history).await?;
         Ok(())
     }
 

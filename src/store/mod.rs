@@ -130,6 +130,13 @@ pub enum PlanCharge {
     UnknownPlan(String),
 }
 
+impl PlanCharge {
+    /// Whether the plan's limit refused the use.
+    pub fn refused(&self) -> bool {
+        matches!(self, Self::Applied { decision, .. } if !decision.allowed)
+    }
+}
+
 /// A user's usage today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaUsage {
@@ -264,6 +271,23 @@ pub trait Store: Send + Sync + 'static {
         };
         let decision = self.consume_quota(user_id, kind, limit).await?;
         Ok(PlanCharge::Applied { limit, decision })
+    }
+    /// A message that starts a job: [`Store::consume_plan_quota`] for `messages_sent`, then,
+    /// unless that refused it, [`Store::add_user_message`]; one trip where the store can.
+    async fn charge_message(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        limits: PlanLimits,
+        content: &str,
+    ) -> Result<PlanCharge, StoreError> {
+        let charge = self
+            .consume_plan_quota(who.user_id, QuotaKind::MessagesSent, limits)
+            .await?;
+        if !charge.refused() {
+            self.add_user_message(who, project_id, content).await?;
+        }
+        Ok(charge)
     }
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError>;
 

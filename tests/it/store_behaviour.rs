@@ -225,6 +225,7 @@ both_backends! {
     parallel_consumes_never_exceed_the_limit: sqlite_memory,
     plan_comes_from_active_subscription: sqlite_file,
     plan_quota_applies_the_plans_limit: sqlite_file,
+    a_refused_message_is_neither_counted_nor_stored: sqlite_memory,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,6 +1035,33 @@ mod suite {
             store.quota_usage(pro.user_id).await.unwrap().messages_sent,
             2
         );
+    }
+
+    pub async fn a_refused_message_is_neither_counted_nor_stored(store: &dyn Store, env: &Env) {
+        fn one_a_day(_: &str, _: QuotaKind) -> Option<i64> {
+            Some(1)
+        }
+        let a = user(store, env).await;
+        let project = store.create_project(&a, "chatty").await.unwrap();
+        let first = store
+            .charge_message(&a, project.id, one_a_day, "make a game")
+            .await
+            .unwrap();
+        assert!(!first.refused(), "{first:?}");
+        let second = store
+            .charge_message(&a, project.id, one_a_day, "and another")
+            .await
+            .unwrap();
+        assert!(second.refused(), "{second:?}");
+        let history = store.history(&a, project.id, 10).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|h| (h.role, h.content.as_str()))
+                .collect::<Vec<_>>(),
+            [(ChatRole::User, "make a game")]
+        );
+        assert_eq!(store.quota_usage(a.user_id).await.unwrap().messages_sent, 1);
     }
 
     pub async fn plan_comes_from_active_subscription(store: &dyn Store, env: &Env) {

@@ -1,14 +1,14 @@
 //! `chat_history`: a project's conversation, read by its owner and appended to by the owner
 //! or by the relay itself.
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use super::connection::{now_text, parse_ts};
-use super::SqliteStore;
+use super::{quotas, SqliteStore};
 use crate::auth::Identity;
 use crate::store::models::{ChatRole, HistoryItem};
-use crate::store::StoreError;
+use crate::store::{PlanCharge, PlanLimits, QuotaKind, StoreError};
 
 pub(super) async fn history(
     store: &SqliteStore,
@@ -45,6 +45,28 @@ pub(super) async fn history(
         .await
 }
 
+/// The user's message in the history of project `pid`, and the project touched; only for its
+/// owner `uid`.
+fn add_user_message_in(
+    c: &Connection,
+    uid: &str,
+    pid: &str,
+    content: &str,
+) -> rusqlite::Result<()> {
+    let now = now_text();
+    let touched = c
+        .prepare_cached("UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2")?
+        .execute(params![pid, uid, now])?;
+    if touched == 1 {
+        c.prepare_cached(
+            "INSERT INTO chat_history (project_id, role, message, created_at)
+             VALUES (?1, 'user', ?2, ?3)",
+        )?
+        .execute(params![pid, content, now])?;
+    }
+    Ok(())
+}
+
 pub(super) async fn add_user_message(
     store: &SqliteStore,
     who: &Identity,
@@ -57,22 +79,31 @@ pub(super) async fn add_user_message(
         content.to_string(),
     );
     store
+        .call(move |c| add_user_message_in(c, &uid, &pid, &content))
+        .await
+}
+
+/// The message's quota and, unless it is refused, the message itself, in one trip to the
+/// store's thread.
+pub(super) async fn charge_message(
+    store: &SqliteStore,
+    who: &Identity,
+    project_id: Uuid,
+    limits: PlanLimits,
+    content: &str,
+) -> Result<PlanCharge, StoreError> {
+    let (uid, pid, content) = (
+        who.user_id.to_string(),
+        project_id.to_string(),
+        content.to_string(),
+    );
+    store
         .call(move |c| {
-            let now = now_text();
-            let touched = c
-                .prepare_cached(
-                    "UPDATE projects SET updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
-                )?
-                .execute(params![pid, uid, now])?;
-            // Only the owner may write into a project's history.
-            if touched == 1 {
-                c.prepare_cached(
-                    "INSERT INTO chat_history (project_id, role, message, created_at)
-                     VALUES (?1, 'user', ?2, ?3)",
-                )?
-                .execute(params![pid, content, now])?;
+            let charge = quotas::consume_plan_quota_in(c, &uid, QuotaKind::MessagesSent, limits)?;
+            if !charge.refused() {
+                add_user_message_in(c, &uid, &pid, &content)?;
             }
-            Ok(())
+            Ok(charge)
         })
         .await
 }

@@ -188,6 +188,16 @@ impl Store for SqliteStore {
         quotas::consume_plan_quota(self, user_id, kind, limits).await
     }
 
+    async fn charge_message(
+        &self,
+        who: &Identity,
+        project_id: Uuid,
+        limits: PlanLimits,
+        content: &str,
+    ) -> Result<PlanCharge, StoreError> {
+        history::charge_message(self, who, project_id, limits, content).await
+    }
+
     async fn quota_usage(&self, user_id: Uuid) -> Result<QuotaUsage, StoreError> {
         quotas::quota_usage(self, user_id).await
     }

@@ -71,7 +71,22 @@ pub(super) async fn consume_quota(
     store.call(move |c| consume(c, &uid, kind, limit)).await
 }
 
-/// The plan and the charge in one trip to the connection thread.
+/// The user's plan and the charge by its limit.
+pub(super) fn consume_plan_quota_in(
+    c: &Connection,
+    uid: &str,
+    kind: QuotaKind,
+    limits: PlanLimits,
+) -> rusqlite::Result<PlanCharge> {
+    let plan = select_plan(c, uid)?;
+    let Some(limit) = limits(&plan, kind) else {
+        return Ok(PlanCharge::UnknownPlan(plan));
+    };
+    let decision = consume(c, uid, kind, limit)?;
+    Ok(PlanCharge::Applied { limit, decision })
+}
+
+/// [`consume_plan_quota_in`] in one trip to the connection thread.
 pub(super) async fn consume_plan_quota(
     store: &SqliteStore,
     user_id: Uuid,
@@ -80,14 +95,7 @@ pub(super) async fn consume_plan_quota(
 ) -> Result<PlanCharge, StoreError> {
     let uid = user_id.to_string();
     store
-        .call(move |c| {
-            let plan = select_plan(c, &uid)?;
-            let Some(limit) = limits(&plan, kind) else {
-                return Ok(PlanCharge::UnknownPlan(plan));
-            };
-            let decision = consume(c, &uid, kind, limit)?;
-            Ok(PlanCharge::Applied { limit, decision })
-        })
+        .call(move |c| consume_plan_quota_in(c, &uid, kind, limits))
         .await
 }
 
