@@ -110,7 +110,7 @@ pub(super) async fn charge_message(
 
 /// Append a message to the history of project `pid`, if the project exists.
 fn insert_message(
-    c: &rusqlite::Connection,
+    c: &Connection,
     pid: &str,
     role: ChatRole,
     content: &str,
@@ -126,7 +126,7 @@ fn insert_message(
 
 /// The answer, the initialized flag and the forgotten restore marker, together.
 pub(super) fn record_generation_in(
-    c: &rusqlite::Connection,
+    c: &Connection,
     pid: &str,
     answer: &str,
 ) -> rusqlite::Result<()> {
