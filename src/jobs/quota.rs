@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use crate::store::models::iso_millis;
-use crate::store::{PlanCharge, QuotaKind, Store};
+use crate::store::{PlanCharge, QuotaKind, Store, StoreError};
 use crate::wire::protocol::{CodedError, ErrorBody, ServerMessage};
 
 /// A refusal because the user reached a daily quota.
@@ -94,28 +94,35 @@ impl QuotaPolicy {
         if !self.enabled {
             return Ok(());
         }
-        match store.consume_plan_quota(user_id, kind, Self::limit).await {
-            Ok(charge) => Self::judge(charge, kind),
-            Err(e) => {
-                tracing::warn!(error = %e, "quota check failed; allowing the request");
-                Ok(())
-            }
-        }
+        Self::judge(
+            store.consume_plan_quota(user_id, kind, Self::limit).await,
+            kind,
+        )
+        .map(drop)
     }
 
     /// What the store's answer means for the request: refused at the plan's limit, allowed
-    /// otherwise (an unknown plan is logged and allowed).
-    pub fn judge(charge: PlanCharge, kind: QuotaKind) -> Result<(), QuotaRefusal> {
-        match charge {
-            PlanCharge::Applied { limit, decision } if !decision.allowed => Err(QuotaRefusal {
+    /// otherwise. An unknown plan is logged and allowed; so is a store that could not answer
+    /// (fail-open), for which the answer is `Ok(false)`: whatever the store was to write with
+    /// the charge was not written.
+    pub fn judge(
+        answer: Result<PlanCharge, StoreError>,
+        kind: QuotaKind,
+    ) -> Result<bool, QuotaRefusal> {
+        match answer {
+            Ok(PlanCharge::Applied { limit, decision }) if !decision.allowed => Err(QuotaRefusal {
                 kind,
                 limit,
                 reset_at: next_reset(Utc::now()),
             }),
-            PlanCharge::Applied { .. } => Ok(()),
-            PlanCharge::UnknownPlan(plan) => {
+            Ok(PlanCharge::Applied { .. }) => Ok(true),
+            Ok(PlanCharge::UnknownPlan(plan)) => {
                 tracing::warn!(plan, "unknown plan; quota not enforced");
-                Ok(())
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "quota check failed; allowing the request");
+                Ok(false)
             }
         }
     }

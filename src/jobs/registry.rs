@@ -143,15 +143,11 @@ impl Jobs {
     ) -> Result<(), StartError> {
         let store = self.engine.store.as_ref();
         if self.quota.enabled() {
-            match store
+            let charged = store
                 .charge_message(who, project_id, QuotaPolicy::limit, history)
-                .await
-            {
-                Ok(charge) => {
-                    return QuotaPolicy::judge(charge, QuotaKind::MessagesSent)
-                        .map_err(StartError::Quota)
-                }
-                Err(e) => tracing::warn!(error = %e, "quota check failed; allowing the request"),
+                .await;
+            if QuotaPolicy::judge(charged, QuotaKind::MessagesSent).map_err(StartError::Quota)? {
+                return Ok(());
             }
         }
         store.add_user_message(who, project_id, history).await?;
