@@ -199,6 +199,11 @@ async fn drive(
                 return Some(Outcome::Completed { generated: None });
             }
             Some(BackendEvent::Failed(failure)) => return Some(Outcome::Failed(failure)),
+            // A backend ends its stream when the job's cancel reaches it, which can be seen
+            // here before the cancel itself is.
+            None if job.cancel_token().is_cancelled() => {
+                return Some(cancelled_outcome(engine, job))
+            }
             None => {
                 return Some(Outcome::Failed(
                     Failure::stream_incomplete().with_detail("backend ended without an outcome"),
