@@ -4,6 +4,10 @@
 #   bash scripts/test-postgres.sh        start (or reuse) the cluster; prints `export DATABASE_URL=…`
 #   bash scripts/test-postgres.sh stop   stop it and delete its files
 #   bash scripts/test-postgres.sh status exit 0 when the cluster is running
+#   bash scripts/test-postgres.sh pause  stop the server, keep its files (a database outage)
+#   bash scripts/test-postgres.sh resume start it again after `pause`
+#
+# TEST_PG_STATE names another state directory: a cluster of its own, for a test that stops it.
 #
 # The cluster lives in a temp dir owned by the `postgres` OS user (initdb refuses root), listens
 # on a unix socket only (no port clashes between parallel runs), and holds the Supabase stand-in
@@ -14,7 +18,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE="$ROOT/target/test-postgres"
+STATE="${TEST_PG_STATE:-$ROOT/target/test-postgres}"
 STANDIN="$ROOT/sql/supabase_standin.sql"
 TEMPLATE=relay_template
 DEV_DB=relay_dev
@@ -74,8 +78,25 @@ if [[ "${1:-start}" == "status" ]]; then
     cluster_running
     exit
 fi
+# The server as this script starts it: unix socket only, no durability (a throwaway cluster).
+start_server() {
+    local base=$1 bindir=$2
+    as_pg "$bindir/pg_ctl" -D "$base/data" -w -l "$base/server.log" \
+        -o "-k $base -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c timezone=UTC -c max_connections=200" \
+        start >/dev/null
+}
+if [[ "${1:-start}" == "pause" || "${1:-start}" == "resume" ]]; then
+    BASE=$(cat "$STATE/socket_dir")
+    BINDIR=$(find_bindir)
+    if [[ "$1" == "pause" ]]; then
+        as_pg "$BINDIR/pg_ctl" -D "$BASE/data" -m fast -w stop >/dev/null
+    else
+        start_server "$BASE" "$BINDIR"
+    fi
+    exit 0
+fi
 if [[ "${1:-start}" != "start" ]]; then
-    echo "usage: $0 [start|stop|status]" >&2
+    echo "usage: $0 [start|stop|status|pause|resume]" >&2
     exit 2
 fi
 
@@ -111,9 +132,7 @@ if [[ -z "$BASE" ]]; then
 fi
 
 if ! as_pg "$BINDIR/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1; then
-    as_pg "$BINDIR/pg_ctl" -D "$BASE/data" -w -l "$BASE/server.log" \
-        -o "-k $BASE -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c timezone=UTC -c max_connections=200" \
-        start >/dev/null
+    start_server "$BASE" "$BINDIR"
 fi
 
 export PGOPTIONS='-c client_min_messages=warning'

@@ -408,6 +408,10 @@ async fn drain(app: &AppState) {
             .wait_idle(Duration::from_secs(app.config.cli.kill_grace_secs + 5))
             .await;
     }
+    let unwritten = app.jobs.write_unwritten_ends().await;
+    if unwritten > 0 {
+        tracing::error!(jobs = unwritten, "exiting with job ends the store never took; their rows are failed when their leases expire");
+    }
     // The jobs' last events must reach the replicas whose sockets follow them.
     app.jobs.bus().flush(BUS_FLUSH_WAIT).await;
     if !clustered {

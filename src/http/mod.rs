@@ -116,29 +116,56 @@ async fn health() -> impl IntoResponse {
 }
 
 /// 200 only while a new job would be accepted and could run; otherwise 503 with the reason
-/// (`draining`, or `backend unusable` with `backend.problems` naming what to fix).
+/// (`draining`, `store unreachable`, or `backend unusable` with `backend.problems` naming
+/// what to fix).
 async fn ready(State(app): State<AppState>) -> Response {
     let backend = app.selector.status();
     let accepting = app.jobs.is_accepting();
     let usable = backend.usable && backend.current.is_some();
-    let verdict = match (accepting, usable) {
-        (false, _) => "draining",
-        (true, false) => "backend unusable",
-        (true, true) => "ready",
+    let store_reachable = store_answers(&app).await;
+    let verdict = match (accepting, store_reachable, usable) {
+        (false, _, _) => "draining",
+        (true, false, _) => "store unreachable",
+        (true, true, false) => "backend unusable",
+        (true, true, true) => "ready",
     };
     let body = json!({
         "status": verdict,
         "backend": backend,
         "store": app.store.kind(),
+        "storeReachable": store_reachable,
         "cluster": app.jobs.bus().health(),
         "runningJobs": app.jobs.running().len(),
     });
-    let status = if accepting && usable {
+    let status = if verdict == "ready" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// How long `/ready` waits for the store's answer: a probe must answer well within a load
+/// balancer's timeout, and a database this slow cannot start jobs either.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the store answers a trivial query in time; why not is logged, never sent.
+async fn store_answers(app: &AppState) -> bool {
+    match tokio::time::timeout(READY_STORE_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, store = app.store.kind(), "not ready: the store does not answer");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                store = app.store.kind(),
+                secs = READY_STORE_TIMEOUT.as_secs(),
+                "not ready: the store did not answer in time"
+            );
+            false
+        }
+    }
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -10,6 +10,7 @@ use super::bus::JobBus;
 use super::failures::FailureLog;
 use super::live::LiveJobs;
 use super::prompt::PromptTemplate;
+use super::unwritten::UnwrittenEnds;
 use crate::backend::selector::BackendSelector;
 use crate::backend::Failure;
 use crate::store::{Lease, Store};
@@ -40,6 +41,8 @@ pub(super) struct Engine {
     pub(super) config: JobsConfig,
     pub(super) live: LiveJobs,
     pub(super) failures: FailureLog,
+    /// Ends of jobs the store could not take when they ended, written when it answers again.
+    pub(super) unwritten: Arc<UnwrittenEnds>,
     /// The agent's prompt, rendered once the pipeline chose the skills.
     pub(super) prompt: PromptTemplate,
     /// Set when the drain ran out of time: cancelled jobs then fail recoverably instead.
@@ -62,6 +65,7 @@ impl Engine {
             prompt,
             live: LiveJobs::default(),
             failures: FailureLog::default(),
+            unwritten: Arc::default(),
             aborted: OnceLock::new(),
         }
     }

@@ -19,6 +19,7 @@ pub mod quota;
 mod registry;
 mod request;
 mod runner;
+mod unwritten;
 
 pub use answer::TRUNCATED_MARKER;
 pub use channel::{JobChannel, SubscriptionKind};

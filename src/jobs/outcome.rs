@@ -1,15 +1,14 @@
 //! How a job ends: its outcome, written to its row and told to its watchers exactly once,
 //! after its project and slot are freed.
 
-use tracing::Instrument;
-
 use super::engine::Engine;
 use super::failures::RecentFailure;
 use super::limits::Slot;
 use super::live::LiveJob;
+use super::unwritten::JobEnd;
 use crate::backend::Failure;
 use crate::metrics::METRICS;
-use crate::store::models::{JobRow, JobStatus};
+use crate::store::models::JobStatus;
 use crate::store::{JobUpdate, StoreError};
 use crate::wire::protocol::{JobResult, ServerMessage};
 
@@ -21,38 +20,6 @@ pub(super) enum Outcome {
     },
     Failed(Failure),
     Cancelled,
-}
-
-/// A child span of the job for one store write (`op` names the store call).
-pub(super) fn store_write(op: &'static str) -> tracing::Span {
-    tracing::info_span!("store_write", op)
-}
-
-/// Record a generation's answer (before `completed`, so a socket that re-selects the project
-/// right after it finds the answer in `history`) together with the terminal update; when the
-/// two cannot be written together, the terminal update alone.
-async fn complete_generation(
-    engine: &Engine,
-    job: &LiveJob,
-    update: &JobUpdate,
-    answer: &str,
-) -> Result<Option<JobRow>, StoreError> {
-    let together = engine
-        .store
-        .complete_generation(job.id, update, job.project_id, answer)
-        .instrument(store_write("complete_generation"))
-        .await;
-    match together {
-        Ok(row) => Ok(row),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not record the generation (answer, initialized, version)");
-            engine
-                .store
-                .update_job(job.id, update)
-                .instrument(store_write("update_job"))
-                .await
-        }
-    }
 }
 
 /// Persist the terminal status, free the project and the slot, then publish the terminal
@@ -84,20 +51,27 @@ pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slo
             result: row.result.clone(),
             error: row.error.clone(),
         };
-        let written = match &outcome {
-            Outcome::Completed {
-                generated: Some(answer),
-            } => complete_generation(engine, job, &update, answer).await,
-            _ => {
-                engine
-                    .store
-                    .update_job(job.id, &update)
-                    .instrument(store_write("update_job"))
-                    .await
-            }
+        let end = JobEnd {
+            job_id: job.id,
+            update,
+            generated: match &outcome {
+                Outcome::Completed {
+                    generated: Some(answer),
+                } => Some((job.project_id, answer.clone())),
+                _ => None,
+            },
         };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "could not persist the terminal status; the row is reaped at next start");
+        match end.write(engine.store.as_ref()).await {
+            Ok(()) => {}
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "the store is unreachable; the job's end is written when it answers again");
+                engine
+                    .unwritten
+                    .keep(end, std::sync::Arc::clone(&engine.store));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not persist the terminal status; the row is reaped when its lease expires");
+            }
         }
     }
     // Free the project and the slot before telling anyone, so a follow-up message

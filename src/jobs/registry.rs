@@ -125,6 +125,15 @@ impl Jobs {
             .is_ok()
     }
 
+    /// Try once more to write the ends the store could not take; returns how many still wait
+    /// (a drain's last chance before their rows are left to the sweep of expired leases).
+    pub async fn write_unwritten_ends(&self) -> usize {
+        self.engine
+            .unwritten
+            .write(self.engine.store.as_ref())
+            .await
+    }
+
     /// End every running job as failed-recoverable (a drain that ran out of time).
     pub fn abort_all(&self) {
         self.engine.abort_with(Failure::server_shutdown());
@@ -367,6 +376,11 @@ impl Jobs {
     /// followers on every instance the `failed` event. Jobs of live instances are never
     /// touched. Returns how many were failed.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        // This instance's own ends first: their rows end as their watchers saw them end.
+        self.engine
+            .unwritten
+            .write(self.engine.store.as_ref())
+            .await;
         let failure = Failure::instance_lost();
         let rows = self
             .engine

@@ -151,6 +151,8 @@ pub struct QuotaUsage {
 pub trait Store: Send + Sync + 'static {
     /// Which implementation, for logs and `/ready`.
     fn kind(&self) -> &'static str;
+    /// One trivial round trip: whether the store answers at all, for `/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     // --- on the user's behalf -------------------------------------------------------------
     /// Make sure the `users` row exists (idempotent, safe under concurrent inits).

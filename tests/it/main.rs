@@ -23,6 +23,7 @@ mod operations;
 mod ops_console;
 mod otel;
 mod pipeline;
+mod postgres_outage;
 mod quotas;
 mod races;
 mod ready;

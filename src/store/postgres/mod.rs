@@ -50,6 +50,10 @@ impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+    async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        conn.batch_execute("SELECT 1").await.map_err(pool::db_err)
+    }
 
     async fn ensure_user(&self, who: &Identity) -> Result<(), StoreError> {
         projects::ensure_user(self, who).await

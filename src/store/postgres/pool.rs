@@ -34,7 +34,27 @@ pub enum Scope<'a> {
 pub(super) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 pub(super) fn db_err(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Database(describe(&e))
+    if unreachable(&e) {
+        StoreError::Unavailable(describe(&e))
+    } else {
+        StoreError::Database(describe(&e))
+    }
+}
+
+/// Whether the error says the server cannot be reached or is going away, rather than that it
+/// refused the statement: a closed connection or an I/O error, a connection exception
+/// (class 08), or an operator intervention such as a shutdown (class 57P).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => {
+            let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+            e.is_closed() || io
+        }
+        Some(state) => {
+            let code = state.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+    }
 }
 
 /// The error with its causes (tokio-postgres' own Display omits them), but of a database

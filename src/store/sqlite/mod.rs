@@ -36,6 +36,9 @@ impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
     async fn ensure_user(&self, who: &Identity) -> Result<(), StoreError> {
         projects::ensure_user(self, who).await
     }

@@ -1,0 +1,202 @@
+//! PostgreSQL stopped under a running relay, then started again: `/ready` says so while it is
+//! down, a job that ends meanwhile still ends for its watchers and its row ends the same way
+//! once the database is back (not `failed` by the sweep of its expired lease), and new jobs
+//! run again without a restart of the relay. The cluster is one of the test's own: stopping
+//! the shared one would take the other tests' databases with it.
+
+use crate::support::fake_modal;
+use crate::support::relay_process::RelayProcess;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fake_modal::{FakeModal, Script, Step};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A PostgreSQL cluster started by `scripts/test-postgres.sh` in a state directory of its own.
+struct OwnPostgres {
+    state: tempfile::TempDir,
+    socket_dir: String,
+}
+
+fn script(state: &Path, command: &str) -> std::process::Output {
+    let output = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/test-postgres.sh"
+        ))
+        .arg(command)
+        .env("TEST_PG_STATE", state)
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "test-postgres.sh {command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl OwnPostgres {
+    async fn start() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().to_path_buf();
+        tokio::task::spawn_blocking(move || script(&path, "start"))
+            .await
+            .unwrap();
+        let socket_dir = std::fs::read_to_string(state.path().join("socket_dir"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Self { state, socket_dir }
+    }
+
+    fn relay_url(&self) -> String {
+        format!(
+            "postgresql://relay:relay-test@/relay_dev?host={}",
+            self.socket_dir
+        )
+    }
+
+    async fn run(&self, command: &'static str) {
+        let path: PathBuf = self.state.path().to_path_buf();
+        tokio::task::spawn_blocking(move || script(&path, command))
+            .await
+            .unwrap();
+    }
+
+    /// A superuser connection to the relay's database.
+    async fn admin(&self) -> tokio_postgres::Client {
+        let dsn = format!("host={} user=postgres dbname=relay_dev", self.socket_dir);
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .expect("the test's own PostgreSQL answers");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        script(self.state.path(), "stop");
+    }
+}
+
+async fn ready(relay: &RelayProcess) -> (u16, Value) {
+    let response = reqwest::get(format!("http://{}/ready", relay.addr))
+        .await
+        .expect("/ready answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/ready json"))
+}
+
+async fn job_status(admin: &tokio_postgres::Client, job_id: Uuid) -> String {
+    admin
+        .query_one("SELECT status FROM public.jobs WHERE id = $1", &[&job_id])
+        .await
+        .expect("the job's row")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_its_row() {
+    let fake = FakeModal::start(|_| match Script::success(&["できました。"]) {
+        // Time to stop the database while the generation runs.
+        Script::Stream(mut steps) => {
+            steps.insert(1, Step::Sleep(Duration::from_secs(2)));
+            Script::Stream(steps)
+        }
+        other => other,
+    })
+    .await;
+    let pg = OwnPostgres::start().await;
+    let user = Uuid::new_v4();
+    pg.admin()
+        .await
+        .execute(
+            "INSERT INTO auth.users (id, email) VALUES ($1, 'outage@example.com')",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::on_fake_modal(data.path(), &fake, &pg.relay_url()).await;
+    let (status, body) = ready(&relay).await;
+    assert_eq!(
+        (status, &body["storeReachable"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+
+    let (mut c, _) = relay.user(user).await;
+    let project = c.create_project("停電ゲーム").await;
+    c.send(json!({"type":"message","content":"作って"})).await;
+    let started = c.recv_until("jobStarted").await.pop().unwrap();
+    let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "generate_game never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    pg.run("pause").await;
+    let frames = c.recv_until("completed").await;
+    let completed = frames.last().unwrap();
+    assert_eq!(
+        completed["result"]["message"], "できました。",
+        "{completed}"
+    );
+    let (status, body) = ready(&relay).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "store unreachable", "{body}");
+    assert_eq!(body["storeReachable"], false, "{body}");
+    // A new message cannot start a job, and says so instead of hanging.
+    c.send(json!({"type":"message","content":"もう一度"})).await;
+    let refused = c.recv_until("error").await.pop().unwrap();
+    assert_eq!(refused["error"]["code"], "OPERATION_FAILED", "{refused}");
+    // Longer than the job's lease (2 s in these relays), which nobody renews any more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    pg.run("resume").await;
+    let admin = pg.admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = job_status(&admin, job_id).await;
+        if status == "completed" {
+            break;
+        }
+        assert_eq!(
+            status, "processing",
+            "the row must end as the tab saw the job end"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job's end was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Stays so: the sweep of expired leases runs every second here.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job_status(&admin, job_id).await, "completed");
+    let answer: String = admin
+        .query_one(
+            "SELECT message FROM public.chat_history WHERE project_id = $1 AND role = 'assistant'",
+            &[&project],
+        )
+        .await
+        .expect("the answer recorded with the end")
+        .get(0);
+    assert_eq!(answer, "できました。");
+
+    let (status, body) = ready(&relay).await;
+    assert_eq!((status, &body["status"]), (200, &json!("ready")), "{body}");
+    c.send(json!({"type":"message","content":"もう一度"})).await;
+    let frames = c.recv_until("completed").await;
+    let started = frames.iter().find(|f| f["type"] == "jobStarted").unwrap();
+    assert_eq!(started["isExisting"], false, "{started}");
+}
