@@ -126,9 +126,19 @@ impl Cluster {
         env: &[(&str, &str)],
         script: impl Fn(&GenerateRequest) -> Script + Send + Sync + 'static,
     ) -> Cluster {
+        Self::start_on(Redis::start().await, count, env, script).await
+    }
+
+    /// `start` on a Redis of the caller's.
+    async fn start_on(
+        redis: Redis,
+        count: usize,
+        env: &[(&str, &str)],
+        script: impl Fn(&GenerateRequest) -> Script + Send + Sync + 'static,
+    ) -> Cluster {
         let mut cluster = Cluster {
             pg: Some(PgDb::create().await),
-            redis: Redis::start().await,
+            redis,
             fake: FakeModal::start(script).await,
             env: env
                 .iter()
@@ -352,6 +362,30 @@ async fn two_tabs_on_two_replicas_see_the_same_job() {
         Script::paced(&script, Duration::from_millis(40))
     })
     .await;
+    two_tabs_see_the_same_job(cluster, all).await;
+}
+
+/// Managed Redis speaks TLS (`rediss://`): the replicas verify its certificate against the
+/// trust store, here a test CA named by `SSL_CERT_FILE`.
+#[tokio::test]
+async fn two_tabs_on_two_replicas_see_the_same_job_through_a_tls_redis() {
+    let all = texts(15);
+    let script = all.clone();
+    let redis = Redis::start_tls().await;
+    let ca_file = redis.ca_file().display().to_string();
+    let env = [("SSL_CERT_FILE", ca_file.as_str())];
+    let cluster = Cluster::start_on(redis, 2, &env, move |_| {
+        Script::paced(&script, Duration::from_millis(40))
+    })
+    .await;
+    for replica in &cluster.replicas {
+        let ready = replica.ready().await;
+        assert_eq!(ready["cluster"]["degraded"], Value::Null, "{ready}");
+    }
+    two_tabs_see_the_same_job(cluster, all).await;
+}
+
+async fn two_tabs_see_the_same_job(cluster: Cluster, all: Vec<String>) {
     let user = cluster.user().await;
     let mut owner = cluster.replicas[0].client(user).await;
     let project = owner.create_project("二つのタブ").await;

@@ -1,7 +1,8 @@
 //! Test harness: a real Debian `redis-server`, listening only on a unix socket in its own
 //! temp dir (no port to race for), without persistence. It can be stopped and started again
 //! on the same socket (a Redis restart: everything it held is gone), and is killed when the
-//! handle is dropped.
+//! handle is dropped. `start_tls` serves TLS on a loopback port instead, with a certificate
+//! of a test CA whose file the relay is told to trust (`SSL_CERT_FILE`).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 pub struct Redis {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The TLS port, for a server started by `start_tls`.
+    tls_port: Option<u16>,
 }
 
 impl Redis {
@@ -25,9 +28,40 @@ impl Redis {
         let mut redis = Redis {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            tls_port: None,
         };
         redis.resume().await;
         redis
+    }
+
+    /// Start redis-server serving TLS only, on a loopback port, with a certificate for
+    /// `localhost` signed by a CA of its own (`ca_file`).
+    pub async fn start_tls() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("server params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("CA file");
+        std::fs::write(dir.path().join("server.pem"), server.pem()).expect("certificate file");
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("key file");
+        let mut redis = Redis {
+            dir,
+            child: None,
+            tls_port: Some(crate::support::relay_process::free_port()),
+        };
+        redis.resume().await;
+        redis
+    }
+
+    /// The CA a TLS server's certificate is signed by (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -36,7 +70,10 @@ impl Redis {
 
     /// What `REDIS_URL` holds.
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
+        match self.tls_port {
+            Some(port) => format!("rediss://localhost:{port}"),
+            None => format!("redis+unix://{}", self.socket().display()),
+        }
     }
 
     /// Kill the server (SIGKILL: nothing is flushed, every connection drops).
@@ -59,11 +96,28 @@ impl Redis {
                     .map_err(std::io::Error::from)
             });
         }
+        command.args(["--port", "0", "--save", "", "--appendonly", "no"]);
+        match self.tls_port {
+            Some(port) => {
+                let dir = self.dir.path();
+                command
+                    .args(["--bind", "127.0.0.1", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(dir.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(dir.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(dir.join("ca.pem"))
+                    .args(["--tls-auth-clients", "no"]);
+            }
+            None => {
+                command
+                    .arg("--unixsocket")
+                    .arg(self.socket())
+                    .args(["--unixsocketperm", "700"]);
+            }
+        }
         let child = command
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(self.socket())
-            .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -74,7 +128,16 @@ impl Redis {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("redis url");
+        let client = match self.tls_port {
+            Some(_) => {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(self.ca_file()).expect("CA file")),
+                };
+                redis::Client::build_with_tls(self.url(), certificates).expect("redis url")
+            }
+            None => redis::Client::open(self.url()).expect("redis url"),
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
