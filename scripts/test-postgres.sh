@@ -8,6 +8,8 @@
 #   bash scripts/test-postgres.sh resume start it again after `pause`
 #
 # TEST_PG_STATE names another state directory: a cluster of its own, for a test that stops it.
+# TEST_PG_TLS_DIR (server.pem, server.key) and TEST_PG_PORT make that cluster also listen on
+# 127.0.0.1:TEST_PG_PORT with TLS, for the tests of `sslmode`.
 #
 # The cluster lives in a temp dir owned by the `postgres` OS user (initdb refuses root), listens
 # on a unix socket only (no port clashes between parallel runs), and holds the Supabase stand-in
@@ -80,9 +82,15 @@ if [[ "${1:-start}" == "status" ]]; then
 fi
 # The server as this script starts it: unix socket only, no durability (a throwaway cluster).
 start_server() {
-    local base=$1 bindir=$2
+    local base=$1 bindir=$2 listen="-c listen_addresses=''"
+    if [[ -n "${TEST_PG_TLS_DIR:-}" ]]; then
+        # The server reads its key only when the postgres user owns it, mode 0600.
+        install -o postgres -m 0644 "$TEST_PG_TLS_DIR/server.pem" "$base/server.pem"
+        install -o postgres -m 0600 "$TEST_PG_TLS_DIR/server.key" "$base/server.key"
+        listen="-c listen_addresses=127.0.0.1 -p ${TEST_PG_PORT:?} -c ssl=on -c ssl_cert_file=$base/server.pem -c ssl_key_file=$base/server.key"
+    fi
     as_pg "$bindir/pg_ctl" -D "$base/data" -w -l "$base/server.log" \
-        -o "-k $base -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c timezone=UTC -c max_connections=200" \
+        -o "-k $base $listen -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c timezone=UTC -c max_connections=200" \
         start >/dev/null
 }
 if [[ "${1:-start}" == "pause" || "${1:-start}" == "resume" ]]; then
@@ -136,7 +144,7 @@ if ! as_pg "$BINDIR/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1; then
 fi
 
 export PGOPTIONS='-c client_min_messages=warning'
-PSQL=("$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -U postgres)
+PSQL=("$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -p "${TEST_PG_PORT:-5432}" -U postgres)
 
 # Databases left by tests that panicked before dropping theirs (one still in use is kept).
 for db in $("${PSQL[@]}" -d postgres -At -c "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'"); do

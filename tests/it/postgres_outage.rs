@@ -5,84 +5,14 @@
 //! the shared one would take the other tests' databases with it.
 
 use crate::support::fake_modal;
+use crate::support::own_postgres::OwnPostgres;
 use crate::support::relay_process::RelayProcess;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// A PostgreSQL cluster started by `scripts/test-postgres.sh` in a state directory of its own.
-struct OwnPostgres {
-    state: tempfile::TempDir,
-    socket_dir: String,
-}
-
-fn script(state: &Path, command: &str) -> std::process::Output {
-    let output = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/test-postgres.sh"
-        ))
-        .arg(command)
-        .env("TEST_PG_STATE", state)
-        .output()
-        .expect("bash runs");
-    assert!(
-        output.status.success(),
-        "test-postgres.sh {command}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-impl OwnPostgres {
-    async fn start() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let path = state.path().to_path_buf();
-        tokio::task::spawn_blocking(move || script(&path, "start"))
-            .await
-            .unwrap();
-        let socket_dir = std::fs::read_to_string(state.path().join("socket_dir"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Self { state, socket_dir }
-    }
-
-    fn relay_url(&self) -> String {
-        format!(
-            "postgresql://relay:relay-test@/relay_dev?host={}",
-            self.socket_dir
-        )
-    }
-
-    async fn run(&self, command: &'static str) {
-        let path: PathBuf = self.state.path().to_path_buf();
-        tokio::task::spawn_blocking(move || script(&path, command))
-            .await
-            .unwrap();
-    }
-
-    /// A superuser connection to the relay's database.
-    async fn admin(&self) -> tokio_postgres::Client {
-        let dsn = format!("host={} user=postgres dbname=relay_dev", self.socket_dir);
-        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
-            .await
-            .expect("the test's own PostgreSQL answers");
-        tokio::spawn(conn);
-        client
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        script(self.state.path(), "stop");
-    }
-}
 
 async fn ready(relay: &RelayProcess) -> (u16, Value) {
     let response = reqwest::get(format!("http://{}/ready", relay.addr))

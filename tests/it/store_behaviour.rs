@@ -1550,3 +1550,73 @@ async fn connect_errors_are_unavailable_and_never_echo_the_password() {
         assert!(!err.to_string().contains("secret-pw"), "{err}");
     }
 }
+
+/// A CA of its own and a certificate it signed for `localhost`, as PEM files in `dir`
+/// (`ca.pem`, `server.pem`, `server.key`).
+fn write_tls_files(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// `sslmode=require` as libpq means it, against a real PostgreSQL serving TLS with a
+/// certificate of a private CA (as Supabase does): encrypted without `sslrootcert`, checked
+/// against the CA it names, refused when that CA did not sign the server's certificate.
+#[tokio::test]
+async fn sslmode_require_encrypts_and_sslrootcert_verifies() {
+    use crate::support::own_postgres::OwnPostgres;
+    let tls = tempfile::tempdir().unwrap();
+    write_tls_files(tls.path());
+    let other = tempfile::tempdir().unwrap();
+    write_tls_files(other.path());
+    let port = crate::support::relay_process::free_port();
+    let server = OwnPostgres::start_tls(tls.path(), port).await;
+    let admin = server.admin().await;
+    let base = format!("postgresql://relay:relay-test@localhost:{port}/relay_dev?sslmode=require");
+    let encrypted_sessions = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+                 WHERE application_name = 'dreamcore-relay' AND ssl",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    let store = PostgresStore::connect(&base, 1)
+        .await
+        .expect("a server certificate of a private CA is accepted under require");
+    store.ping().await.unwrap();
+    assert_eq!(encrypted_sessions().await, 1, "the connection is encrypted");
+    drop(store);
+
+    let ca = tls.path().join("ca.pem");
+    let verified = format!("{base}&sslrootcert={}", ca.display());
+    let store = PostgresStore::connect(&verified, 1)
+        .await
+        .expect("the server's certificate chains to sslrootcert");
+    store.ping().await.unwrap();
+    drop(store);
+
+    let wrong = format!(
+        "{base}&sslrootcert={}",
+        other.path().join("ca.pem").display()
+    );
+    let refused = match PostgresStore::connect(&wrong, 1).await {
+        Ok(_) => panic!("a certificate the named CA did not sign was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(!refused.contains("relay-test"), "{refused}");
+}

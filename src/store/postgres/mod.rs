@@ -11,8 +11,9 @@
 //! Statements go through `query_typed` (unnamed statements, parameter types given), so a
 //! transaction-mode pooler (Supavisor :6543) works as well as session mode; with
 //! `DATABASE_PREPARED_STATEMENTS` they are prepared once per connection and kept instead.
-//! `sslmode=require` in the URL selects rustls with the webpki roots; anything else (unix
-//! sockets, localhost) connects without TLS.
+//! `sslmode=require` in the URL selects TLS, the server's certificate checked against the
+//! URL's `sslrootcert` when it names one (`tls`); anything else (unix sockets, localhost)
+//! connects without TLS.
 
 mod history;
 mod jobs;
@@ -21,6 +22,7 @@ mod projects;
 mod quotas;
 mod shared;
 mod start;
+mod tls;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

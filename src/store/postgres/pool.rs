@@ -1,7 +1,6 @@
-//! Connection plumbing: the pool (with rustls when `sslmode=require`), the role and claims
+//! Connection plumbing: the pool (TLS when `sslmode=require`, see `tls`), the role and claims
 //! scoping of every transaction, typed-query helpers and error text that leaks no row values.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -225,22 +224,10 @@ fn param_values<'a>(params: &[Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|(value, _)| *value).collect()
 }
 
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
 impl PostgresStore {
     /// Pool up to `max_connections` connections to `url` and check that one can be opened.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let (url, root_cert) = super::tls::split_root_cert(url);
         // The parse error never echoes the URL, so the password stays out of logs.
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -252,7 +239,11 @@ impl PostgresStore {
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = if config.get_ssl_mode() == SslMode::Require {
-            Manager::from_config(config, tls_connector()?, manager_config)
+            Manager::from_config(
+                config,
+                super::tls::connector(root_cert.as_deref())?,
+                manager_config,
+            )
         } else {
             Manager::from_config(config, NoTls, manager_config)
         };

@@ -9,6 +9,7 @@ pub mod fake_get_file;
 pub mod fake_modal;
 pub mod fake_modal_endpoints;
 pub mod nginx;
+pub mod own_postgres;
 pub mod postgres;
 pub mod redis;
 pub mod relay;
