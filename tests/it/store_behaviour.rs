@@ -1521,14 +1521,16 @@ async fn fake_server() -> (u16, tokio::task::JoinHandle<Opening>) {
 }
 
 #[tokio::test]
-async fn tls_is_used_exactly_when_sslmode_is_require() {
-    let (port, server) = fake_server().await;
-    let url = format!("postgresql://relay:secret-pw@127.0.0.1:{port}/db?sslmode=require");
-    assert!(PostgresStore::connect(&url, 1).await.is_err());
-    assert_eq!(server.await.unwrap(), Opening::TlsHello);
+async fn tls_is_asked_for_unless_sslmode_is_disable() {
+    for mode in ["?sslmode=require", "?sslmode=prefer", ""] {
+        let (port, server) = fake_server().await;
+        let url = format!("postgresql://relay:secret-pw@127.0.0.1:{port}/db{mode}");
+        assert!(PostgresStore::connect(&url, 1).await.is_err());
+        assert_eq!(server.await.unwrap(), Opening::TlsHello, "{mode:?}");
+    }
 
     let (port, server) = fake_server().await;
-    let url = format!("postgresql://relay:secret-pw@127.0.0.1:{port}/db");
+    let url = format!("postgresql://relay:secret-pw@127.0.0.1:{port}/db?sslmode=disable");
     assert!(PostgresStore::connect(&url, 1).await.is_err());
     assert_eq!(server.await.unwrap(), Opening::PlainStartup);
 }
@@ -1568,9 +1570,10 @@ fn write_tls_files(dir: &std::path::Path) {
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }
 
-/// `sslmode=require` as libpq means it, against a real PostgreSQL serving TLS with a
-/// certificate of a private CA (as Supabase does): encrypted without `sslrootcert`, checked
-/// against the CA it names, refused when that CA did not sign the server's certificate.
+/// `sslmode` as libpq means it, against a real PostgreSQL serving TLS with a certificate of a
+/// private CA (as Supabase does): encrypted without `sslrootcert` (under `require` and the
+/// default `prefer`), checked against the CA it names, refused when that CA did not sign the
+/// server's certificate.
 #[tokio::test]
 async fn sslmode_require_encrypts_and_sslrootcert_verifies() {
     use crate::support::own_postgres::OwnPostgres;
@@ -1599,6 +1602,13 @@ async fn sslmode_require_encrypts_and_sslrootcert_verifies() {
         .expect("a server certificate of a private CA is accepted under require");
     store.ping().await.unwrap();
     assert_eq!(encrypted_sessions().await, 1, "the connection is encrypted");
+    drop(store);
+    // libpq's default, `prefer`, encrypts too when the server offers TLS (a Supabase URL as
+    // the dashboard shows it names no `sslmode`).
+    let unnamed = format!("postgresql://relay:relay-test@localhost:{port}/relay_dev");
+    let store = PostgresStore::connect(&unnamed, 1).await.unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(encrypted_sessions().await, 1, "encrypted without sslmode");
     drop(store);
 
     let ca = tls.path().join("ca.pem");

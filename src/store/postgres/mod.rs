@@ -11,9 +11,9 @@
 //! Statements go through `query_typed` (unnamed statements, parameter types given), so a
 //! transaction-mode pooler (Supavisor :6543) works as well as session mode; with
 //! `DATABASE_PREPARED_STATEMENTS` they are prepared once per connection and kept instead.
-//! `sslmode=require` in the URL selects TLS, the server's certificate checked against the
-//! URL's `sslrootcert` when it names one (`tls`); anything else (unix sockets, localhost)
-//! connects without TLS.
+//! TLS follows libpq's `sslmode` (`prefer` by default: encrypted whenever the server offers
+//! it over TCP), the server's certificate checked against the URL's `sslrootcert` when it
+//! names one (`tls`).
 
 mod history;
 mod jobs;

@@ -1,4 +1,4 @@
-//! Connection plumbing: the pool (TLS when `sslmode=require`, see `tls`), the role and claims
+//! Connection plumbing: the pool (TLS as `sslmode` says, see `tls`), the role and claims
 //! scoping of every transaction, typed-query helpers and error text that leaks no row values.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use futures::FutureExt;
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
@@ -238,7 +238,18 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.get_ssl_mode() == SslMode::Require {
+        // As libpq: `prefer` (the default) encrypts whenever the server offers TLS, which a
+        // Unix socket never does.
+        let unix_only = config
+            .get_hosts()
+            .iter()
+            .all(|host| !matches!(host, Host::Tcp(_)));
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => false,
+            SslMode::Prefer => !unix_only,
+            _ => true,
+        };
+        let manager = if tls {
             Manager::from_config(
                 config,
                 super::tls::connector(root_cert.as_deref())?,

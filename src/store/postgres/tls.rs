@@ -1,6 +1,6 @@
-//! TLS to PostgreSQL as libpq means `sslmode=require`: the connection is encrypted, and the
-//! server's certificate is checked only against a root certificate the URL names
-//! (`sslrootcert=/path/ca.pem`). Supabase signs its databases' certificates with its own CA
+//! TLS to PostgreSQL as libpq does it under `sslmode=prefer` or `require`: the connection is
+//! encrypted, and the server's certificate is checked only against a root certificate the
+//! URL names (`sslrootcert=/path/ca.pem`). Supabase signs its databases' certificates with its own CA
 //! (downloadable from the dashboard), so a check against the public roots would refuse every
 //! Supabase database; a URL with `sslrootcert` gets the full check, chain and host name.
 
@@ -61,8 +61,8 @@ pub(super) fn split_root_cert(url: &str) -> (String, Option<PathBuf>) {
     }
 }
 
-/// The connector for `sslmode=require`: verified against `root_cert` when the URL names one,
-/// encrypted without a certificate check otherwise (libpq's `require`).
+/// The TLS connector: verified against `root_cert` when the URL names one, encrypted without
+/// a certificate check otherwise (as libpq does).
 pub(super) fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, StoreError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
