@@ -24,7 +24,7 @@ pub(super) enum Outcome {
 
 /// Persist the terminal status, free the project and the slot, then publish the terminal
 /// event.
-pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slot: Slot) {
+pub(super) async fn finish(engine: &Engine, job: &LiveJob, mut outcome: Outcome, slot: Slot) {
     let (status, label) = match &outcome {
         Outcome::Completed { .. } => (JobStatus::Completed, "completed"),
         Outcome::Failed(_) => (JobStatus::Failed, "failed"),
@@ -54,10 +54,11 @@ pub(super) async fn finish(engine: &Engine, job: &LiveJob, outcome: Outcome, slo
         let end = JobEnd {
             job_id: job.id,
             update,
-            generated: match &outcome {
-                Outcome::Completed {
-                    generated: Some(answer),
-                } => Some((job.project_id, answer.clone())),
+            // Taken, not copied: the answer can be `JOB_ANSWER_MAX_BYTES` long.
+            generated: match &mut outcome {
+                Outcome::Completed { generated } => {
+                    generated.take().map(|answer| (job.project_id, answer))
+                }
                 _ => None,
             },
         };

@@ -231,6 +231,13 @@ impl Jobs {
                 });
             }
         };
+        if !self.engine.unwritten.is_empty() {
+            // An ended job's row left `processing` would be taken for the project's running job.
+            self.engine
+                .unwritten
+                .write(self.engine.store.as_ref())
+                .await;
+        }
         let job_id = Uuid::now_v7();
         // Clustered, the slots count every instance's jobs, checked and taken in the job's
         // own transaction; alone, the slot limiter above holds them.

@@ -121,6 +121,13 @@ impl UnwrittenEnds {
         }
     }
 
+    /// Whether no end waits (most of the time: a lock and a length, no store call).
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting
+            .lock()
+            .map_or(true, |waiting| waiting.ends.is_empty())
+    }
+
     /// Write what waits, oldest first, stopping at the first the store refuses. Returns how
     /// many still wait; at 0 the retrying task ends (the next `keep` starts another).
     pub(super) async fn write(&self, store: &dyn Store) -> usize {
