@@ -125,8 +125,8 @@ impl Jobs {
             .is_ok()
     }
 
-    /// Try once more to write the ends the store could not take; returns how many still wait
-    /// (a drain's last chance before their rows are left to the sweep of expired leases).
+    /// Write the ends the store could not take when their jobs ended; returns how many still
+    /// wait (for a drain, the last chance before their rows are left to the lease sweep).
     pub async fn write_unwritten_ends(&self) -> usize {
         self.engine
             .unwritten
@@ -233,10 +233,7 @@ impl Jobs {
         };
         if !self.engine.unwritten.is_empty() {
             // An ended job's row left `processing` would be taken for the project's running job.
-            self.engine
-                .unwritten
-                .write(self.engine.store.as_ref())
-                .await;
+            self.write_unwritten_ends().await;
         }
         let job_id = Uuid::now_v7();
         // Clustered, the slots count every instance's jobs, checked and taken in the job's
@@ -384,10 +381,7 @@ impl Jobs {
     /// touched. Returns how many were failed.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
         // This instance's own ends first: their rows end as their watchers saw them end.
-        self.engine
-            .unwritten
-            .write(self.engine.store.as_ref())
-            .await;
+        self.write_unwritten_ends().await;
         let failure = Failure::instance_lost();
         let rows = self
             .engine

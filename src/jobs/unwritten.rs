@@ -42,7 +42,7 @@ impl JobEnd {
                 .await;
             match together {
                 Ok(_) => return Ok(()),
-                Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not record the generation (answer, initialized, version)")
                 }

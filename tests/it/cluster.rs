@@ -82,12 +82,7 @@ impl Replica {
     }
 
     async fn ready(&self) -> Value {
-        reqwest::get(format!("http://127.0.0.1:{}/ready", self.port))
-            .await
-            .expect("/ready")
-            .json()
-            .await
-            .expect("/ready json")
+        relay::ready(self.addr()).await.1
     }
 
     /// SIGKILL: no drain, no last words.

@@ -6,21 +6,14 @@
 
 use crate::support::fake_modal;
 use crate::support::own_postgres::OwnPostgres;
+use crate::support::relay::{eventually, ready};
 use crate::support::relay_process::RelayProcess;
 
 use std::time::Duration;
 
 use fake_modal::{FakeModal, Script, Step};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
-
-async fn ready(relay: &RelayProcess) -> (u16, Value) {
-    let response = reqwest::get(format!("http://{}/ready", relay.addr))
-        .await
-        .expect("/ready answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("/ready json"))
-}
 
 async fn job_status(admin: &tokio_postgres::Client, job_id: Uuid) -> String {
     admin
@@ -53,7 +46,7 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let relay = RelayProcess::on_fake_modal(data.path(), &fake, &pg.relay_url()).await;
-    let (status, body) = ready(&relay).await;
+    let (status, body) = ready(relay.addr).await;
     assert_eq!(
         (status, &body["storeReachable"]),
         (200, &json!(true)),
@@ -65,14 +58,7 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
     c.send(json!({"type":"message","content":"作って"})).await;
     let started = c.recv_until("jobStarted").await.pop().unwrap();
     let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while fake.requests().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "generate_game never called"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("generate_game called", || !fake.requests().is_empty()).await;
 
     pg.run("pause").await;
     let frames = c.recv_until("completed").await;
@@ -81,7 +67,7 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
         completed["result"]["message"], "できました。",
         "{completed}"
     );
-    let (status, body) = ready(&relay).await;
+    let (status, body) = ready(relay.addr).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "store unreachable", "{body}");
     assert_eq!(body["storeReachable"], false, "{body}");
@@ -124,6 +110,6 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
         "both jobs' answers, the first recorded with its kept end"
     );
 
-    let (status, body) = ready(&relay).await;
+    let (status, body) = ready(relay.addr).await;
     assert_eq!((status, &body["status"]), (200, &json!("ready")), "{body}");
 }

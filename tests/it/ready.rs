@@ -17,11 +17,7 @@ use serde_json::{json, Value};
 const ADMIN_TOKEN: &str = "ready-test-admin-token";
 
 async fn ready(relay: &TestRelay) -> (u16, Value) {
-    let response = reqwest::get(format!("http://{}/ready", relay.addr))
-        .await
-        .expect("/ready answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
+    relay::ready(relay.addr).await
 }
 
 fn problems(body: &Value) -> String {

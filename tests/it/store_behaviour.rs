@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dreamcore_relay::auth::Identity;
-use dreamcore_relay::store::models::{ChatRole, JobRow, JobStatus};
+use dreamcore_relay::store::models::{ChatRole, HistoryItem, JobRow, JobStatus};
 use dreamcore_relay::store::postgres::{self as pg, PostgresStore, Scope};
 use dreamcore_relay::store::sqlite::SqliteStore;
 use dreamcore_relay::store::{
@@ -280,6 +280,14 @@ mod suite {
         }
     }
 
+    /// A history's roles and texts, oldest first, to compare with a literal.
+    fn conversation(history: &[HistoryItem]) -> Vec<(ChatRole, &str)> {
+        history
+            .iter()
+            .map(|h| (h.role, h.content.as_str()))
+            .collect()
+    }
+
     fn status(status: JobStatus) -> JobUpdate {
         JobUpdate {
             status: Some(status),
@@ -507,13 +515,7 @@ mod suite {
         assert_eq!((row.status, row.progress), (JobStatus::Completed, 100));
         assert_eq!(row.result.as_deref(), Some(r#"{"message":"遊べます"}"#));
         let history = store.history(&a, project.id, 10).await.unwrap();
-        assert_eq!(
-            history
-                .iter()
-                .map(|h| (h.role, h.content.as_str()))
-                .collect::<Vec<_>>(),
-            [(ChatRole::Assistant, "遊べます")]
-        );
+        assert_eq!(conversation(&history), [(ChatRole::Assistant, "遊べます")]);
         assert!(
             store
                 .get_project(&a, project.id)
@@ -1054,13 +1056,7 @@ mod suite {
             .unwrap();
         assert!(second.refused(), "{second:?}");
         let history = store.history(&a, project.id, 10).await.unwrap();
-        assert_eq!(
-            history
-                .iter()
-                .map(|h| (h.role, h.content.as_str()))
-                .collect::<Vec<_>>(),
-            [(ChatRole::User, "make a game")]
-        );
+        assert_eq!(conversation(&history), [(ChatRole::User, "make a game")]);
         assert_eq!(store.quota_usage(a.user_id).await.unwrap().messages_sent, 1);
     }
 

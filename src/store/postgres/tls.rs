@@ -70,18 +70,9 @@ pub(super) fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, S
         .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?;
     let config = match root_cert {
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certificates = CertificateDer::pem_file_iter(path).map_err(|e| {
+            let roots = read_roots(path).map_err(|e| {
                 StoreError::Unavailable(format!("sslrootcert {}: {e}", path.display()))
             })?;
-            for certificate in certificates {
-                let certificate = certificate.map_err(|e| {
-                    StoreError::Unavailable(format!("sslrootcert {}: {e}", path.display()))
-                })?;
-                roots.add(certificate).map_err(|e| {
-                    StoreError::Unavailable(format!("sslrootcert {}: {e}", path.display()))
-                })?;
-            }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         None => builder
@@ -90,6 +81,15 @@ pub(super) fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, S
             .with_no_client_auth(),
     };
     Ok(MakeRustlsConnect::new(config))
+}
+
+/// Every certificate of the PEM file at `path`.
+fn read_roots(path: &Path) -> Result<rustls::RootCertStore, Box<dyn std::error::Error>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(path)? {
+        roots.add(certificate?)?;
+    }
+    Ok(roots)
 }
 
 /// Accepts the server's certificate unseen but still checks the handshake's signatures: the

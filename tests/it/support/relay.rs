@@ -19,6 +19,15 @@ use uuid::Uuid;
 pub const SECRET: &str = "test-secret-for-hs256-tokens-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// `GET /ready` of the relay at `addr`: its status and JSON body.
+pub async fn ready(addr: SocketAddr) -> (u16, Value) {
+    let response = reqwest::get(format!("http://{addr}/ready"))
+        .await
+        .expect("/ready answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/ready json"))
+}
+
 /// Wait until `check` holds (what the relay does without answering, e.g. a file it writes
 /// or an upstream call it makes); fails naming `what` after `WAIT`.
 pub async fn eventually(what: &str, check: impl Fn() -> bool) {
