@@ -283,7 +283,7 @@ impl Relay {
         );
         // Only jobs whose lease expired: a live instance's jobs are never touched.
         jobs.sweep_expired().await?;
-        crate::jobs::lease::spawn(&jobs);
+        crate::jobs::lease::spawn(&jobs, Arc::clone(&store), config.cluster.lease_ttl());
         tracing::info!(
             use_modal = mode.as_use_modal(),
             store = store.kind(),

@@ -3,43 +3,123 @@
 //! instance died); between ticks it acts on cancel requests other instances send over the bus.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::registry::Jobs;
+use crate::store::Store;
 
-/// Run the upkeep until `jobs` is dropped.
-pub fn spawn(jobs: &Arc<Jobs>) {
+/// Run the upkeep until `jobs` is dropped. `lease_ttl` is how long a lease outlives its
+/// last renewal; `store` is asked each tick whether it answers.
+pub fn spawn(jobs: &Arc<Jobs>, store: Arc<dyn Store>, lease_ttl: Duration) {
     let requests = jobs.bus().take_cancel_requests();
     let every = jobs.lease_renew();
     let span = tracing::info_span!("leases", instance = %jobs.instance());
-    tokio::spawn(upkeep(Arc::downgrade(jobs), every, requests).instrument(span));
+    let upkeep = Upkeep {
+        jobs: Arc::downgrade(jobs),
+        store,
+        every,
+        gate: SweepGate::new(lease_ttl),
+    };
+    tokio::spawn(upkeep.run(requests).instrument(span));
 }
 
-async fn upkeep(
+/// What the upkeep task holds between ticks.
+struct Upkeep {
     jobs: Weak<Jobs>,
-    every: std::time::Duration,
-    mut requests: Option<mpsc::UnboundedReceiver<Uuid>>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let Some(jobs) = jobs.upgrade() else { return };
-                jobs.renew_leases().await;
-                if let Err(e) = jobs.sweep_expired().await {
-                    tracing::warn!(error = %e, "could not sweep expired job leases");
+    store: Arc<dyn Store>,
+    every: Duration,
+    gate: SweepGate,
+}
+
+impl Upkeep {
+    async fn run(mut self, mut requests: Option<mpsc::UnboundedReceiver<Uuid>>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let Some(jobs) = self.jobs.upgrade() else { return };
+                    self.tick(&jobs).await;
                 }
-                jobs.bus().probe().await;
+                job_id = next_request(&mut requests) => {
+                    let Some(jobs) = self.jobs.upgrade() else { return };
+                    jobs.cancel_requested(job_id);
+                }
             }
-            job_id = next_request(&mut requests) => {
-                let Some(jobs) = jobs.upgrade() else { return };
-                jobs.cancel_requested(job_id);
+        }
+    }
+
+    async fn tick(&mut self, jobs: &Jobs) {
+        // A store that hangs counts as not answering; the next tick asks again.
+        let answered = matches!(
+            tokio::time::timeout(self.every, self.store.ping()).await,
+            Ok(Ok(()))
+        );
+        self.gate.observe(answered, Instant::now());
+        jobs.renew_leases().await;
+        if self.gate.may_sweep(Instant::now()) {
+            if let Err(e) = jobs.sweep_expired().await {
+                tracing::warn!(error = %e, "could not sweep expired job leases");
             }
+        } else {
+            // Our own ends still go in: they are what other instances wait to see.
+            jobs.write_unwritten_ends().await;
+        }
+        jobs.bus().probe().await;
+    }
+}
+
+/// Whether this instance may fail other instances' expired leases now. A database outage
+/// stops every owner's renewals at once, so right after one an expired lease says nothing
+/// about its owner: the sweep waits until the store has answered for a whole lease TTL,
+/// time for live owners to renew their leases and write the ends they kept meanwhile.
+struct SweepGate {
+    ttl: Duration,
+    seen: StoreSeen,
+}
+
+/// The store as this instance's upkeep last found it.
+#[derive(Debug, PartialEq)]
+enum StoreSeen {
+    /// Answering, and not just back from an outage.
+    Steady,
+    /// Not answering.
+    Down,
+    /// Answering again since this instant, after an outage.
+    BackSince(Instant),
+}
+
+impl SweepGate {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            seen: StoreSeen::Steady,
+        }
+    }
+
+    /// Record whether the store `answered` at `now`.
+    fn observe(&mut self, answered: bool, now: Instant) {
+        self.seen = match (answered, &self.seen) {
+            (false, _) => StoreSeen::Down,
+            (true, StoreSeen::Down) => StoreSeen::BackSince(now),
+            (true, StoreSeen::BackSince(since)) if now.duration_since(*since) < self.ttl => {
+                StoreSeen::BackSince(*since)
+            }
+            (true, _) => StoreSeen::Steady,
+        };
+    }
+
+    /// Whether expired leases may be failed at `now`.
+    fn may_sweep(&self, now: Instant) -> bool {
+        match self.seen {
+            StoreSeen::Steady => true,
+            StoreSeen::Down => false,
+            StoreSeen::BackSince(since) => now.duration_since(since) >= self.ttl,
         }
     }
 }
@@ -53,4 +133,39 @@ async fn next_request(requests: &mut Option<mpsc::UnboundedReceiver<Uuid>>) -> U
         *requests = None;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_sweep_until_the_store_has_answered_for_a_whole_lease_ttl_after_an_outage() {
+        let ttl = Duration::from_secs(15);
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut gate = SweepGate::new(ttl);
+        gate.observe(true, at(0));
+        assert!(gate.may_sweep(at(0)), "a steady store sweeps");
+
+        gate.observe(false, at(5));
+        assert!(!gate.may_sweep(at(5)), "nothing is swept while it is down");
+        gate.observe(true, at(40));
+        assert!(!gate.may_sweep(at(40)), "back: owners renew first");
+        gate.observe(true, at(45));
+        assert!(!gate.may_sweep(at(54)));
+        assert!(gate.may_sweep(at(55)), "a TTL after it came back");
+        gate.observe(true, at(55));
+        assert_eq!(gate.seen, StoreSeen::Steady);
+
+        gate.observe(false, at(60));
+        gate.observe(true, at(61));
+        gate.observe(false, at(70));
+        gate.observe(true, at(72));
+        assert!(
+            !gate.may_sweep(at(80)),
+            "a second outage starts the wait again"
+        );
+        assert!(gate.may_sweep(at(87)));
+    }
 }

@@ -1,11 +1,13 @@
 //! PostgreSQL stopped under a running relay, then started again: `/ready` says so while it is
 //! down, a job that ends meanwhile still ends for its watchers and its row ends the same way
 //! once the database is back (not `failed` by the sweep of its expired lease), and new jobs
-//! run again without a restart of the relay. The cluster is one of the test's own: stopping
-//! the shared one would take the other tests' databases with it.
+//! run again without a restart of the relay. With two replicas, the other replica does not
+//! take the outage's lapsed leases for a dead owner. The cluster is one of the test's own:
+//! stopping the shared one would take the other tests' databases with it.
 
 use crate::support::fake_modal;
 use crate::support::own_postgres::OwnPostgres;
+use crate::support::redis::Redis;
 use crate::support::relay::{eventually, ready};
 use crate::support::relay_process::RelayProcess;
 
@@ -14,6 +16,17 @@ use std::time::Duration;
 use fake_modal::{FakeModal, Script, Step};
 use serde_json::json;
 use uuid::Uuid;
+
+async fn register(pg: &OwnPostgres, user: Uuid) {
+    pg.admin()
+        .await
+        .execute(
+            "INSERT INTO auth.users (id, email) VALUES ($1, $2)",
+            &[&user, &format!("{user}@example.com")],
+        )
+        .await
+        .unwrap();
+}
 
 async fn job_status(admin: &tokio_postgres::Client, job_id: Uuid) -> String {
     admin
@@ -36,14 +49,7 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
     .await;
     let pg = OwnPostgres::start().await;
     let user = Uuid::new_v4();
-    pg.admin()
-        .await
-        .execute(
-            "INSERT INTO auth.users (id, email) VALUES ($1, 'outage@example.com')",
-            &[&user],
-        )
-        .await
-        .unwrap();
+    register(&pg, user).await;
     let data = tempfile::tempdir().unwrap();
     let relay = RelayProcess::on_fake_modal(data.path(), &fake, &pg.relay_url()).await;
     let (status, body) = ready(relay.addr).await;
@@ -112,4 +118,78 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
 
     let (status, body) = ready(relay.addr).await;
     assert_eq!((status, &body["status"]), (200, &json!("ready")), "{body}");
+}
+
+/// Two replicas; the owner runs one job that goes on through the outage and one that ends
+/// in it. After the database comes back, the other replica's sweep sees both leases lapsed,
+/// but the owner (held back here a moment) is alive: the running job must go on to its
+/// `completed` and the ended one must keep the end its tab saw, not be failed as orphans.
+#[tokio::test]
+async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
+    let fake = FakeModal::start(|request| {
+        let (wait, text) = if request.prompt.contains("長く") {
+            (10, "長い仕事")
+        } else {
+            (2, "短い仕事")
+        };
+        match Script::success(&[text]) {
+            Script::Stream(mut steps) => {
+                steps.insert(1, Step::Sleep(Duration::from_secs(wait)));
+                Script::Stream(steps)
+            }
+            other => other,
+        }
+    })
+    .await;
+    let pg = OwnPostgres::start().await;
+    let redis = Redis::start().await;
+    let data_a = tempfile::tempdir().unwrap();
+    let data_b = tempfile::tempdir().unwrap();
+    let url = pg.relay_url();
+    let clustered = [
+        ("REDIS_URL", redis.url()),
+        ("JOB_LEASE_TTL_SECS", "3".into()),
+    ];
+    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owner = RelayProcess::on_fake_modal_with(data_a.path(), &fake, &url, &clustered).await;
+    let _other = RelayProcess::on_fake_modal_with(data_b.path(), &fake, &url, &clustered).await;
+
+    let mut tabs = Vec::new();
+    let mut jobs = Vec::new();
+    for prompt in ["長く作って", "すぐ作って"] {
+        let user = Uuid::new_v4();
+        register(&pg, user).await;
+        let (mut tab, _) = owner.user(user).await;
+        tab.create_project("停電").await;
+        tab.send(json!({"type":"message","content":prompt})).await;
+        let started = tab.recv_until("jobStarted").await.pop().unwrap();
+        jobs.push(serde_json::from_value::<Uuid>(started["job"]["id"].clone()).unwrap());
+        tabs.push(tab);
+    }
+    eventually("both generations called", || fake.requests().len() == 2).await;
+
+    pg.run("pause").await;
+    let short = tabs[1].recv_until("completed").await;
+    assert_eq!(short.last().unwrap()["result"]["message"], "短い仕事");
+    // Past the 3 s leases, which nobody could renew.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The owner comes back a moment after the database: the other replica's sweep runs
+    // every second, so without the wait it takes both jobs for orphans.
+    owner.signal("STOP");
+    pg.run("resume").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    owner.signal("CONT");
+
+    let end = loop {
+        let frame = tabs[0].recv().await;
+        if ["completed", "failed", "cancelled"].contains(&frame["type"].as_str().unwrap_or("")) {
+            break frame;
+        }
+    };
+    assert_eq!(end["type"], "completed", "the running job goes on: {end}");
+    assert_eq!(end["result"]["message"], "長い仕事");
+    let admin = pg.admin().await;
+    for job_id in jobs {
+        assert_eq!(job_status(&admin, job_id).await, "completed", "{job_id}");
+    }
 }

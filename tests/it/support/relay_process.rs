@@ -166,6 +166,16 @@ impl RelayProcess {
             .count()
     }
 
+    /// Send `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
     /// SIGKILL: no drain, no last words.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
