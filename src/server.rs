@@ -281,8 +281,12 @@ impl Relay {
                 lease_renew: config.cluster.lease_renew(),
             },
         );
-        // Only jobs whose lease expired: a live instance's jobs are never touched.
-        jobs.sweep_expired().await?;
+        // Alone, an expired lease is this instance's own from before a crash: failed at once.
+        // Clustered, a replica may start just after a database outage that lapsed live
+        // replicas' leases too; its first sweep waits a lease TTL (jobs/lease.rs).
+        if !jobs.bus().is_clustered() {
+            jobs.sweep_expired().await?;
+        }
         crate::jobs::lease::spawn(&jobs, Arc::clone(&store), config.cluster.lease_ttl());
         tracing::info!(
             use_modal = mode.as_use_modal(),

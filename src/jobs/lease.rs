@@ -23,7 +23,7 @@ pub fn spawn(jobs: &Arc<Jobs>, store: Arc<dyn Store>, lease_ttl: Duration) {
         jobs: Arc::downgrade(jobs),
         store,
         every,
-        gate: SweepGate::new(lease_ttl),
+        gate: SweepGate::new(lease_ttl, jobs.bus().is_clustered(), Instant::now()),
     };
     tokio::spawn(upkeep.run(requests).instrument(span));
 }
@@ -95,11 +95,15 @@ enum StoreSeen {
 }
 
 impl SweepGate {
-    fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            seen: StoreSeen::Steady,
-        }
+    /// A replica of a cluster starts (at `now`) as if just back from an outage: it cannot
+    /// know whether one just ended, and the others sweep meanwhile anyway.
+    fn new(ttl: Duration, clustered: bool, now: Instant) -> Self {
+        let seen = if clustered {
+            StoreSeen::BackSince(now)
+        } else {
+            StoreSeen::Steady
+        };
+        Self { ttl, seen }
     }
 
     /// Record whether the store `answered` at `now`.
@@ -144,7 +148,10 @@ mod tests {
         let ttl = Duration::from_secs(15);
         let start = Instant::now();
         let at = |secs: u64| start + Duration::from_secs(secs);
-        let mut gate = SweepGate::new(ttl);
+        let gate = SweepGate::new(ttl, true, at(0));
+        assert!(!gate.may_sweep(at(0)), "a replica just started waits");
+        assert!(gate.may_sweep(at(15)));
+        let mut gate = SweepGate::new(ttl, false, at(0));
         gate.observe(true, at(0));
         assert!(gate.may_sweep(at(0)), "a steady store sweeps");
 

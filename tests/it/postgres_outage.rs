@@ -121,9 +121,10 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
 }
 
 /// Two replicas; the owner runs one job that goes on through the outage and one that ends
-/// in it. After the database comes back, the other replica's sweep sees both leases lapsed,
-/// but the owner (held back here a moment) is alive: the running job must go on to its
-/// `completed` and the ended one must keep the end its tab saw, not be failed as orphans.
+/// in it. After the database comes back, the other replica's sweep and a third replica
+/// starting see both leases lapsed, but the owner (held back here a moment) is alive: the
+/// running job must go on to its `completed` and the ended one keep the end its tab saw, not
+/// be failed as orphans.
 #[tokio::test]
 async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     let fake = FakeModal::start(|request| {
@@ -173,11 +174,15 @@ async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     assert_eq!(short.last().unwrap()["result"]["message"], "短い仕事");
     // Past the 3 s leases, which nobody could renew.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    // The owner comes back a moment after the database: the other replica's sweep runs
-    // every second, so without the wait it takes both jobs for orphans.
+    // The owner comes back a moment after the database, and a third replica starts in
+    // between: the other replica's sweep runs every second and the new one's at its start,
+    // so without the wait after an outage (and at a start) either takes both for orphans.
     owner.signal("STOP");
     pg.run("resume").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let back = tokio::time::Instant::now();
+    let data_c = tempfile::tempdir().unwrap();
+    let _started = RelayProcess::on_fake_modal_with(data_c.path(), &fake, &url, &clustered).await;
+    tokio::time::sleep_until(back + Duration::from_millis(1500)).await;
     owner.signal("CONT");
 
     let end = loop {
