@@ -60,7 +60,18 @@ impl Upkeep {
             tokio::time::timeout(self.every, self.store.ping()).await,
             Ok(Ok(()))
         );
+        let was_down = self.gate.seen == StoreSeen::Down;
         self.gate.observe(answered, Instant::now());
+        match (was_down, &self.gate.seen) {
+            (false, StoreSeen::Down) => {
+                tracing::warn!("store not answering; expired job leases are not swept meanwhile")
+            }
+            (true, StoreSeen::BackSince(_)) => tracing::info!(
+                ttl_secs = self.gate.ttl.as_secs(),
+                "store answers again; expired job leases are left to their owners for one lease TTL"
+            ),
+            _ => {}
+        }
         jobs.renew_leases().await;
         if self.gate.may_sweep(Instant::now()) {
             if let Err(e) = jobs.sweep_expired().await {
