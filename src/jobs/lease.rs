@@ -1,6 +1,8 @@
 //! The instance's upkeep of job ownership: every `JOB_LEASE_RENEW_SECS` it checks the bus,
 //! renews the leases of the jobs it runs and fails the jobs whose lease expired (their
-//! instance died); between ticks it acts on cancel requests other instances send over the bus.
+//! instance died) — unless the store was just unreachable, which stops every owner's
+//! renewals ([`SweepGate`]); between ticks it acts on cancel requests other instances send
+//! over the bus.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
