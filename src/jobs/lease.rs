@@ -75,13 +75,11 @@ impl Upkeep {
             _ => {}
         }
         jobs.renew_leases().await;
+        // Held back, this instance's own kept ends still go in by their own retries.
         if self.gate.may_sweep(Instant::now()) {
             if let Err(e) = jobs.sweep_expired().await {
                 tracing::warn!(error = %e, "could not sweep expired job leases");
             }
-        } else {
-            // Our own ends still go in: they are what other instances wait to see.
-            jobs.write_unwritten_ends().await;
         }
         jobs.bus().probe().await;
     }

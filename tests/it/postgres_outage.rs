@@ -185,12 +185,10 @@ async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     tokio::time::sleep_until(back + Duration::from_millis(1500)).await;
     owner.signal("CONT");
 
-    let end = loop {
-        let frame = tabs[0].recv().await;
-        if ["completed", "failed", "cancelled"].contains(&frame["type"].as_str().unwrap_or("")) {
-            break frame;
-        }
-    };
+    let mut frames = tabs[0]
+        .recv_until_any(&["completed", "failed", "cancelled"])
+        .await;
+    let end = frames.pop().unwrap();
     assert_eq!(end["type"], "completed", "the running job goes on: {end}");
     assert_eq!(end["result"]["message"], "長い仕事");
     let admin = pg.admin().await;

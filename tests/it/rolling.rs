@@ -121,23 +121,6 @@ async fn reconnect(balancer: &Balancer, user: Uuid) -> Client {
     }
 }
 
-/// Job events up to and including the first of `ends`.
-async fn events_until(client: &mut Client, ends: &[&str]) -> Vec<Value> {
-    let mut events = Vec::new();
-    loop {
-        match client.next().await {
-            Received::Json(frame) => {
-                let kind = frame["type"].as_str().unwrap_or_default().to_string();
-                events.push(frame);
-                if ends.contains(&kind.as_str()) {
-                    return events;
-                }
-            }
-            Received::Closed(close) => panic!("closed {close:?} after {events:?}"),
-        }
-    }
-}
-
 /// PostgreSQL, Redis and a fake Modal shared by the replicas.
 struct Shared {
     pg: PgDb,
@@ -201,8 +184,8 @@ async fn rolling_restart_behind_nginx_the_tab_follows_its_job_to_the_end() {
     let project = tab.create_project("ローリング").await;
     tab.select(project).await;
     tab.send(json!({"type":"message","content":"作って"})).await;
-    events_until(&mut tab, &["jobStarted"]).await;
-    events_until(&mut tab, &["stream"]).await;
+    tab.recv_until("jobStarted").await;
+    tab.recv_until("stream").await;
     assert_eq!(old.running_jobs().await, 1);
 
     // The rolling update: the new replica first, then SIGTERM to the old one mid-job.
@@ -228,7 +211,7 @@ async fn rolling_restart_behind_nginx_the_tab_follows_its_job_to_the_end() {
     let mut tab = reconnect(&balancer, user).await;
     let selected = tab.select(project).await;
     assert_eq!(selected["activeJob"]["status"], "processing", "{selected}");
-    let events = events_until(&mut tab, &["completed", "failed"]).await;
+    let events = tab.recv_until_any(&["completed", "failed"]).await;
     assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
     assert_eq!(
         stream_text(&events),
@@ -262,7 +245,7 @@ async fn at_the_drain_timeout_every_watcher_on_every_replica_sees_the_job_fail()
         .send(json!({"type":"message","content":"作って"}))
         .await;
     // `started` follows the row's move to processing, which the other replica then reads.
-    events_until(&mut starter, &["started"]).await;
+    starter.recv_until("started").await;
     let mut watcher = Client::connect(&format!("ws://{}/", other.addr)).await;
     watcher.init(&token(user, 3600)).await;
     let selected = watcher.select(project).await;
@@ -271,7 +254,7 @@ async fn at_the_drain_timeout_every_watcher_on_every_replica_sees_the_job_fail()
     owner.sigterm();
     until_refused(owner.addr).await;
     assert_eq!(starter.expect_close().await.map(|c| c.0), Some(1012));
-    let events = events_until(&mut watcher, &["failed", "completed"]).await;
+    let events = watcher.recv_until_any(&["failed", "completed"]).await;
     let failed = events.last().unwrap();
     assert_eq!(failed["type"], "failed", "{events:?}");
     assert_eq!(failed["code"], "SERVER_RESTARTING", "{failed}");
@@ -307,13 +290,13 @@ async fn a_draining_single_node_refuses_connections_and_keeps_its_sockets_to_the
     let project = tab.create_project("単一").await;
     tab.select(project).await;
     tab.send(json!({"type":"message","content":"作って"})).await;
-    events_until(&mut tab, &["jobStarted"]).await;
+    tab.recv_until("jobStarted").await;
 
     relay.sigterm();
     until_refused(relay.addr).await;
     assert!(relay.is_running(), "draining, not gone");
     // One process: its socket stays open and sees the end of the job, then 1012.
-    let events = events_until(&mut tab, &["failed", "completed"]).await;
+    let events = tab.recv_until_any(&["failed", "completed"]).await;
     let failed = events.last().unwrap();
     assert_eq!(failed["code"], "SERVER_RESTARTING", "{failed}");
     assert_eq!(failed["recoverable"], true, "{failed}");

@@ -253,10 +253,16 @@ impl Client {
 
     /// Frames until one of type `kind` (inclusive).
     pub async fn recv_until(&mut self, kind: &str) -> Vec<Value> {
+        self.recv_until_any(&[kind]).await
+    }
+
+    /// Frames until one whose type is any of `kinds` (inclusive), e.g. a job's end of
+    /// whichever kind.
+    pub async fn recv_until_any(&mut self, kinds: &[&str]) -> Vec<Value> {
         let mut seen = Vec::new();
         loop {
             let v = self.recv().await;
-            let done = v["type"] == kind;
+            let done = kinds.contains(&v["type"].as_str().unwrap_or_default());
             seen.push(v);
             if done {
                 return seen;
