@@ -1,8 +1,8 @@
 //! The instance's upkeep of job ownership: every `JOB_LEASE_RENEW_SECS` it checks the bus,
 //! renews the leases of the jobs it runs and fails the jobs whose lease expired (their
 //! instance died) — unless the store was just unreachable, which stops every owner's
-//! renewals ([`SweepGate`]); between ticks it acts on cancel requests other instances send
-//! over the bus.
+//! renewals ([`SweepGate`]); between ticks it acts on what other instances ask over the bus:
+//! cancel a job, or end one whose lease they swept.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -10,15 +10,17 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
-use uuid::Uuid;
 
+use super::bus::ControlRequest;
 use super::registry::Jobs;
+use crate::backend::Failure;
+use crate::store::models::JobStatus;
 use crate::store::Store;
 
 /// Run the upkeep until `jobs` is dropped. `lease_ttl` is how long a lease outlives its
 /// last renewal; `store` is asked each tick whether it answers.
 pub fn spawn(jobs: &Arc<Jobs>, store: Arc<dyn Store>, lease_ttl: Duration) {
-    let requests = jobs.bus().take_cancel_requests();
+    let requests = jobs.bus().take_control_requests();
     let every = jobs.lease_renew();
     let span = tracing::info_span!("leases", instance = %jobs.instance());
     let upkeep = Upkeep {
@@ -39,7 +41,7 @@ struct Upkeep {
 }
 
 impl Upkeep {
-    async fn run(mut self, mut requests: Option<mpsc::UnboundedReceiver<Uuid>>) {
+    async fn run(mut self, mut requests: Option<mpsc::UnboundedReceiver<ControlRequest>>) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -48,9 +50,9 @@ impl Upkeep {
                     let Some(jobs) = self.jobs.upgrade() else { return };
                     self.tick(&jobs).await;
                 }
-                job_id = next_request(&mut requests) => {
+                request = next_request(&mut requests) => {
                     let Some(jobs) = self.jobs.upgrade() else { return };
-                    jobs.cancel_requested(job_id);
+                    act_on(&jobs, request);
                 }
             }
         }
@@ -139,11 +141,37 @@ impl SweepGate {
     }
 }
 
-/// The next cancel request; never resolves on a bus that has none (or no longer has).
-async fn next_request(requests: &mut Option<mpsc::UnboundedReceiver<Uuid>>) -> Uuid {
+/// Act on another instance's request if the job runs here (every instance hears it).
+fn act_on(jobs: &Jobs, request: ControlRequest) {
+    match request {
+        ControlRequest::Cancel(job_id) => {
+            if let Some(job) = jobs.live(job_id) {
+                tracing::info!(%job_id, "cancel requested by another instance");
+                job.request_cancel();
+            }
+        }
+        // Cut off from the database, this instance could renew no lease, while another found
+        // this one expired and failed the row: end the job now, as the row and the other
+        // instances' watchers say, rather than when the database answers here again.
+        ControlRequest::LeaseSwept(job_id) => {
+            let Some(job) = jobs.live(job_id) else { return };
+            let Some(mut row) = job.row() else { return };
+            tracing::warn!(%job_id, "another instance failed this job's expired lease; stopped");
+            row.status = JobStatus::Failed;
+            row.error = Some(Failure::instance_lost().user_message);
+            job.end_as(row);
+        }
+    }
+}
+
+/// The next request of another instance; never resolves on a bus that has none (or no
+/// longer has).
+async fn next_request(
+    requests: &mut Option<mpsc::UnboundedReceiver<ControlRequest>>,
+) -> ControlRequest {
     if let Some(rx) = requests {
-        if let Some(job_id) = rx.recv().await {
-            return job_id;
+        if let Some(request) = rx.recv().await {
+            return request;
         }
         *requests = None;
     }

@@ -426,12 +426,4 @@ impl Jobs {
             }
         }
     }
-
-    /// Another instance asked to cancel `job_id`: stop it if it runs here.
-    pub fn cancel_requested(&self, job_id: Uuid) {
-        if let Some(job) = self.live(job_id) {
-            tracing::info!(%job_id, "cancel requested by another instance");
-            job.request_cancel();
-        }
-    }
 }

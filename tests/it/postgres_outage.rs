@@ -2,14 +2,16 @@
 //! down, a job that ends meanwhile still ends for its watchers and its row ends the same way
 //! once the database is back (not `failed` by the sweep of its expired lease), and new jobs
 //! run again without a restart of the relay. With two replicas, the other replica does not
-//! take the outage's lapsed leases for a dead owner. The cluster is one of the test's own:
-//! stopping the shared one would take the other tests' databases with it.
+//! take the outage's lapsed leases for a dead owner; a replica that loses the database alone
+//! ends the job another replica's sweep failed as the row says. The cluster is one of the
+//! test's own: stopping the shared one would take the other tests' databases with it.
 
 use crate::support::fake_modal;
 use crate::support::own_postgres::OwnPostgres;
 use crate::support::redis::Redis;
 use crate::support::relay::{eventually, ready};
 use crate::support::relay_process::RelayProcess;
+use crate::support::socket_link::SocketLink;
 
 use std::time::Duration;
 
@@ -28,6 +30,17 @@ async fn register(pg: &OwnPostgres, user: Uuid) {
         .unwrap();
 }
 
+/// A generation that answers `text` after `wait`.
+fn answer_after(text: &str, wait: Duration) -> Script {
+    match Script::success(&[text]) {
+        Script::Stream(mut steps) => {
+            steps.insert(1, Step::Sleep(wait));
+            Script::Stream(steps)
+        }
+        other => other,
+    }
+}
+
 async fn job_status(admin: &tokio_postgres::Client, job_id: Uuid) -> String {
     admin
         .query_one("SELECT status FROM public.jobs WHERE id = $1", &[&job_id])
@@ -38,15 +51,8 @@ async fn job_status(admin: &tokio_postgres::Client, job_id: Uuid) -> String {
 
 #[tokio::test]
 async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_its_row() {
-    let fake = FakeModal::start(|_| match Script::success(&["できました。"]) {
-        // Time to stop the database while the generation runs.
-        Script::Stream(mut steps) => {
-            steps.insert(1, Step::Sleep(Duration::from_secs(2)));
-            Script::Stream(steps)
-        }
-        other => other,
-    })
-    .await;
+    // Time to stop the database while the generation runs.
+    let fake = FakeModal::start(|_| answer_after("できました。", Duration::from_secs(2))).await;
     let pg = OwnPostgres::start().await;
     let user = Uuid::new_v4();
     register(&pg, user).await;
@@ -128,17 +134,10 @@ async fn a_database_outage_is_reported_and_a_job_ending_in_it_ends_the_same_in_i
 #[tokio::test]
 async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     let fake = FakeModal::start(|request| {
-        let (wait, text) = if request.prompt.contains("長く") {
-            (10, "長い仕事")
+        if request.prompt.contains("長く") {
+            answer_after("長い仕事", Duration::from_secs(10))
         } else {
-            (2, "短い仕事")
-        };
-        match Script::success(&[text]) {
-            Script::Stream(mut steps) => {
-                steps.insert(1, Step::Sleep(Duration::from_secs(wait)));
-                Script::Stream(steps)
-            }
-            other => other,
+            answer_after("短い仕事", Duration::from_secs(2))
         }
     })
     .await;
@@ -195,4 +194,57 @@ async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     for job_id in jobs {
         assert_eq!(job_status(&admin, job_id).await, "completed", "{job_id}");
     }
+}
+
+/// The owner loses the database alone (its socket to it is cut; Redis still answers): it can
+/// renew no lease, and the other replica fails its running job once the lease expires. The
+/// owner's own tab must get that `failed` too, and the generation stop, rather than the job
+/// running on to a `completed` that neither the row nor the other replicas' watchers show.
+#[tokio::test]
+async fn a_replica_cut_off_from_the_database_alone_ends_its_swept_job_as_the_row_says() {
+    let fake = FakeModal::start(|_| answer_after("長い仕事", Duration::from_secs(20))).await;
+    let pg = OwnPostgres::start().await;
+    let redis = Redis::start().await;
+    let mut link = SocketLink::start(pg.socket());
+    let data_a = tempfile::tempdir().unwrap();
+    let data_b = tempfile::tempdir().unwrap();
+    let clustered = [
+        ("REDIS_URL", redis.url()),
+        ("JOB_LEASE_TTL_SECS", "3".into()),
+    ];
+    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owner_url = pg.relay_url_in(link.dir());
+    let owner =
+        RelayProcess::on_fake_modal_with(data_a.path(), &fake, &owner_url, &clustered).await;
+    let _other =
+        RelayProcess::on_fake_modal_with(data_b.path(), &fake, &pg.relay_url(), &clustered).await;
+
+    let user = Uuid::new_v4();
+    register(&pg, user).await;
+    let (mut tab, _) = owner.user(user).await;
+    tab.create_project("孤立").await;
+    tab.send(json!({"type":"message","content":"作って"})).await;
+    let started = tab.recv_until("jobStarted").await.pop().unwrap();
+    let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
+    eventually("the generation streams", || fake.open_streams() == 1).await;
+
+    link.cut().await;
+    let cut_at = tokio::time::Instant::now();
+    let mut frames = tab
+        .recv_until_any(&["completed", "failed", "cancelled"])
+        .await;
+    let end = frames.pop().unwrap();
+    assert_eq!(
+        end["type"], "failed",
+        "the row's end, not the stream's: {end}"
+    );
+    assert_eq!(end["recoverable"], true, "{end}");
+    // Lease (3 s) plus the other replica's next sweep, well before the stream's 20 s.
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    eventually("the generation is dropped", || fake.open_streams() == 0).await;
+    assert_eq!(job_status(&pg.admin().await, job_id).await, "failed");
 }

@@ -9,7 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{BusHealth, EventKind, JobBus};
+use super::{BusHealth, ControlRequest, EventKind, JobBus};
 use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
 use crate::wire::protocol::ServerMessage;
@@ -34,7 +34,7 @@ impl JobBus for MemoryBus {
         false
     }
 
-    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
+    fn take_control_requests(&self) -> Option<mpsc::UnboundedReceiver<ControlRequest>> {
         None
     }
 

@@ -30,6 +30,16 @@ pub struct BusHealth {
     pub degraded: Option<String>,
 }
 
+/// What another instance asks of the instance that runs a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// A user cancelled the job on that instance.
+    Cancel(Uuid),
+    /// That instance found the job's lease expired and failed its row: this instance could not
+    /// renew it (cut off from the database alone), and its tabs must see the end the row says.
+    LeaseSwept(Uuid),
+}
+
 /// How jobs reach the other instances; its [`EventForward`] half takes the events of the
 /// jobs running here, in sequence order, without ever waiting.
 #[async_trait]
@@ -39,15 +49,15 @@ pub trait JobBus: EventForward + 'static {
     /// instance can be reached.
     fn follow(&self, row: &JobRow) -> Option<Arc<JobChannel>>;
 
-    /// Give followers on every instance the terminal event of a job whose instance died
-    /// (the lease sweep just failed it).
+    /// Give followers on every instance the terminal event of a job whose lease the sweep
+    /// just failed, and tell its instance, should it still run the job.
     async fn end_orphan(&self, row: &JobRow, message: &ServerMessage);
 
     /// Ask whichever instance runs `job_id` to cancel it; true when the request went out.
     async fn request_cancel(&self, job_id: Uuid) -> bool;
 
-    /// Cancel requests addressed to the cluster; handed out once.
-    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>>;
+    /// Requests other instances address to the jobs running here; handed out once.
+    fn take_control_requests(&self) -> Option<mpsc::UnboundedReceiver<ControlRequest>>;
 
     /// Take one of the user's generations for this minute across the cluster: `Some(false)`
     /// when the limit is reached, `None` when only this instance can decide.

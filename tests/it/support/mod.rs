@@ -14,4 +14,5 @@ pub mod postgres;
 pub mod redis;
 pub mod relay;
 pub mod relay_process;
+pub mod socket_link;
 pub mod tools;

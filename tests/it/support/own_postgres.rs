@@ -74,6 +74,20 @@ impl OwnPostgres {
         )
     }
 
+    /// The server's unix socket file.
+    pub fn socket(&self) -> PathBuf {
+        let port = self.tls.as_ref().map_or(5432, |(_, port)| *port);
+        Path::new(&self.socket_dir).join(format!(".s.PGSQL.{port}"))
+    }
+
+    /// The relay's `DATABASE_URL`, over a socket of the same name in `dir` (a [`SocketLink`]'s).
+    ///
+    /// [`SocketLink`]: crate::support::socket_link::SocketLink
+    pub fn relay_url_in(&self, dir: &Path) -> String {
+        self.relay_url()
+            .replace(&self.socket_dir, dir.to_str().expect("a UTF-8 path"))
+    }
+
     /// `pause` (stop the server, keep its files) or `resume`.
     pub async fn run(&self, command: &'static str) {
         let path: PathBuf = self.state.path().to_path_buf();

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{BusHealth, EventKind, JobBus};
+use super::{BusHealth, ControlRequest, EventKind, JobBus};
 use crate::config::ClusterConfig;
 use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
@@ -106,7 +106,7 @@ impl RedisBus {
             writer,
             queued_bytes: AtomicUsize::new(0),
             mirrors: Mutex::new(HashMap::new()),
-            cancel_requests: Mutex::new(Some(requests)),
+            control_requests: Mutex::new(Some(requests)),
             health: Health::default(),
             generation_bucket: redis::Script::new(GENERATION_BUCKET),
         });
@@ -207,6 +207,10 @@ impl JobBus for RedisBus {
                 .arg(&key)
                 .arg(self.shared.settings.stream_expire_secs)
                 .ignore()
+                .cmd("PUBLISH")
+                .arg(CONTROL_CHANNEL)
+                .arg(control::encode(ControlRequest::LeaseSwept(row.id)))
+                .ignore()
                 .query_async(&mut conn)
                 .await
         })
@@ -221,8 +225,11 @@ impl JobBus for RedisBus {
     async fn request_cancel(&self, job_id: Uuid) -> bool {
         let sent: RedisResult<i64> = async {
             let mut conn = self.shared.commands().await?;
-            conn.publish(CONTROL_CHANNEL, format!("cancel:{job_id}"))
-                .await
+            conn.publish(
+                CONTROL_CHANNEL,
+                control::encode(ControlRequest::Cancel(job_id)),
+            )
+            .await
         }
         .await;
         match sent {
@@ -237,8 +244,8 @@ impl JobBus for RedisBus {
         }
     }
 
-    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<Uuid>> {
-        self.shared.cancel_requests.lock().take()
+    fn take_control_requests(&self) -> Option<mpsc::UnboundedReceiver<ControlRequest>> {
+        self.shared.control_requests.lock().take()
     }
 
     async fn take_generation(&self, user_id: Uuid, per_minute: u32) -> Option<bool> {

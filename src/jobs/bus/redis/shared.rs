@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::batch::BatchWriter;
 use crate::config::ClusterConfig;
+use crate::jobs::bus::ControlRequest;
 use crate::jobs::channel::JobChannel;
 use crate::store::Store;
 
@@ -141,7 +142,7 @@ pub(super) struct Shared {
     pub(super) writer: mpsc::UnboundedSender<Append>,
     pub(super) queued_bytes: AtomicUsize,
     pub(super) mirrors: Mutex<HashMap<Uuid, Arc<JobChannel>>>,
-    pub(super) cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
+    pub(super) control_requests: Mutex<Option<mpsc::UnboundedReceiver<ControlRequest>>>,
     pub(super) health: Health,
     pub(super) generation_bucket: redis::Script,
 }
