@@ -164,6 +164,8 @@ pub struct Metrics {
     pub jobs_finished: LabeledCounter,
     /// Labels: code.
     pub upstream_failures: LabeledCounter,
+    /// Jobs this instance failed because their lease expired (their instance stopped renewing).
+    pub jobs_lease_swept: AtomicU64,
     /// How long jobs take.
     pub job_duration: Histogram,
     /// Backend event received → frame queued to every subscriber.
@@ -195,6 +197,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     jobs_running: Mutex::new(BTreeMap::new()),
     jobs_finished: LabeledCounter::default(),
     upstream_failures: LabeledCounter::default(),
+    jobs_lease_swept: AtomicU64::new(0),
     job_duration: Histogram::new(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0]),
     relay_latency: Histogram::new(&[
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
@@ -266,6 +269,12 @@ impl Metrics {
             "relay_events_relayed_total",
             "Job events delivered to subscribed sockets (one per socket).",
             self.events_relayed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "relay_jobs_lease_swept_total",
+            "Jobs failed here because their instance stopped renewing their lease.",
+            self.jobs_lease_swept.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -25,6 +25,7 @@ use super::runner;
 use crate::auth::Identity;
 use crate::backend::selector::{BackendSelector, SelectError};
 use crate::backend::{Backend, BackendKind, Failure};
+use crate::metrics::METRICS;
 use crate::store::models::{JobRow, JobStatus};
 use crate::store::{JobStart, JobUpdate, QuotaKind, StartLimits, Store, StoreError};
 
@@ -388,6 +389,9 @@ impl Jobs {
             .store
             .fail_expired_jobs(&failure.user_message)
             .await?;
+        METRICS
+            .jobs_lease_swept
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         for row in &rows {
             tracing::warn!(job_id = %row.id, user_id = %row.user_id, "job's instance stopped renewing its lease; failed");
             let (message, _) = state_from_database(row);
