@@ -13,7 +13,6 @@ use tracing::Instrument;
 
 use super::bus::ControlRequest;
 use super::registry::Jobs;
-use crate::backend::Failure;
 use crate::store::models::JobStatus;
 use crate::store::Store;
 
@@ -153,12 +152,12 @@ fn act_on(jobs: &Jobs, request: ControlRequest) {
         // Cut off from the database, this instance could renew no lease, while another found
         // this one expired and failed the row: end the job now, as the row and the other
         // instances' watchers say, rather than when the database answers here again.
+        // The runner ends a job whose row says `failed` with the sweep's own failure.
         ControlRequest::LeaseSwept(job_id) => {
             let Some(job) = jobs.live(job_id) else { return };
             let Some(mut row) = job.row() else { return };
             tracing::warn!(%job_id, "another instance failed this job's expired lease; stopped");
             row.status = JobStatus::Failed;
-            row.error = Some(Failure::instance_lost().user_message);
             job.end_as(row);
         }
     }

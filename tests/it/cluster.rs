@@ -667,15 +667,7 @@ async fn sigkill_of_the_owner_fails_its_job_for_watchers_elsewhere_and_frees_the
     assert!(killed_at.elapsed() < Duration::from_secs(30));
     assert_eq!(cluster.job_status(&job_id).await, "failed");
     // What an operator's alert counts: the survivor failed one job of a lost replica.
-    let metrics = reqwest::get(format!(
-        "http://127.0.0.1:{}/metrics",
-        cluster.replicas[1].port
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = relay::metrics(([127, 0, 0, 1], cluster.replicas[1].port).into()).await;
     assert!(
         metrics
             .lines()

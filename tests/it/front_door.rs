@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::relay::{Client, TestRelay, SECRET};
+use crate::support::relay::{metrics, Client, TestRelay, SECRET};
 use crate::support::relay_process::{health_status, RelayProcess};
 
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n";
@@ -72,12 +72,7 @@ async fn half_sent_request_line_is_closed_within_ten_seconds() {
         closed_within(&mut silent, Duration::from_secs(10) - opened.elapsed()).await,
         "a connection that sent nothing was still open after 10 s"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", relay.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(relay.addr).await;
     assert!(
         metrics.contains("relay_http_connections_shed_total{reason=\"header_timeout\"}"),
         "{metrics}"

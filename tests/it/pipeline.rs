@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fake_anthropic::{FakeAnthropic, Pipeline, Scenario};
 use fake_modal::{Answer, FakeModal, Script};
-use relay::{eventually, Client, TestRelay};
+use relay::{eventually, metrics, Client, TestRelay};
 use serde_json::{json, Value};
 use tools::{claude_bin, cli_user, git};
 use uuid::Uuid;
@@ -62,15 +62,6 @@ fn find<'a>(frames: &'a [Value], kind: &str) -> &'a Value {
         .iter()
         .find(|f| f["type"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in {frames:#?}"))
-}
-
-async fn metrics(relay: &TestRelay) -> String {
-    reqwest::get(format!("http://{}/metrics", relay.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 // --- Modal --------------------------------------------------------------------------------
@@ -309,7 +300,7 @@ async fn prewarm_runs_once_per_user_within_five_minutes() {
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls.contains(&json!({"user_id": alice.to_string()})));
     assert!(calls.contains(&json!({"user_id": bob.to_string()})));
-    assert!(metrics(&relay)
+    assert!(metrics(relay.addr)
         .await
         .contains("relay_modal_calls_total{endpoint=\"prewarm_sandbox\"}"));
 }
@@ -340,7 +331,7 @@ async fn a_failed_prewarm_is_retried_at_the_next_init_and_never_delays_it() {
     .await;
     // The hung one times out and is logged; nothing else happens.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(metrics(&relay)
+    assert!(metrics(relay.addr)
         .await
         .contains("relay_modal_call_failures_total{endpoint=\"prewarm_sandbox\"}"));
 }
@@ -360,7 +351,7 @@ async fn every_intent_failure_means_a_generation() {
         );
         assert_eq!(find(&frames, "completed")["job"]["status"], "completed");
         assert_eq!(modal.requests().len(), 1, "{answer:?}");
-        let text = metrics(&relay).await;
+        let text = metrics(relay.addr).await;
         assert!(
             text.contains("relay_modal_call_failures_total{endpoint=\"detect_intent\"}"),
             "{answer:?}"
@@ -657,7 +648,7 @@ async fn local_failures_fall_back_to_edit_and_keyword_skills() {
         progress_messages(&frames).contains(&"Claude CLI スキル: p5js-setup, game-ai".to_string()),
         "{frames:#?}"
     );
-    let text = metrics(&relay).await;
+    let text = metrics(relay.addr).await;
     assert!(text.contains("relay_pipeline_cli_calls_total{purpose=\"intent\",outcome=\"timeout\"}"));
     assert!(text.contains("relay_pipeline_fallbacks_total{step=\"skills\"}"));
     // Garbage answers: edit, and the keyword rules again.

@@ -65,27 +65,30 @@ impl OwnPostgres {
         }
     }
 
+    /// The port the server's socket (and TLS listener, if any) is named after.
+    fn port(&self) -> u16 {
+        self.tls.as_ref().map_or(5432, |(_, port)| *port)
+    }
+
     /// The relay's `DATABASE_URL`, over the unix socket.
     pub fn relay_url(&self) -> String {
-        let port = self.tls.as_ref().map_or(5432, |(_, port)| *port);
-        format!(
-            "postgresql://relay:relay-test@/relay_dev?host={}&port={port}",
-            self.socket_dir
-        )
+        self.relay_url_in(Path::new(&self.socket_dir))
     }
 
     /// The server's unix socket file.
     pub fn socket(&self) -> PathBuf {
-        let port = self.tls.as_ref().map_or(5432, |(_, port)| *port);
-        Path::new(&self.socket_dir).join(format!(".s.PGSQL.{port}"))
+        Path::new(&self.socket_dir).join(format!(".s.PGSQL.{}", self.port()))
     }
 
     /// The relay's `DATABASE_URL`, over a socket of the same name in `dir` (a [`SocketLink`]'s).
     ///
     /// [`SocketLink`]: crate::support::socket_link::SocketLink
     pub fn relay_url_in(&self, dir: &Path) -> String {
-        self.relay_url()
-            .replace(&self.socket_dir, dir.to_str().expect("a UTF-8 path"))
+        format!(
+            "postgresql://relay:relay-test@/relay_dev?host={}&port={}",
+            dir.display(),
+            self.port()
+        )
     }
 
     /// `pause` (stop the server, keep its files) or `resume`.
@@ -99,10 +102,10 @@ impl OwnPostgres {
 
     /// A superuser connection to the relay's database.
     pub async fn admin(&self) -> tokio_postgres::Client {
-        let port = self.tls.as_ref().map_or(5432, |(_, port)| *port);
         let dsn = format!(
-            "host={} port={port} user=postgres dbname=relay_dev",
-            self.socket_dir
+            "host={} port={} user=postgres dbname=relay_dev",
+            self.socket_dir,
+            self.port()
         );
         let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
             .await

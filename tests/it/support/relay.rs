@@ -28,6 +28,16 @@ pub async fn ready(addr: SocketAddr) -> (u16, Value) {
     (status, response.json().await.expect("/ready json"))
 }
 
+/// `GET /metrics` of the relay at `addr`: the exposition text.
+pub async fn metrics(addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text")
+}
+
 /// Wait until `check` holds (what the relay does without answering, e.g. a file it writes
 /// or an upstream call it makes); fails naming `what` after `WAIT`.
 pub async fn eventually(what: &str, check: impl Fn() -> bool) {
