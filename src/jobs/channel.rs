@@ -37,6 +37,9 @@ pub enum SubscriptionKind {
 struct Subscriber {
     sink: OutboundSender,
     kind: SubscriptionKind,
+    /// The job waits for this socket when its queue backs up; cleared once the socket has
+    /// kept the job waiting for a whole grace period (it is then left to overflow).
+    paced: bool,
 }
 
 struct Inner {
@@ -218,7 +221,11 @@ impl JobChannel {
             let game_updated = (kind == SubscriptionKind::Message).then(|| self.game_updated());
             sink.send(Outbound::Batch(inner.log.replay(game_updated.as_ref())));
         }
-        inner.subscribers.push(Subscriber { sink, kind });
+        inner.subscribers.push(Subscriber {
+            sink,
+            kind,
+            paced: true,
+        });
     }
 
     /// Stops sending this job's events to a connection.
@@ -233,6 +240,27 @@ impl JobChannel {
             }
             !leaving
         });
+    }
+
+    /// A socket whose queue is backing up and that the job still waits for: the job reads
+    /// no further until it drains (or gives up on it, [`stop_pacing`](Self::stop_pacing)).
+    pub fn backlogged(&self) -> Option<OutboundSender> {
+        self.inner
+            .lock()
+            .subscribers
+            .iter()
+            .find(|sub| sub.paced && sub.sink.is_backlogged())
+            .map(|sub| sub.sink.clone())
+    }
+
+    /// Stop waiting for this connection's queue: a client that stays this slow is closed
+    /// when its queue overflows, and the job goes on.
+    pub fn stop_pacing(&self, conn_id: u64) {
+        for sub in self.inner.lock().subscribers.iter_mut() {
+            if sub.sink.conn_id() == conn_id {
+                sub.paced = false;
+            }
+        }
     }
 
     /// Whether any connection of this process follows the job.

@@ -27,6 +27,9 @@ const PREPARING: &str = "実行環境を準備中...";
 /// Backend events handled at most before the sockets are woken and the cancel and the
 /// timeout are looked at again.
 const BURST_MAX: usize = 64;
+/// How long a job waits at most for a socket whose queue backs up before it leaves that
+/// socket to overflow: a stalled tab costs the job this once, a slow one nothing.
+const PACE_GRACE: Duration = Duration::from_secs(2);
 /// Progress persisted at most this often while a job streams.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -228,14 +231,13 @@ async fn drive(
                 event = events.next() => {
                     // The events that came with this one are handled before the sockets
                     // are woken, so each writes them together.
-                    let _held = job.channel.hold_wakes();
+                    let held = job.channel.hold_wakes();
                     let mut ended = handle(event);
-                    for _ in 1..BURST_MAX {
-                        if ended.is_some() {
-                            break;
-                        }
-                        // The upstream's next chunk comes from its connection task: one
-                        // turn of the scheduler lets it hand over what it already read.
+                    let mut handled = 1;
+                    while ended.is_none() && handled < BURST_MAX {
+                        // A backend whose reader is a task of its own (the local CLI, a
+                        // proxied Modal run) hands over what it already read after one
+                        // turn of the scheduler.
                         let mut next = events.next().now_or_never();
                         if next.is_none() {
                             tokio::task::yield_now().await;
@@ -243,9 +245,28 @@ async fn drive(
                         }
                         let Some(event) = next else { break };
                         ended = handle(event);
+                        handled += 1;
                     }
                     if let Some(outcome) = ended {
                         break outcome;
+                    }
+                    drop(held);
+                    if handled == BURST_MAX {
+                        // More is ready: the sockets just woken write this burst before the
+                        // next is read, and one whose queue backs up is waited for (a while),
+                        // so a browser that reads keeps pace with however fast the upstream is.
+                        tokio::task::yield_now().await;
+                        if let Some(sink) = job.channel.backlogged() {
+                            tokio::select! {
+                                biased;
+                                _ = &mut cancelled => break cancelled_outcome(engine, job),
+                                drained = tokio::time::timeout(PACE_GRACE, sink.drained()) => {
+                                    if drained.is_err() {
+                                        job.channel.stop_pacing(sink.conn_id());
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -3,6 +3,7 @@
 //! queue and the registry of the open ones with their shared clock. It sits below both so
 //! that neither imports the other (docs/protocol.md).
 
+pub mod deadline;
 pub mod outbound;
 pub mod protocol;
 pub mod sockets;

@@ -14,6 +14,7 @@ use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::deadline::{Deadline, PackedDeadline};
 use crate::metrics::{counter_inc, METRICS};
 use crate::wire::protocol::{close, texts, ServerMessage};
 
@@ -40,44 +41,6 @@ impl Outbound {
     }
 }
 
-/// What a socket's clock waits for, in Unix milliseconds. The sockets' one shared clock
-/// ([`OpenSockets`](super::sockets::OpenSockets)) acts on it, so no socket holds a timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    /// The client must have authenticated by then.
-    Auth(u64),
-    /// The client's token has expired by then (clock-skew leeway included).
-    Token(u64),
-}
-
-/// [`Deadline`] packed into one word: the top bit marks a token's expiry; all ones, none.
-#[derive(Debug)]
-struct PackedDeadline(AtomicU64);
-
-impl PackedDeadline {
-    const NONE: u64 = u64::MAX;
-    const TOKEN: u64 = 1 << 63;
-
-    fn pack(deadline: Deadline) -> u64 {
-        match deadline {
-            Deadline::Auth(at) => at.min(Self::TOKEN - 1),
-            Deadline::Token(at) => at.min(Self::TOKEN - 2) | Self::TOKEN,
-        }
-    }
-
-    fn unpack(word: u64) -> Option<Deadline> {
-        match word {
-            Self::NONE => None,
-            w if w & Self::TOKEN != 0 => Some(Deadline::Token(w & !Self::TOKEN)),
-            w => Some(Deadline::Auth(w)),
-        }
-    }
-
-    fn at(word: u64) -> u64 {
-        word & !Self::TOKEN
-    }
-}
-
 /// The queued items and the bytes of text they hold.
 #[derive(Default)]
 struct Queue {
@@ -85,9 +48,21 @@ struct Queue {
     bytes: usize,
 }
 
+impl Queue {
+    /// At most a quarter of either budget queued.
+    fn is_drained(&self, shared: &Shared) -> bool {
+        self.bytes <= shared.max_bytes / 4 && self.items.len() <= shared.max_items / 4
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Tells a job waiting for this queue to drain (see [`OutboundSender::drained`]) that
+    /// it has: notified only while `drain_awaited` is set, so writing costs nothing extra
+    /// when nobody waits.
+    drained: Notify,
+    drain_awaited: AtomicBool,
     max_items: usize,
     /// One item always fits an empty queue, so a frame above the budget still reaches a
     /// client that reads; every frame is itself bounded by another budget.
@@ -124,6 +99,8 @@ impl OutboundSender {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
+            drained: Notify::new(),
+            drain_awaited: AtomicBool::new(false),
             max_items,
             max_bytes,
             closed: AtomicBool::new(false),
@@ -179,6 +156,7 @@ impl OutboundSender {
                     );
                     counter_inc(&METRICS.outbound_overflow_disconnects);
                     self.shared.ready.notify_one();
+                    self.shared.drained.notify_waiters();
                 }
                 return false;
             }
@@ -267,6 +245,27 @@ impl OutboundSender {
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire) || self.shared.overflowed.load(Ordering::Acquire)
     }
+
+    /// Whether more than half of either budget is queued: the client reads slower than its
+    /// job produces.
+    pub fn is_backlogged(&self) -> bool {
+        let queue = self.shared.queue.lock();
+        queue.bytes > self.shared.max_bytes / 2 || queue.items.len() > self.shared.max_items / 2
+    }
+
+    /// Wait until at most a quarter of either budget is queued, or the connection is gone.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.shared.drain_awaited.store(true, Ordering::Release);
+            if self.is_closed() || self.shared.queue.lock().is_drained(&self.shared) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl OutboundReceiver {
@@ -293,6 +292,10 @@ impl OutboundReceiver {
         if queue.items.is_empty() && queue.items.capacity() > 64 {
             queue.items.shrink_to(0);
         }
+        if queue.is_drained(&self.shared) && self.shared.drain_awaited.swap(false, Ordering::AcqRel)
+        {
+            self.shared.drained.notify_waiters();
+        }
         Some(item)
     }
 }
@@ -302,12 +305,56 @@ impl Drop for OutboundReceiver {
         self.shared.closed.store(true, Ordering::Release);
         let mut queue = self.shared.queue.lock();
         *queue = Queue::default();
+        drop(queue);
+        self.shared.drained.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_backlogged_queue_is_waited_for_until_a_quarter_is_left() {
+        let (tx, mut rx) = OutboundSender::channel(1, 1024, 100);
+        for _ in 0..6 {
+            assert!(tx.send(Outbound::Frame(Utf8Bytes::from("0123456789"))));
+        }
+        assert!(tx.is_backlogged(), "60 of 100 bytes queued");
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.drained().await }
+        });
+        for _ in 0..3 {
+            rx.try_recv();
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "30 bytes queued, more than a quarter"
+        );
+        rx.try_recv();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("20 bytes queued: drained")
+            .unwrap();
+        assert!(!tx.is_backlogged());
+
+        // A connection that goes away releases its waiter too.
+        for _ in 0..5 {
+            tx.send(Outbound::Frame(Utf8Bytes::from("0123456789")));
+        }
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.drained().await }
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("a closed queue is not waited for")
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn delivers_in_order_and_wakes_the_receiver() {

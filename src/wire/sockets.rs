@@ -10,7 +10,8 @@ use parking_lot::Mutex;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::{Deadline, OutboundSender};
+use super::deadline::Deadline;
+use super::outbound::OutboundSender;
 use super::protocol::close;
 
 /// How often the clock looks at every socket: the precision of the authentication deadline

@@ -15,7 +15,8 @@ use super::session::Connection;
 use crate::metrics::{gauge_add, METRICS};
 use crate::rate_limit::TokenBucket;
 use crate::state::AppState;
-use crate::wire::outbound::{Deadline, Outbound, OutboundReceiver, OutboundSender};
+use crate::wire::deadline::Deadline;
+use crate::wire::outbound::{Outbound, OutboundReceiver, OutboundSender};
 use crate::wire::protocol::{texts, ClientMessage, ServerMessage};
 use crate::wire::sockets::unix_millis;
 

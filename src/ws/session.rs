@@ -12,7 +12,8 @@ use crate::jobs::{JobChannel, SubscriptionKind};
 use crate::metrics::{gauge_add, METRICS};
 use crate::pipeline::style::PendingStyle;
 use crate::state::AppState;
-use crate::wire::outbound::{Deadline, Outbound, OutboundSender};
+use crate::wire::deadline::Deadline;
+use crate::wire::outbound::{Outbound, OutboundSender};
 use crate::wire::protocol::ServerMessage;
 
 /// The per-socket state a handler may change.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use dreamcore_relay::backend::modal::ModalBackend;
+use dreamcore_relay::backend::modal::{BuildError, ModalBackend};
 use dreamcore_relay::backend::{
     Backend, BackendEvent, BackendKind, EventStream, Failure, RunRequest,
 };
@@ -28,7 +28,7 @@ const USER: &str = "6b229f33-0c1e-4d5a-9a61-1f0e2b7c9d10";
 const PROJECT: &str = "019c390f-7a2b-7c11-8e3d-55aa90c4b021";
 
 /// The backend as the relay builds it from `config`.
-fn new_backend(config: &Config) -> Result<ModalBackend, reqwest::Error> {
+fn new_backend(config: &Config) -> Result<ModalBackend, BuildError> {
     ModalBackend::new(&config.modal, config.http.upstream_pool())
 }
 

@@ -1,23 +1,46 @@
 //! The HTTP side of a Modal run: the client, and the `generate_game` POST with
 //! `X-Modal-Secret` up to a response with a success status.
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use tokio::time::timeout;
 
+use super::direct::{proxy_in_environment, Connector, DirectError};
 use crate::backend::{Failure, RunRequest};
 use crate::config::{ModalConfig, Secret, UpstreamPool};
 
-const SECRET_HEADER: &str = "X-Modal-Secret";
+/// Lower case: a header name as HTTP/1 sends it either way.
+const SECRET_HEADER: &str = "x-modal-secret";
 /// How much of a non-2xx body is kept for the log line.
 const ERROR_BODY_LIMIT: usize = 4096;
+
+/// Why the backend's HTTP clients could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The pooled client (reqwest) could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The TLS set-up of the runs' own connections failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A response body's chunks.
+pub(super) type Body = Pin<Box<dyn Stream<Item = Result<Bytes, DirectError>> + Send>>;
 
 /// What every run of one backend shares: the HTTP client, the endpoint and its secret.
 pub(super) struct Shared {
     client: reqwest::Client,
     endpoint: String,
+    /// The endpoint, when its runs take a connection of their own (`direct.rs`); `None`
+    /// when a proxy must carry them.
+    direct: Option<hyper::Uri>,
+    connector: Connector,
     secret: Secret,
     idle_timeout: Duration,
 }
@@ -31,7 +54,7 @@ struct GenerateBody<'a> {
 }
 
 impl Shared {
-    pub(super) fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, reqwest::Error> {
+    pub(super) fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, BuildError> {
         let client = pool
             .client()
             .use_rustls_tls()
@@ -44,6 +67,11 @@ impl Shared {
         Ok(Self {
             client,
             endpoint: config.endpoint.clone(),
+            direct: config.endpoint.parse::<hyper::Uri>().ok().filter(|uri| {
+                matches!(uri.scheme_str(), Some(scheme @ ("http" | "https"))
+                    if uri.host().is_some() && !proxy_in_environment(scheme, |name| std::env::var_os(name)))
+            }),
+            connector: Connector::new(config.connect_timeout())?,
             secret: config.secret.clone(),
             idle_timeout: config.idle_timeout(),
         })
@@ -59,8 +87,9 @@ impl Shared {
         !self.secret.is_empty()
     }
 
-    /// Sends the POST; a response with a success status, or the failure that ends the run.
-    pub(super) async fn post(&self, request: &RunRequest) -> Result<reqwest::Response, Failure> {
+    /// Sends the POST; the body of a response with a success status, or the failure that
+    /// ends the run.
+    pub(super) async fn post(&self, request: &RunRequest) -> Result<Body, Failure> {
         let mut secret = HeaderValue::from_str(self.secret.expose())
             .map_err(|_| Failure::internal("MODAL_INTERNAL_SECRET is not a valid header value"))?;
         secret.set_sensitive(true);
@@ -69,34 +98,51 @@ impl Shared {
             project_id: request.project_id.hyphenated().to_string(),
             prompt: &request.prompt,
         };
-        let send = self
-            .client
-            .post(&self.endpoint)
-            .header(CONTENT_TYPE, "application/json")
-            .header(SECRET_HEADER, secret)
-            .json(&body)
-            .send();
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| Failure::internal(format!("generate_game body: {e}")))?;
+        let send = async {
+            if let Some(uri) = &self.direct {
+                let headers = vec![
+                    (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                    (HeaderName::from_static(SECRET_HEADER), secret),
+                ];
+                let (status, body) = self.connector.post(uri, headers, Bytes::from(body)).await?;
+                return Ok::<_, DirectError>((status.as_u16(), Box::pin(body) as Body));
+            }
+            let response = self
+                .client
+                .post(&self.endpoint)
+                .header(CONTENT_TYPE, "application/json")
+                .header(SECRET_HEADER, secret)
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            Ok((
+                status,
+                Box::pin(response.bytes_stream().map_err(DirectError::from)) as Body,
+            ))
+        };
         // Waiting for the response head is waiting for upstream data too.
-        let response = match timeout(self.idle_timeout, send).await {
+        let (status, body) = match timeout(self.idle_timeout, send).await {
             Err(_) => return Err(Failure::stream_idle(self.idle_timeout.as_secs())),
-            Ok(Err(e)) => return Err(Failure::network(error_chain(&e))),
+            Ok(Err(e)) => return Err(Failure::network(error_chain(&*e))),
             Ok(Ok(response)) => response,
         };
-        let status = response.status();
-        if !status.is_success() {
-            let body = self.read_error_body(response).await;
-            return Err(Failure::upstream_http(status.as_u16(), &body));
+        if !(200..300).contains(&status) {
+            let text = self.read_error_body(body).await;
+            return Err(Failure::upstream_http(status, &text));
         }
-        Ok(response)
+        Ok(body)
     }
 
     /// The first few KiB of an error body, for the log line; whatever arrived in time.
-    async fn read_error_body(&self, mut response: reqwest::Response) -> String {
+    async fn read_error_body(&self, mut response: Body) -> String {
         let mut body = Vec::new();
         let read = async {
             while body.len() < ERROR_BODY_LIMIT {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                match response.next().await {
+                    Some(Ok(chunk)) => body.extend_from_slice(&chunk),
                     _ => break,
                 }
             }

@@ -4,6 +4,7 @@
 //! exchange, the SSE line decoder and the event mapping live in their own files.
 
 mod client;
+mod direct;
 mod events;
 pub mod pipeline;
 pub mod sse;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendKind, EventStream, RunRequest};
 use crate::config::{ModalConfig, UpstreamPool};
+pub use client::BuildError;
 use client::Shared;
 use stream::ModalStream;
 
@@ -24,8 +26,8 @@ pub struct ModalBackend {
 }
 
 impl ModalBackend {
-    /// Builds the Modal backend and its HTTP client from configuration.
-    pub fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, reqwest::Error> {
+    /// Builds the Modal backend and its HTTP clients from configuration.
+    pub fn new(config: &ModalConfig, pool: UpstreamPool) -> Result<Self, BuildError> {
         Ok(Self {
             shared: Arc::new(Shared::new(config, pool)?),
         })

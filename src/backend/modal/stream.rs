@@ -9,13 +9,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Instrument, Span};
 
-use super::client::{error_chain, Shared};
+use super::client::{error_chain, Body, Shared};
 use super::events::StreamState;
 use super::sse::SseLines;
 use crate::backend::{BackendEvent, Failure, RunRequest};
@@ -29,8 +28,7 @@ const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// wakes the stream.
 const CANCEL_CHECK_EVERY: u8 = 16;
 
-type Posting = Pin<Box<dyn Future<Output = Result<reqwest::Response, Failure>> + Send>>;
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Posting = Pin<Box<dyn Future<Output = Result<Body, Failure>> + Send>>;
 
 /// Where the run is.
 enum Phase {
@@ -147,7 +145,7 @@ impl ModalStream {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.end(BackendEvent::Failed(Failure::stream_dropped(error_chain(
-                        &e,
+                        &*e,
                     ))));
                     return Poll::Ready(());
                 }
@@ -224,10 +222,10 @@ impl Stream for ModalStream {
             match posting.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(failure)) => this.end(BackendEvent::Failed(failure)),
-                Poll::Ready(Ok(response)) => {
+                Poll::Ready(Ok(body)) => {
                     this.last_data = Instant::now();
                     this.idle.as_mut().reset(this.last_data + this.idle_timeout);
-                    this.phase = Phase::Reading(Box::pin(response.bytes_stream()));
+                    this.phase = Phase::Reading(body);
                 }
             }
         }
