@@ -1,6 +1,7 @@
 //! A connection's bounded outbound queue. Job fan-out never blocks on a socket: when a
 //! client stops reading and its queue fills — in frames or in bytes — the connection is told
-//! to close instead of letting memory grow (docs/decisions.md, decisions 7 and 14).
+//! to close instead of letting memory grow (docs/decisions.md, decisions 7 and 14). A job
+//! may wait between bursts for a queue that backs up ([`OutboundSender::drained`]), briefly.
 //!
 //! Hand-rolled on a `VecDeque` + `Notify` rather than `tokio::sync::mpsc` because an idle
 //! queue then owns no heap memory at all, which matters with tens of thousands of mostly

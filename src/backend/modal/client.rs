@@ -10,11 +10,11 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use tokio::time::timeout;
 
-use super::direct::{proxy_in_environment, Connector, DirectError};
+use super::direct::{proxy_in_environment, Connector, ExchangeError};
 use crate::backend::{Failure, RunRequest};
 use crate::config::{ModalConfig, Secret, UpstreamPool};
 
-/// Lower case: a header name as HTTP/1 sends it either way.
+/// In lower case, as `HeaderName::from_static` requires (header names are case-insensitive).
 const SECRET_HEADER: &str = "x-modal-secret";
 /// How much of a non-2xx body is kept for the log line.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -31,16 +31,15 @@ pub enum BuildError {
 }
 
 /// A response body's chunks.
-pub(super) type Body = Pin<Box<dyn Stream<Item = Result<Bytes, DirectError>> + Send>>;
+pub(super) type Body = Pin<Box<dyn Stream<Item = Result<Bytes, ExchangeError>> + Send>>;
 
 /// What every run of one backend shares: the HTTP client, the endpoint and its secret.
 pub(super) struct Shared {
     client: reqwest::Client,
     endpoint: String,
-    /// The endpoint, when its runs take a connection of their own (`direct.rs`); `None`
-    /// when a proxy must carry them.
-    direct: Option<hyper::Uri>,
-    connector: Connector,
+    /// The endpoint and how to connect to it, when its runs take a connection of their own
+    /// (`direct.rs`); `None` when a proxy must carry them.
+    direct: Option<(hyper::Uri, Connector)>,
     secret: Secret,
     idle_timeout: Duration,
 }
@@ -64,14 +63,16 @@ impl Shared {
             // A 307/308 would make reqwest POST the paid generation a second time.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let direct = match config.endpoint.parse::<hyper::Uri>() {
+            Ok(uri) if takes_own_connection(&uri) => {
+                Some((uri, Connector::new(config.connect_timeout())?))
+            }
+            _ => None,
+        };
         Ok(Self {
             client,
             endpoint: config.endpoint.clone(),
-            direct: config.endpoint.parse::<hyper::Uri>().ok().filter(|uri| {
-                matches!(uri.scheme_str(), Some(scheme @ ("http" | "https"))
-                    if uri.host().is_some() && !proxy_in_environment(scheme, |name| std::env::var_os(name)))
-            }),
-            connector: Connector::new(config.connect_timeout())?,
+            direct,
             secret: config.secret.clone(),
             idle_timeout: config.idle_timeout(),
         })
@@ -100,27 +101,24 @@ impl Shared {
         };
         let body = serde_json::to_vec(&body)
             .map_err(|e| Failure::internal(format!("generate_game body: {e}")))?;
+        let headers = [
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (HeaderName::from_static(SECRET_HEADER), secret),
+        ];
         let send = async {
-            if let Some(uri) = &self.direct {
-                let headers = vec![
-                    (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                    (HeaderName::from_static(SECRET_HEADER), secret),
-                ];
-                let (status, body) = self.connector.post(uri, headers, Bytes::from(body)).await?;
-                return Ok::<_, DirectError>((status.as_u16(), Box::pin(body) as Body));
+            if let Some((uri, connector)) = &self.direct {
+                let (status, body) = connector.post(uri, headers, Bytes::from(body)).await?;
+                return Ok::<_, ExchangeError>((status.as_u16(), Box::pin(body) as Body));
             }
-            let response = self
-                .client
-                .post(&self.endpoint)
-                .header(CONTENT_TYPE, "application/json")
-                .header(SECRET_HEADER, secret)
-                .body(body)
-                .send()
-                .await?;
+            let mut post = self.client.post(&self.endpoint).body(body);
+            for (name, value) in headers {
+                post = post.header(name, value);
+            }
+            let response = post.send().await?;
             let status = response.status().as_u16();
             Ok((
                 status,
-                Box::pin(response.bytes_stream().map_err(DirectError::from)) as Body,
+                Box::pin(response.bytes_stream().map_err(ExchangeError::from)) as Body,
             ))
         };
         // Waiting for the response head is waiting for upstream data too.
@@ -150,6 +148,17 @@ impl Shared {
         let _ = timeout(self.idle_timeout, read).await;
         body.truncate(ERROR_BODY_LIMIT);
         String::from_utf8_lossy(&body).into_owned()
+    }
+}
+
+/// Whether runs on `uri` take a connection of their own: an HTTP(S) URL that no proxy in the
+/// environment must carry.
+fn takes_own_connection(uri: &hyper::Uri) -> bool {
+    match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => {
+            uri.host().is_some() && !proxy_in_environment(scheme, |name| std::env::var_os(name))
+        }
+        _ => false,
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// Why an exchange failed: connecting, the TLS handshake or HTTP itself.
-pub(super) type DirectError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type ExchangeError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A plain or a TLS connection.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -66,7 +66,7 @@ impl Connector {
     }
 
     /// A connection to `uri`'s host, TLS for `https`.
-    async fn connect(&self, uri: &Uri) -> Result<Box<dyn Io>, DirectError> {
+    async fn connect(&self, uri: &Uri) -> Result<Box<dyn Io>, ExchangeError> {
         let host = uri.host().ok_or("the endpoint names no host")?;
         let tls = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -91,14 +91,13 @@ impl Connector {
     pub(super) async fn post(
         &self,
         uri: &Uri,
-        headers: Vec<(HeaderName, HeaderValue)>,
+        headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
         body: Bytes,
-    ) -> Result<(StatusCode, ResponseBody), DirectError> {
+    ) -> Result<(StatusCode, ResponseBody), ExchangeError> {
         let io = self.connect(uri).await?;
         let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-        let mut exchange = Exchange {
+        let mut connection = Connecting {
             conn: Some(Box::pin(conn)),
-            _sender: None,
         };
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()));
         if let Some(authority) = uri.authority() {
@@ -112,28 +111,30 @@ impl Connector {
             if let Poll::Ready(response) = sending.as_mut().poll(cx) {
                 return Poll::Ready(response);
             }
-            match exchange.poll_conn(cx) {
+            match connection.poll_conn(cx) {
                 Ok(()) => Poll::Pending,
                 Err(e) => Poll::Ready(Err(e)),
             }
         })
         .await?;
         drop(sending);
-        exchange._sender = Some(sender);
         let (head, body) = response.into_parts();
-        Ok((head.status, ResponseBody { exchange, body }))
+        let body = ResponseBody {
+            connection,
+            _sender: sender,
+            body,
+        };
+        Ok((head.status, body))
     }
 }
 
-/// The connection an exchange runs on.
-struct Exchange {
+/// The connection an exchange runs on, polled by whoever waits for the exchange.
+struct Connecting {
     /// `None` once the connection is done (the body read to its end, or an error).
     conn: Option<Pin<Box<Conn>>>,
-    /// Held while the body is read: without its sender a connection winds down when idle.
-    _sender: Option<SendRequest<Full<Bytes>>>,
 }
 
-impl Exchange {
+impl Connecting {
     /// Move the connection on: it reads the socket into the body and writes the request.
     fn poll_conn(&mut self, cx: &mut Context<'_>) -> Result<(), hyper::Error> {
         if let Some(conn) = &mut self.conn {
@@ -153,16 +154,18 @@ impl Exchange {
 /// A response's body as chunks of bytes, its connection driven by whoever polls it.
 /// Dropping it closes the connection.
 pub(super) struct ResponseBody {
-    exchange: Exchange,
+    connection: Connecting,
+    /// Held while the body is read: without its sender a connection winds down when idle.
+    _sender: SendRequest<Full<Bytes>>,
     body: Incoming,
 }
 
 impl Stream for ResponseBody {
-    type Item = Result<Bytes, DirectError>;
+    type Item = Result<Bytes, ExchangeError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Err(e) = this.exchange.poll_conn(cx) {
+        if let Err(e) = this.connection.poll_conn(cx) {
             return Poll::Ready(Some(Err(e.into())));
         }
         loop {
