@@ -15,6 +15,7 @@ mod live;
 mod outcome;
 pub mod plan;
 pub mod prompt;
+mod published_end;
 pub mod quota;
 mod registry;
 mod request;

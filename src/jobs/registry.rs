@@ -19,6 +19,7 @@ use super::failures::RecentFailure;
 use super::limits::{Slot, SlotError, SlotLimiter};
 use super::live::LiveJob;
 use super::prompt::PromptTemplate;
+use super::published_end;
 use super::quota::QuotaPolicy;
 use super::request::{CancelError, CancelOutcome, JobRequest, StartError, StartOutcome};
 use super::runner;
@@ -381,8 +382,10 @@ impl Jobs {
     /// followers on every instance the `failed` event. Jobs of live instances are never
     /// touched. Returns how many were failed.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        // This instance's own ends first: their rows end as their watchers saw them end.
+        // Ends first, so rows end as their watchers saw them end: this instance's own, then
+        // those other instances published but could not write.
         self.write_unwritten_ends().await;
+        published_end::write_published_ends(&self.engine).await?;
         let failure = Failure::instance_lost();
         let rows = self
             .engine

@@ -70,7 +70,12 @@ impl Prepare for Preparation {
             }
         }
         progress(5, texts::DETECTING_INTENT);
-        let intent = asker.intent(job_backend, user_id, &self.message).await;
+        // Both are round trips to the backend and neither needs the other: the game's code is
+        // read while the intent is asked (and goes unused only for a restore).
+        let (intent, code) = tokio::join!(
+            asker.intent(job_backend, user_id, &self.message),
+            self.files.read(backend, user_id, project_id, "index.html"),
+        );
         tracing::info!(intent = intent.as_str(), "intent detected");
         if intent == Intent::Restore {
             progress(100, texts::RESTORE_CONFIRM);
@@ -90,11 +95,7 @@ impl Prepare for Preparation {
                 },
             };
         }
-        let code = match self
-            .files
-            .read(backend, user_id, project_id, "index.html")
-            .await
-        {
+        let code = match code {
             Ok(code) => code,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read index.html");

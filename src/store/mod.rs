@@ -247,6 +247,8 @@ pub trait Store: Send + Sync + 'static {
     async fn active_jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ActiveJobInfo>, StoreError>;
     /// How many jobs are unfinished, on every instance.
     async fn count_active_jobs(&self) -> Result<usize, StoreError>;
+    /// The unfinished jobs whose lease expired (their instance stopped renewing it).
+    async fn expired_jobs(&self) -> Result<Vec<JobRow>, StoreError>;
     /// Mark failed, with `error`, every unfinished job whose lease expired (its instance
     /// died). Jobs of live instances are never touched. Returns the rows it failed.
     async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError>;

@@ -362,6 +362,35 @@ async fn every_intent_failure_means_a_generation() {
     }
 }
 
+/// The game's code is read while the intent is asked, not after: with `detect_intent`
+/// hanging, `get_file` for `index.html` is already called.
+#[tokio::test]
+async fn the_game_is_read_while_the_intent_is_asked() {
+    let modal = fake_modal().await;
+    let relay = modal_relay(&modal, &[("PIPELINE_INTENT_TIMEOUT_SECS", "30")]).await;
+    modal.answer("detect_intent", Answer::Hang);
+    let mut c = relay.user(Uuid::new_v4()).await;
+    c.create_project("新しいゲーム").await;
+    c.send(json!({"type":"message","content":"敵を増やして"}))
+        .await;
+    eventually("the intent is asked", || {
+        modal.calls("detect_intent").len() == 1
+    })
+    .await;
+    eventually("index.html is read meanwhile", || {
+        modal.calls("get_file").iter().any(|query| {
+            query["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("index.html"))
+        })
+    })
+    .await;
+    assert!(
+        modal.requests().is_empty(),
+        "no generation before the intent"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_chat_answer_falls_back_to_a_generation() {
     let modal = fake_modal().await;

@@ -248,3 +248,89 @@ async fn a_replica_cut_off_from_the_database_alone_ends_its_swept_job_as_the_row
     eventually("the generation is dropped", || fake.open_streams() == 0).await;
     assert_eq!(job_status(&pg.admin().await, job_id).await, "failed");
 }
+
+/// The owner loses the database alone and its job ends before its lease expires: its tab
+/// and a tab following on the other replica both see `completed`, and the other replica's
+/// sweep, finding that end on the bus, ends the row `completed` too rather than `failed`.
+#[tokio::test]
+async fn a_job_that_ended_on_a_replica_cut_off_from_the_database_ends_its_row_as_seen() {
+    let fake = FakeModal::start(|_| answer_after("できました。", Duration::from_secs(1))).await;
+    let pg = OwnPostgres::start().await;
+    let redis = Redis::start().await;
+    let mut link = SocketLink::start(pg.socket());
+    let data_a = tempfile::tempdir().unwrap();
+    let data_b = tempfile::tempdir().unwrap();
+    let clustered = [
+        ("REDIS_URL", redis.url()),
+        ("JOB_LEASE_TTL_SECS", "3".into()),
+    ];
+    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owner_url = pg.relay_url_in(link.dir());
+    let owner =
+        RelayProcess::on_fake_modal_with(data_a.path(), &fake, &owner_url, &clustered).await;
+    let other =
+        RelayProcess::on_fake_modal_with(data_b.path(), &fake, &pg.relay_url(), &clustered).await;
+
+    let user = Uuid::new_v4();
+    register(&pg, user).await;
+    let (mut tab, _) = owner.user(user).await;
+    let project = tab.create_project("孤立").await;
+    tab.send(json!({"type":"message","content":"作って"})).await;
+    let started = tab.recv_until("jobStarted").await.pop().unwrap();
+    let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
+    let (mut follower, _) = other.user(user).await;
+    let selected = follower.select(project).await;
+    assert_eq!(
+        selected["activeJob"]["id"],
+        job_id.to_string(),
+        "{selected}"
+    );
+    eventually("the generation streams", || fake.open_streams() == 1).await;
+
+    link.cut().await;
+    for watcher in [&mut tab, &mut follower] {
+        let end = watcher
+            .recv_until_any(&["completed", "failed", "cancelled"])
+            .await
+            .pop()
+            .unwrap();
+        assert_eq!(end["type"], "completed", "{end}");
+    }
+    // The lease (3 s) expires, then the other replica sweeps every second or so.
+    let admin = pg.admin().await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let status = job_status(&admin, job_id).await;
+            if status != "processing" && status != "pending" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the expired job's row ends");
+    assert_eq!(
+        ended, "completed",
+        "the end its watchers saw, not the sweep's"
+    );
+    let row = admin
+        .query_one(
+            "SELECT progress, error, result FROM public.jobs WHERE id = $1",
+            &[&job_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 100);
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert!(
+        row.get::<_, Option<String>>(2).is_some(),
+        "the job's result"
+    );
+    // The project is free: a new message on the other replica starts a new job.
+    follower
+        .send(json!({"type":"message","content":"もう一度"}))
+        .await;
+    let next = follower.recv_until("jobStarted").await.pop().unwrap();
+    assert_ne!(next["job"]["id"], job_id.to_string(), "{next}");
+    assert_eq!(next["isExisting"], false, "{next}");
+}

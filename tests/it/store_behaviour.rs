@@ -871,6 +871,14 @@ mod suite {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(store.count_active_jobs().await.unwrap(), 3);
 
+        let mut expired: Vec<Uuid> = store
+            .expired_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.id)
+            .collect();
+        expired.sort();
         let mut failed: Vec<Uuid> = store
             .fail_expired_jobs("instance lost")
             .await
@@ -881,7 +889,12 @@ mod suite {
         failed.sort();
         let mut expected = vec![pending.id, processing.id];
         expected.sort();
+        assert_eq!(
+            expired, expected,
+            "listed: only the dead instance's unfinished jobs"
+        );
         assert_eq!(failed, expected, "only the dead instance's unfinished jobs");
+        assert!(store.expired_jobs().await.unwrap().is_empty());
         for id in [pending.id, processing.id] {
             let job = store.get_job(id).await.unwrap().unwrap();
             assert_eq!(

@@ -30,6 +30,11 @@ impl JobBus for MemoryBus {
 
     async fn end_orphan(&self, _row: &JobRow, _message: &ServerMessage) {}
 
+    /// One instance: a job of its own that ended unwritten is in its kept ends, not here.
+    async fn published_end(&self, _job_id: Uuid) -> Option<Utf8Bytes> {
+        None
+    }
+
     async fn request_cancel(&self, _job_id: Uuid) -> bool {
         false
     }

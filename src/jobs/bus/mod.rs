@@ -10,6 +10,7 @@ mod redis;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -52,6 +53,11 @@ pub trait JobBus: EventForward + 'static {
     /// Give followers on every instance the terminal event of a job whose lease the sweep
     /// just failed, and tell its instance, should it still run the job.
     async fn end_orphan(&self, row: &JobRow, message: &ServerMessage);
+
+    /// The terminal event the instance running `job_id` handed to the bus, when the job's
+    /// events end with one: a job whose lease expired after it ended (its instance, cut off
+    /// from the database, kept the end unwritten) rather than one whose instance died.
+    async fn published_end(&self, job_id: Uuid) -> Option<Utf8Bytes>;
 
     /// Ask whichever instance runs `job_id` to cancel it; true when the request went out.
     async fn request_cancel(&self, job_id: Uuid) -> bool;

@@ -199,6 +199,23 @@ pub(super) async fn renew_leases(
     rows.iter().map(|row| get(row, 0)).collect()
 }
 
+pub(super) async fn expired_jobs(store: &PostgresStore) -> Result<Vec<JobRow>, StoreError> {
+    let mut conn = store.connection().await?;
+    let tx = begin(&mut conn, Scope::Service).await?;
+    let rows = query(
+        &tx,
+        &format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE status IN ('pending', 'processing')
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())"
+        ),
+        &[],
+    )
+    .await?;
+    commit(tx).await?;
+    rows.iter().map(job_from_row).collect()
+}
+
 pub(super) async fn fail_expired_jobs(
     store: &PostgresStore,
     error: &str,

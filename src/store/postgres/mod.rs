@@ -178,6 +178,10 @@ impl Store for PostgresStore {
         jobs::count_active_jobs(self).await
     }
 
+    async fn expired_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        jobs::expired_jobs(self).await
+    }
+
     async fn fail_expired_jobs(&self, error: &str) -> Result<Vec<JobRow>, StoreError> {
         jobs::fail_expired_jobs(self, error).await
     }

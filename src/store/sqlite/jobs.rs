@@ -266,6 +266,20 @@ pub(super) async fn renew_leases(
         .await
 }
 
+pub(super) async fn expired_jobs(store: &SqliteStore) -> Result<Vec<JobRow>, StoreError> {
+    store
+        .call(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE status IN ('pending', 'processing')
+                   AND (lease_expires_at IS NULL OR lease_expires_at < ?1)"
+            ))?;
+            let rows = stmt.query_map(params![now_text()], job_from_row)?;
+            rows.collect()
+        })
+        .await
+}
+
 pub(super) async fn fail_expired_jobs(
     store: &SqliteStore,
     error: &str,

@@ -222,6 +222,28 @@ impl JobBus for RedisBus {
         }
     }
 
+    async fn published_end(&self, job_id: Uuid) -> Option<Utf8Bytes> {
+        let key = stream_key(job_id);
+        let read: RedisResult<StreamRangeReply> = decide(async {
+            let mut conn = self.shared.commands().await?;
+            conn.xrevrange_count(&key, "+", "-", 1).await
+        })
+        .await;
+        let mut last = match read {
+            Ok(reply) => {
+                self.shared.health.clear(Part::Commands);
+                reply.ids.into_iter().next()?
+            }
+            Err(e) => {
+                self.shared.health.set(Part::Commands, e);
+                return None;
+            }
+        };
+        let seq = entry_seq(&last.id)?;
+        let (_, kind, frame) = batch::read_entry(seq, std::mem::take(&mut last.map))?.pop()?;
+        kind.is_terminal().then_some(frame)
+    }
+
     async fn request_cancel(&self, job_id: Uuid) -> bool {
         let sent: RedisResult<i64> = async {
             let mut conn = self.shared.commands().await?;
