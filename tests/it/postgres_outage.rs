@@ -196,37 +196,84 @@ async fn after_a_database_outage_no_replica_fails_a_live_owners_jobs() {
     }
 }
 
+/// Two clustered replicas (3 s leases) on one database; the owner reaches it through a link
+/// the test can cut, the other directly. A user's tab on the owner has started a job, whose
+/// generation streams.
+struct CutOffOwner {
+    fake: FakeModal,
+    pg: OwnPostgres,
+    link: SocketLink,
+    other: RelayProcess,
+    _owner: RelayProcess,
+    user: Uuid,
+    tab: crate::support::relay::Client,
+    project: Uuid,
+    job_id: Uuid,
+    _redis: Redis,
+    _data: [tempfile::TempDir; 2],
+}
+
+impl CutOffOwner {
+    /// `answer` after `wait`, for every generation.
+    async fn start(answer: &'static str, wait: Duration) -> Self {
+        let fake = FakeModal::start(move |_| answer_after(answer, wait)).await;
+        let pg = OwnPostgres::start().await;
+        let redis = Redis::start().await;
+        let link = SocketLink::start(pg.socket());
+        let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let clustered = [
+            ("REDIS_URL", redis.url()),
+            ("JOB_LEASE_TTL_SECS", "3".into()),
+        ];
+        let clustered: Vec<(&str, &str)> =
+            clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let owner_url = pg.relay_url_in(link.dir());
+        let owner =
+            RelayProcess::on_fake_modal_with(data[0].path(), &fake, &owner_url, &clustered).await;
+        let other =
+            RelayProcess::on_fake_modal_with(data[1].path(), &fake, &pg.relay_url(), &clustered)
+                .await;
+
+        let user = Uuid::new_v4();
+        register(&pg, user).await;
+        let (mut tab, _) = owner.user(user).await;
+        let project = tab.create_project("孤立").await;
+        tab.send(json!({"type":"message","content":"作って"})).await;
+        let started = tab.recv_until("jobStarted").await.pop().unwrap();
+        let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
+        eventually("the generation streams", || fake.open_streams() == 1).await;
+        Self {
+            fake,
+            pg,
+            link,
+            other,
+            _owner: owner,
+            user,
+            tab,
+            project,
+            job_id,
+            _redis: redis,
+            _data: data,
+        }
+    }
+}
+
 /// The owner loses the database alone (its socket to it is cut; Redis still answers): it can
 /// renew no lease, and the other replica fails its running job once the lease expires. The
 /// owner's own tab must get that `failed` too, and the generation stop, rather than the job
 /// running on to a `completed` that neither the row nor the other replicas' watchers show.
 #[tokio::test]
 async fn a_replica_cut_off_from_the_database_alone_ends_its_swept_job_as_the_row_says() {
-    let fake = FakeModal::start(|_| answer_after("長い仕事", Duration::from_secs(20))).await;
-    let pg = OwnPostgres::start().await;
-    let redis = Redis::start().await;
-    let mut link = SocketLink::start(pg.socket());
-    let data_a = tempfile::tempdir().unwrap();
-    let data_b = tempfile::tempdir().unwrap();
-    let clustered = [
-        ("REDIS_URL", redis.url()),
-        ("JOB_LEASE_TTL_SECS", "3".into()),
-    ];
-    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let owner_url = pg.relay_url_in(link.dir());
-    let owner =
-        RelayProcess::on_fake_modal_with(data_a.path(), &fake, &owner_url, &clustered).await;
-    let _other =
-        RelayProcess::on_fake_modal_with(data_b.path(), &fake, &pg.relay_url(), &clustered).await;
-
-    let user = Uuid::new_v4();
-    register(&pg, user).await;
-    let (mut tab, _) = owner.user(user).await;
-    tab.create_project("孤立").await;
-    tab.send(json!({"type":"message","content":"作って"})).await;
-    let started = tab.recv_until("jobStarted").await.pop().unwrap();
-    let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
-    eventually("the generation streams", || fake.open_streams() == 1).await;
+    // Bound by reference: the relays, Redis and the data directories live to the test's end.
+    let mut cut_off = CutOffOwner::start("長い仕事", Duration::from_secs(20)).await;
+    let CutOffOwner {
+        ref fake,
+        ref pg,
+        ref mut link,
+        ref mut tab,
+        job_id,
+        ..
+    } = cut_off;
 
     link.cut().await;
     let cut_at = tokio::time::Instant::now();
@@ -254,30 +301,17 @@ async fn a_replica_cut_off_from_the_database_alone_ends_its_swept_job_as_the_row
 /// sweep, finding that end on the bus, ends the row `completed` too rather than `failed`.
 #[tokio::test]
 async fn a_job_that_ended_on_a_replica_cut_off_from_the_database_ends_its_row_as_seen() {
-    let fake = FakeModal::start(|_| answer_after("できました。", Duration::from_secs(1))).await;
-    let pg = OwnPostgres::start().await;
-    let redis = Redis::start().await;
-    let mut link = SocketLink::start(pg.socket());
-    let data_a = tempfile::tempdir().unwrap();
-    let data_b = tempfile::tempdir().unwrap();
-    let clustered = [
-        ("REDIS_URL", redis.url()),
-        ("JOB_LEASE_TTL_SECS", "3".into()),
-    ];
-    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let owner_url = pg.relay_url_in(link.dir());
-    let owner =
-        RelayProcess::on_fake_modal_with(data_a.path(), &fake, &owner_url, &clustered).await;
-    let other =
-        RelayProcess::on_fake_modal_with(data_b.path(), &fake, &pg.relay_url(), &clustered).await;
-
-    let user = Uuid::new_v4();
-    register(&pg, user).await;
-    let (mut tab, _) = owner.user(user).await;
-    let project = tab.create_project("孤立").await;
-    tab.send(json!({"type":"message","content":"作って"})).await;
-    let started = tab.recv_until("jobStarted").await.pop().unwrap();
-    let job_id: Uuid = serde_json::from_value(started["job"]["id"].clone()).unwrap();
+    let mut cut_off = CutOffOwner::start("できました。", Duration::from_secs(1)).await;
+    let CutOffOwner {
+        ref pg,
+        ref mut link,
+        ref other,
+        user,
+        ref mut tab,
+        project,
+        job_id,
+        ..
+    } = cut_off;
     let (mut follower, _) = other.user(user).await;
     let selected = follower.select(project).await;
     assert_eq!(
@@ -285,10 +319,9 @@ async fn a_job_that_ended_on_a_replica_cut_off_from_the_database_ends_its_row_as
         job_id.to_string(),
         "{selected}"
     );
-    eventually("the generation streams", || fake.open_streams() == 1).await;
 
     link.cut().await;
-    for watcher in [&mut tab, &mut follower] {
+    for watcher in [tab, &mut follower] {
         let end = watcher
             .recv_until_any(&["completed", "failed", "cancelled"])
             .await
