@@ -103,4 +103,11 @@ pub trait Backend: Send + Sync + 'static {
     fn blockers(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether a run's events are read by a task of its own and handed over (the local CLI's
+    /// reader, a proxied Modal run's connection task): then one more turn of the scheduler
+    /// may bring the next event, worth waiting for before a burst wakes its sockets. A run
+    /// read in the job's own task has nothing more to bring after that turn.
+    fn hands_over_events(&self) -> bool {
+        true
+    }
 }

@@ -176,6 +176,7 @@ async fn drive(
     // as one stage of the job.
     let run_span = tracing::info_span!("backend_run", backend = backend.kind().as_str());
     let mut events = run_span.in_scope(|| backend.run(request, backend_cancel.clone()));
+    let hands_over = backend.hands_over_events();
     let mut meter = ProgressMeter { value: 20 };
     let mut answer = Answer::new(engine.config.answer_max_bytes);
 
@@ -237,9 +238,10 @@ async fn drive(
                     while ended.is_none() && handled < BURST_MAX {
                         // A backend whose reader is a task of its own (the local CLI, a
                         // proxied Modal run) hands over what it already read after one
-                        // turn of the scheduler.
+                        // turn of the scheduler; waiting that turn for a run read here
+                        // would only hold back the sockets' wake-ups.
                         let mut next = events.next().now_or_never();
-                        if next.is_none() {
+                        if next.is_none() && hands_over {
                             tokio::task::yield_now().await;
                             next = events.next().now_or_never();
                         }

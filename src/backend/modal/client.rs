@@ -83,6 +83,11 @@ impl Shared {
         self.idle_timeout
     }
 
+    /// Whether runs go over a connection of their own, read in the job's task (no proxy).
+    pub(super) fn takes_own_connection(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Modal refuses every request without the shared secret.
     pub(super) fn has_secret(&self) -> bool {
         !self.secret.is_empty()

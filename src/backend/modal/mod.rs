@@ -47,6 +47,10 @@ impl Backend for ModalBackend {
         }
     }
 
+    fn hands_over_events(&self) -> bool {
+        !self.shared.takes_own_connection()
+    }
+
     fn run(&self, request: RunRequest, cancel: CancellationToken) -> EventStream {
         // Dropping the stream drops the response, which closes the upstream connection; a
         // cancel ends it within a few polls (`stream.rs`).
