@@ -34,12 +34,15 @@ pub(super) async fn write_published_ends(engine: &Engine) -> Result<usize, Store
     if !engine.bus.is_clustered() {
         return Ok(0);
     }
+    let expired = engine.store.expired_jobs().await?;
+    let ids: Vec<_> = expired.iter().map(|row| row.id).collect();
+    let ends = engine.bus.published_ends(&ids).await;
     let mut written = 0;
-    for row in engine.store.expired_jobs().await? {
-        let Some(frame) = engine.bus.published_end(row.id).await else {
+    for row in expired {
+        let Some(frame) = ends.get(&row.id) else {
             continue;
         };
-        let Some(update) = update_from(&frame) else {
+        let Some(update) = update_from(frame) else {
             tracing::warn!(job_id = %row.id, "the job's terminal event on the bus is unreadable; left to the sweep");
             continue;
         };

@@ -2,6 +2,7 @@
 //! the whole bus — nothing to forward, mirror or ask, and the process's own locks and
 //! buckets decide every limit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,8 +32,8 @@ impl JobBus for MemoryBus {
     async fn end_orphan(&self, _row: &JobRow, _message: &ServerMessage) {}
 
     /// One instance: a job of its own that ended unwritten is in its kept ends, not here.
-    async fn published_end(&self, _job_id: Uuid) -> Option<Utf8Bytes> {
-        None
+    async fn published_ends(&self, _job_ids: &[Uuid]) -> HashMap<Uuid, Utf8Bytes> {
+        HashMap::new()
     }
 
     async fn request_cancel(&self, _job_id: Uuid) -> bool {

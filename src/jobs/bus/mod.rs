@@ -7,6 +7,7 @@
 mod memory;
 mod redis;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -54,10 +55,11 @@ pub trait JobBus: EventForward + 'static {
     /// just failed, and tell its instance, should it still run the job.
     async fn end_orphan(&self, row: &JobRow, message: &ServerMessage);
 
-    /// The terminal event the instance running `job_id` handed to the bus, when the job's
-    /// events end with one: a job whose lease expired after it ended (its instance, cut off
-    /// from the database, kept the end unwritten) rather than one whose instance died.
-    async fn published_end(&self, job_id: Uuid) -> Option<Utf8Bytes>;
+    /// For each of `job_ids` whose events on the bus end with a terminal event, that event:
+    /// a job whose lease expired after it ended (its instance, cut off from the database,
+    /// kept the end unwritten) rather than one whose instance died. Empty when the bus
+    /// cannot tell.
+    async fn published_ends(&self, job_ids: &[Uuid]) -> HashMap<Uuid, Utf8Bytes>;
 
     /// Ask whichever instance runs `job_id` to cancel it; true when the request went out.
     async fn request_cancel(&self, job_id: Uuid) -> bool;

@@ -222,26 +222,46 @@ impl JobBus for RedisBus {
         }
     }
 
-    async fn published_end(&self, job_id: Uuid) -> Option<Utf8Bytes> {
-        let key = stream_key(job_id);
-        let read: RedisResult<StreamRangeReply> = decide(async {
+    async fn published_ends(&self, job_ids: &[Uuid]) -> HashMap<Uuid, Utf8Bytes> {
+        if job_ids.is_empty() {
+            return HashMap::new();
+        }
+        // One round trip for them all, so a Redis that hangs costs the sweep one timeout.
+        let mut last_entries = redis::pipe();
+        for job_id in job_ids {
+            last_entries.xrevrange_count(stream_key(*job_id), "+", "-", 1);
+        }
+        let read: RedisResult<Vec<StreamRangeReply>> = decide(async {
             let mut conn = self.shared.commands().await?;
-            conn.xrevrange_count(&key, "+", "-", 1).await
+            last_entries.query_async(&mut conn).await
         })
         .await;
-        let mut last = match read {
-            Ok(reply) => {
+        let replies = match read {
+            Ok(replies) => {
                 self.shared.health.clear(Part::Commands);
-                reply.ids.into_iter().next()?
+                replies
             }
             Err(e) => {
                 self.shared.health.set(Part::Commands, e);
-                return None;
+                return HashMap::new();
             }
         };
-        let seq = entry_seq(&last.id)?;
-        let (_, kind, frame) = batch::read_entry(seq, std::mem::take(&mut last.map))?.pop()?;
-        kind.is_terminal().then_some(frame)
+        let mut ends = HashMap::new();
+        for (job_id, reply) in job_ids.iter().zip(replies) {
+            let Some(mut last) = reply.ids.into_iter().next() else {
+                continue;
+            };
+            let Some(seq) = entry_seq(&last.id) else {
+                continue;
+            };
+            let events = batch::read_entry(seq, std::mem::take(&mut last.map));
+            if let Some((_, kind, frame)) = events.and_then(|mut events| events.pop()) {
+                if kind.is_terminal() {
+                    ends.insert(*job_id, frame);
+                }
+            }
+        }
+        ends
     }
 
     async fn request_cancel(&self, job_id: Uuid) -> bool {
