@@ -59,6 +59,8 @@ use uuid::Uuid;
 mod cluster;
 #[path = "loadgen/cluster_services.rs"]
 mod cluster_services;
+#[path = "loadgen/floor.rs"]
+mod floor;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -119,6 +121,9 @@ const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency
   cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
           replicas with Redis (follower on the job's replica, then on the other one);
           --rounds N (1) runs the three in turn N times and reports the medians
+  floor-jobs, floor-latency: as jobs and latency, through a process that only copies bytes
+          (no relay): the least relaying these streams costs on this machine; --hops N (1)
+          forwarders in a row (2: the least a cross-replica path costs, Redis left out)
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -144,6 +149,8 @@ struct Common {
     baseline: bool,
     /// Cluster scenarios: how many times the three set-ups run, in turn.
     rounds: usize,
+    /// Floor scenarios: forwarders in a row between the upstream and the clients.
+    hops: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +182,17 @@ enum Scenario {
         rate: u32,
         seconds: u32,
     },
+    FloorJobs {
+        jobs: usize,
+        events: u32,
+    },
+    FloorLatency {
+        jobs: usize,
+        rate: u32,
+        seconds: u32,
+    },
+    /// The floor scenarios' forwarder process.
+    FloorForward,
 }
 
 fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
@@ -191,6 +209,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         timeline: None,
         baseline: false,
         rounds: 1,
+        hops: 1,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -208,7 +227,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
-            | "--event-bytes" | "--timeout-secs" | "--concurrency" | "--rounds" => {
+            | "--event-bytes" | "--timeout-secs" | "--concurrency" | "--rounds" | "--hops" => {
                 let raw = value()?;
                 let n = raw
                     .parse::<u64>()
@@ -228,6 +247,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
     common.timeout = Duration::from_secs(positive("timeout-secs", 300)?);
     common.concurrency = usize_of(positive("concurrency", 200)?)?;
     common.rounds = usize_of(positive("rounds", 1)?)?;
+    common.hops = usize_of(positive("hops", 1)?)?;
     let scenario = match name.as_str() {
         "jobs" => Scenario::Jobs {
             jobs: usize_of(positive("jobs", 1000)?)?,
@@ -256,6 +276,16 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             rate: u32_of(positive("rate", 50)?)?,
             seconds: u32_of(positive("seconds", 10)?)?,
         },
+        "floor-jobs" => Scenario::FloorJobs {
+            jobs: usize_of(positive("jobs", 1000)?)?,
+            events: u32_of(positive("events", 100)?)?,
+        },
+        "floor-latency" => Scenario::FloorLatency {
+            jobs: usize_of(positive("jobs", 200)?)?,
+            rate: u32_of(positive("rate", 50)?)?,
+            seconds: u32_of(positive("seconds", 10)?)?,
+        },
+        "floor-forward" => Scenario::FloorForward,
         other => {
             return Err(BenchError::Usage(format!(
                 "unknown scenario {other}\n{USAGE}"
@@ -1959,6 +1989,27 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
                 cluster::scenario_cluster("cluster-latency", &common, jobs, events, gap, deadline)
                     .await
             }
+            Scenario::FloorJobs { jobs, events } => {
+                floor::scenario_floor(
+                    "floor-jobs",
+                    &common,
+                    jobs,
+                    events,
+                    Duration::ZERO,
+                    deadline,
+                )
+                .await
+            }
+            Scenario::FloorLatency {
+                jobs,
+                rate,
+                seconds,
+            } => {
+                let events = rate.saturating_mul(seconds);
+                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
+                floor::scenario_floor("floor-latency", &common, jobs, events, gap, deadline).await
+            }
+            Scenario::FloorForward => floor::forward().await,
         }
     };
     // A little grace past the deadline so in-flight steps report their own timeouts.
