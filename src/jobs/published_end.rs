@@ -28,26 +28,29 @@ struct EndedJob {
 }
 
 /// End every expired job whose events end with a terminal event as that event says; returns
-/// how many rows were ended so. Only a cluster has instances other than this one, whose own
-/// unwritten ends are written before any sweep.
-pub(super) async fn write_published_ends(engine: &Engine) -> Result<usize, StoreError> {
+/// how many expired jobs are left for the sweep to fail, or `None` when it did not look (only
+/// a cluster has instances other than this one, whose own unwritten ends are written before
+/// any sweep).
+pub(super) async fn write_published_ends(engine: &Engine) -> Result<Option<usize>, StoreError> {
     if !engine.bus.is_clustered() {
-        return Ok(0);
+        return Ok(None);
     }
     let expired = engine.store.expired_jobs().await?;
     let ids: Vec<_> = expired.iter().map(|row| row.id).collect();
     let ends = engine.bus.published_ends(&ids).await;
-    let mut written = 0;
+    let mut left = 0;
     for row in expired {
         let Some(frame) = ends.get(&row.id) else {
+            left += 1;
             continue;
         };
         let Some(update) = update_from(frame) else {
             tracing::warn!(job_id = %row.id, "the job's terminal event on the bus is unreadable; left to the sweep");
+            left += 1;
             continue;
         };
+        // `None`: ended meanwhile (its owner came back, or another sweep); nothing to fail.
         if let Some(ended) = engine.store.update_job(row.id, &update).await? {
-            written += 1;
             tracing::info!(
                 job_id = %row.id,
                 user_id = %row.user_id,
@@ -56,7 +59,7 @@ pub(super) async fn write_published_ends(engine: &Engine) -> Result<usize, Store
             );
         }
     }
-    Ok(written)
+    Ok(Some(left))
 }
 
 /// The terminal update a terminal event's frame describes; `None` for anything else.

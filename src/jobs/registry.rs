@@ -385,7 +385,11 @@ impl Jobs {
         // Ends first, so rows end as their watchers saw them end: this instance's own, then
         // those other instances published but could not write.
         self.write_unwritten_ends().await;
-        published_end::write_published_ends(&self.engine).await?;
+        if published_end::write_published_ends(&self.engine).await? == Some(0) {
+            // Every expired job just read is ended: the same `WHERE` again would find nothing
+            // (a lease lapsing meanwhile is the next tick's).
+            return Ok(0);
+        }
         let failure = Failure::instance_lost();
         let rows = self
             .engine
