@@ -112,7 +112,7 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency> [options]
+const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency|floor-jobs|floor-latency> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
@@ -153,43 +153,57 @@ struct Common {
     hops: usize,
 }
 
+/// Jobs streamed together: how many, how many assistant events each, and how far apart.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    jobs: usize,
+    events: u32,
+    gap: Duration,
+}
+
+/// Who carries a load's events from the fake upstream to the browsers.
+#[derive(Debug, Clone, Copy)]
+enum Through {
+    /// One relay, no Redis.
+    Relay,
+    /// One relay alone, then two replicas with Redis (`cluster.rs`).
+    Cluster,
+    /// Byte forwarders only, no relay (`floor.rs`).
+    Floor,
+}
+
+/// How a streaming scenario's load is given: a burst (`--jobs --events --gap-ms`) or a
+/// steady rate (`--jobs --rate --seconds`).
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Burst,
+    Paced,
+}
+
+/// The streaming scenarios: name, who relays, how the load is given.
+const STREAMING: [(&str, Through, Shape); 6] = [
+    ("jobs", Through::Relay, Shape::Burst),
+    ("latency", Through::Relay, Shape::Paced),
+    ("cluster-jobs", Through::Cluster, Shape::Burst),
+    ("cluster-latency", Through::Cluster, Shape::Paced),
+    ("floor-jobs", Through::Floor, Shape::Burst),
+    ("floor-latency", Through::Floor, Shape::Paced),
+];
+
 #[derive(Debug, Clone, Copy)]
 enum Scenario {
-    Jobs {
-        jobs: usize,
-        events: u32,
-        gap_ms: u64,
+    Streaming {
+        label: &'static str,
+        through: Through,
+        load: Load,
     },
     Idle {
         sockets: usize,
-    },
-    Latency {
-        jobs: usize,
-        rate: u32,
-        seconds: u32,
     },
     Big {
         jobs: usize,
         events: u32,
         event_bytes: usize,
-    },
-    ClusterJobs {
-        jobs: usize,
-        events: u32,
-    },
-    ClusterLatency {
-        jobs: usize,
-        rate: u32,
-        seconds: u32,
-    },
-    FloorJobs {
-        jobs: usize,
-        events: u32,
-    },
-    FloorLatency {
-        jobs: usize,
-        rate: u32,
-        seconds: u32,
     },
     /// The floor scenarios' forwarder process.
     FloorForward,
@@ -248,45 +262,40 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
     common.concurrency = usize_of(positive("concurrency", 200)?)?;
     common.rounds = usize_of(positive("rounds", 1)?)?;
     common.hops = usize_of(positive("hops", 1)?)?;
-    let scenario = match name.as_str() {
-        "jobs" => Scenario::Jobs {
-            jobs: usize_of(positive("jobs", 1000)?)?,
-            events: u32_of(positive("events", 100)?)?,
-            gap_ms: get("gap-ms", 0),
+    let load = |shape: Shape| -> Result<Load> {
+        Ok(match shape {
+            Shape::Burst => Load {
+                jobs: usize_of(positive("jobs", 1000)?)?,
+                events: u32_of(positive("events", 100)?)?,
+                gap: Duration::from_millis(get("gap-ms", 0)),
+            },
+            Shape::Paced => {
+                let rate = u32_of(positive("rate", 50)?)?;
+                Load {
+                    jobs: usize_of(positive("jobs", 200)?)?,
+                    events: rate.saturating_mul(u32_of(positive("seconds", 10)?)?),
+                    gap: Duration::from_secs_f64(1.0 / f64::from(rate)),
+                }
+            }
+        })
+    };
+    let streaming = STREAMING.iter().find(|(label, ..)| *label == name.as_str());
+    let scenario = match (name.as_str(), streaming) {
+        (_, Some(&(label, through, shape))) => Scenario::Streaming {
+            label,
+            through,
+            load: load(shape)?,
         },
-        "idle" => Scenario::Idle {
+        ("idle", None) => Scenario::Idle {
             sockets: usize_of(positive("sockets", 10_000)?)?,
         },
-        "latency" => Scenario::Latency {
-            jobs: usize_of(positive("jobs", 200)?)?,
-            rate: u32_of(positive("rate", 50)?)?,
-            seconds: u32_of(positive("seconds", 10)?)?,
-        },
-        "big" => Scenario::Big {
+        ("big", None) => Scenario::Big {
             jobs: usize_of(positive("jobs", 4)?)?,
             events: u32_of(positive("events", 3000)?)?,
             event_bytes: usize_of(positive("event-bytes", 8192)?)?,
         },
-        "cluster-jobs" => Scenario::ClusterJobs {
-            jobs: usize_of(positive("jobs", 1000)?)?,
-            events: u32_of(positive("events", 100)?)?,
-        },
-        "cluster-latency" => Scenario::ClusterLatency {
-            jobs: usize_of(positive("jobs", 200)?)?,
-            rate: u32_of(positive("rate", 50)?)?,
-            seconds: u32_of(positive("seconds", 10)?)?,
-        },
-        "floor-jobs" => Scenario::FloorJobs {
-            jobs: usize_of(positive("jobs", 1000)?)?,
-            events: u32_of(positive("events", 100)?)?,
-        },
-        "floor-latency" => Scenario::FloorLatency {
-            jobs: usize_of(positive("jobs", 200)?)?,
-            rate: u32_of(positive("rate", 50)?)?,
-            seconds: u32_of(positive("seconds", 10)?)?,
-        },
-        "floor-forward" => Scenario::FloorForward,
-        other => {
+        ("floor-forward", None) => Scenario::FloorForward,
+        (other, None) => {
             return Err(BenchError::Usage(format!(
                 "unknown scenario {other}\n{USAGE}"
             )))
@@ -1410,11 +1419,10 @@ impl Drop for Harness {
 async fn scenario_jobs(
     label: &str,
     common: &Common,
-    jobs: usize,
-    events: u32,
-    gap: Duration,
+    load: Load,
     deadline: TokioInstant,
 ) -> Result<Value> {
+    let Load { jobs, events, gap } = load;
     let harness = Harness::start(common, events, 0, gap).await?;
     let relay = &harness.relay;
     let before = relay.stats()?;
@@ -1945,70 +1953,21 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
     let deadline = TokioInstant::now() + common.timeout;
     let work = async {
         match scenario {
-            Scenario::Jobs {
-                jobs,
-                events,
-                gap_ms,
-            } => {
-                let gap = Duration::from_millis(gap_ms);
-                scenario_jobs("jobs", &common, jobs, events, gap, deadline).await
-            }
+            Scenario::Streaming {
+                label,
+                through,
+                load,
+            } => match through {
+                Through::Relay => scenario_jobs(label, &common, load, deadline).await,
+                Through::Cluster => cluster::scenario_cluster(label, &common, load, deadline).await,
+                Through::Floor => floor::scenario_floor(label, &common, load, deadline).await,
+            },
             Scenario::Idle { sockets } => scenario_idle(&common, sockets, deadline).await,
             Scenario::Big {
                 jobs,
                 events,
                 event_bytes,
             } => scenario_big(&common, jobs, events, event_bytes, deadline).await,
-            Scenario::Latency {
-                jobs,
-                rate,
-                seconds,
-            } => {
-                let events = rate.saturating_mul(seconds);
-                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
-                scenario_jobs("latency", &common, jobs, events, gap, deadline).await
-            }
-            Scenario::ClusterJobs { jobs, events } => {
-                cluster::scenario_cluster(
-                    "cluster-jobs",
-                    &common,
-                    jobs,
-                    events,
-                    Duration::ZERO,
-                    deadline,
-                )
-                .await
-            }
-            Scenario::ClusterLatency {
-                jobs,
-                rate,
-                seconds,
-            } => {
-                let events = rate.saturating_mul(seconds);
-                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
-                cluster::scenario_cluster("cluster-latency", &common, jobs, events, gap, deadline)
-                    .await
-            }
-            Scenario::FloorJobs { jobs, events } => {
-                floor::scenario_floor(
-                    "floor-jobs",
-                    &common,
-                    jobs,
-                    events,
-                    Duration::ZERO,
-                    deadline,
-                )
-                .await
-            }
-            Scenario::FloorLatency {
-                jobs,
-                rate,
-                seconds,
-            } => {
-                let events = rate.saturating_mul(seconds);
-                let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
-                floor::scenario_floor("floor-latency", &common, jobs, events, gap, deadline).await
-            }
             Scenario::FloorForward => floor::forward().await,
         }
     };

@@ -48,15 +48,14 @@ impl Setup {
     }
 }
 
-/// Run the three set-ups with `jobs` jobs of `events` events, `gap` apart.
+/// Run the three set-ups with the load's jobs.
 pub(super) async fn scenario_cluster(
     label: &str,
     common: &Common,
-    jobs: usize,
-    events: u32,
-    gap: Duration,
+    load: Load,
     deadline: TokioInstant,
 ) -> Result<Value> {
+    let Load { jobs, events, gap } = load;
     let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
     let stop_upstream = CancellationToken::new();
     let _stop_on_exit = stop_upstream.clone().drop_guard();

@@ -230,11 +230,10 @@ async fn read_job(conn: TcpStream, events: u64, gap_ns: u64) -> Result<FloorOutc
 pub(super) async fn scenario_floor(
     label: &str,
     common: &Common,
-    jobs: usize,
-    events: u32,
-    gap: Duration,
+    load: Load,
     deadline: TokioInstant,
 ) -> Result<Value> {
+    let Load { jobs, events, gap } = load;
     let mut addr = start_upstream(common.aligned).await?;
     // Each forwarder's upstream is the one before it; clients connect to the last.
     let mut forwarders = Vec::with_capacity(common.hops);
