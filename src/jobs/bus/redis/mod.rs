@@ -246,22 +246,11 @@ impl JobBus for RedisBus {
                 return HashMap::new();
             }
         };
-        let mut ends = HashMap::new();
-        for (job_id, reply) in job_ids.iter().zip(replies) {
-            let Some(mut last) = reply.ids.into_iter().next() else {
-                continue;
-            };
-            let Some(seq) = entry_seq(&last.id) else {
-                continue;
-            };
-            let events = batch::read_entry(seq, std::mem::take(&mut last.map));
-            if let Some((_, kind, frame)) = events.and_then(|mut events| events.pop()) {
-                if kind.is_terminal() {
-                    ends.insert(*job_id, frame);
-                }
-            }
-        }
-        ends
+        job_ids
+            .iter()
+            .zip(replies)
+            .filter_map(|(job_id, reply)| Some((*job_id, terminal_frame(reply)?)))
+            .collect()
     }
 
     async fn request_cancel(&self, job_id: Uuid) -> bool {
@@ -342,4 +331,12 @@ impl JobBus for RedisBus {
             degraded: self.shared.health.report(),
         }
     }
+}
+
+/// The frame of a stream's last entry (`XREVRANGE … COUNT 1`) when it is a terminal event.
+fn terminal_frame(reply: StreamRangeReply) -> Option<Utf8Bytes> {
+    let mut last = reply.ids.into_iter().next()?;
+    let seq = entry_seq(&last.id)?;
+    let (_, kind, frame) = batch::read_entry(seq, std::mem::take(&mut last.map))?.pop()?;
+    kind.is_terminal().then_some(frame)
 }
