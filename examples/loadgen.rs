@@ -123,7 +123,8 @@ const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency
           --rounds N (1) runs the three in turn N times and reports the medians
   floor-jobs, floor-latency: as jobs and latency, through a process that only copies bytes
           (no relay): the least relaying these streams costs on this machine; --hops N (1)
-          forwarders in a row (2: the least a cross-replica path costs, Redis left out)
+          forwarders in a row (3: the least a cross-replica event costs: owning replica,
+          Redis, follower's replica)
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
@@ -616,17 +617,22 @@ async fn generate_game(State(st): State<Arc<Upstream>>, body: Bytes) -> Response
     sse(Body::from_stream(game_events(st)))
 }
 
-/// status, M assistant events (scheduled `gap` apart from the stream start), debug, done.
-fn game_events(st: Arc<Upstream>) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> {
-    // Independent jobs do not tick in phase: stream k starts at a golden-ratio offset within
-    // one gap (evenly spread for any number of streams), unless --aligned asks for lock-step.
-    let k = st.streams.fetch_add(1, Ordering::Relaxed);
-    let phase = if st.aligned {
+/// When the next stream's first event is due, counted in `streams`. Independent jobs do not
+/// tick in phase: stream k starts at a golden-ratio offset within one gap (evenly spread for
+/// any number of streams), unless --aligned asks for lock-step.
+fn stream_start(streams: &AtomicU64, gap: Duration, aligned: bool) -> TokioInstant {
+    let k = streams.fetch_add(1, Ordering::Relaxed);
+    let phase = if aligned {
         Duration::ZERO
     } else {
-        st.gap.mul_f64((k as f64 * 0.618_033_988_75).fract())
+        gap.mul_f64((k as f64 * 0.618_033_988_75).fract())
     };
-    let start = TokioInstant::now() + phase;
+    TokioInstant::now() + phase
+}
+
+/// status, M assistant events (scheduled `gap` apart from the stream start), debug, done.
+fn game_events(st: Arc<Upstream>) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> {
+    let start = stream_start(&st.streams, st.gap, st.aligned);
     let last = st.events + 2;
     futures::stream::unfold(0u32, move |i| {
         let st = st.clone();

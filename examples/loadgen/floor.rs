@@ -64,8 +64,7 @@ async fn forward_job(client: TcpStream, upstream: SocketAddr) -> Result<()> {
     let mut onward = request.into_bytes();
     onward.extend_from_slice(client.buffer());
     up.get_mut().write_all(&onward).await?;
-    let early = up.buffer().to_vec();
-    client.get_mut().write_all(&early).await?;
+    client.get_mut().write_all(up.buffer()).await?;
     let (mut client, mut up) = (client.into_inner(), up.into_inner());
     tokio::io::copy_bidirectional(&mut client, &mut up).await?;
     Ok(())
@@ -108,14 +107,7 @@ async fn serve_upstream(conn: TcpStream, streams: &AtomicU64, aligned: bool) -> 
                     return Err(BenchError::Protocol(format!("bad request {line:?}")));
                 };
                 let gap = Duration::from_nanos(gap_ns);
-                // Spread phases as the relay scenarios' fake upstream does.
-                let k = streams.fetch_add(1, Ordering::Relaxed);
-                let phase = if aligned {
-                    Duration::ZERO
-                } else {
-                    gap.mul_f64((k as f64 * 0.618_033_988_75).fract())
-                };
-                let start = TokioInstant::now() + phase;
+                let start = stream_start(streams, gap, aligned);
                 for seq in 0..events {
                     if !gap.is_zero() {
                         tokio::time::sleep_until(start + gap * (seq as u32 + 1)).await;
