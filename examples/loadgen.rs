@@ -61,6 +61,8 @@ mod cluster;
 mod cluster_services;
 #[path = "loadgen/floor.rs"]
 mod floor;
+#[path = "loadgen/floor_bus.rs"]
+mod floor_bus;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -91,6 +93,8 @@ enum BenchError {
     Relay(String),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("timed out: {0}")]
     Timeout(&'static str),
 }
@@ -112,7 +116,9 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency|floor-jobs|floor-latency> [options]
+const USAGE: &str =
+    "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency|floor-jobs|floor-latency|
+                floor-cluster-jobs|floor-cluster-latency> [options]
   jobs    --jobs N (1000) --events M (100) --gap-ms G (0)
   idle    --sockets N (10000)
   latency --jobs N (200) --rate R events/s (50) --seconds S (10)
@@ -125,10 +131,14 @@ const USAGE: &str = "loadgen <jobs|idle|latency|big|cluster-jobs|cluster-latency
           (no relay): the least relaying these streams costs on this machine; --hops N (1)
           forwarders in a row (3: the least a cross-replica event costs: owning replica,
           Redis, follower's replica)
+  floor-cluster-jobs, floor-cluster-latency: as cluster-*, cross-replica: an owner and a
+          follower per job, through a byte forwarder, a redis-server (XADD and PUBLISH per
+          batch, one subscription) and a byte forwarder: the least the job bus costs here
   common  --relay-bin PATH --timeout-secs T (300) --concurrency C (200) --metrics
           --aligned (all streams tick in phase: the worst case; default spreads their phases)
           --pin (relay on CPU 0 with one runtime worker, load generator on CPU 1)
-          --timeline FILE (jobs/latency: every event's send time and latency, in ms)
+          --timeline FILE (jobs/latency: every event's send time and latency, in ms;
+                           cluster-*: the followers', in FILE.<set-up>)
           --baseline (then the same streams read straight from the fake upstream, no relay:
                       the floor that loopback and this machine's scheduling set)";
 
@@ -171,6 +181,8 @@ enum Through {
     Cluster,
     /// Byte forwarders only, no relay (`floor.rs`).
     Floor,
+    /// Two byte forwarders and Redis, owner and follower per job, no relay (`floor_bus.rs`).
+    FloorBus,
 }
 
 /// How a streaming scenario's load is given: a burst (`--jobs --events --gap-ms`) or a
@@ -182,13 +194,15 @@ enum Shape {
 }
 
 /// The streaming scenarios: name, who relays, how the load is given.
-const STREAMING: [(&str, Through, Shape); 6] = [
+const STREAMING: [(&str, Through, Shape); 8] = [
     ("jobs", Through::Relay, Shape::Burst),
     ("latency", Through::Relay, Shape::Paced),
     ("cluster-jobs", Through::Cluster, Shape::Burst),
     ("cluster-latency", Through::Cluster, Shape::Paced),
     ("floor-jobs", Through::Floor, Shape::Burst),
     ("floor-latency", Through::Floor, Shape::Paced),
+    ("floor-cluster-jobs", Through::FloorBus, Shape::Burst),
+    ("floor-cluster-latency", Through::FloorBus, Shape::Paced),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -1967,6 +1981,9 @@ async fn run(scenario: Scenario, common: Common) -> Result<Value> {
                 Through::Relay => scenario_jobs(label, &common, load, deadline).await,
                 Through::Cluster => cluster::scenario_cluster(label, &common, load, deadline).await,
                 Through::Floor => floor::scenario_floor(label, &common, load, deadline).await,
+                Through::FloorBus => {
+                    floor_bus::scenario_floor_bus(label, &common, load, deadline).await
+                }
             },
             Scenario::Idle { sockets } => scenario_idle(&common, sockets, deadline).await,
             Scenario::Big {

@@ -285,6 +285,12 @@ async fn run_setup(
     };
     let steal = machine_cpu_start.steal_share_until(MachineCpu::read());
     let (latency, latency_steady, _) = Latency::split(&samples, &windows);
+    if let Some(path) = &common.timeline {
+        // One file per set-up: FILE.single-node, FILE.same-replica, FILE.cross-replica.
+        let mut name = path.clone().into_os_string();
+        name.push(format!(".{}", setup.label()));
+        write_timeline(Path::new(&name), &samples)?;
+    }
     // The ramps: events sent before every job was streaming (starts still going on) and
     // after the first job ended (ends going on), apart, to show which one a tail belongs to.
     let steady = steady_window(&windows);

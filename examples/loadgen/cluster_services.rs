@@ -187,6 +187,10 @@ impl RedisServer {
         self.dir.path().join("redis.sock")
     }
 
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(super) fn url(&self) -> String {
         format!("redis+unix://{}", self.socket().display())
     }

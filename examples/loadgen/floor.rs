@@ -19,10 +19,11 @@
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+use super::floor_bus;
 use super::*;
 
 /// Bytes of one event line, newline included: about a relayed `stream` frame.
-const EVENT_BYTES: usize = 200;
+pub(super) const EVENT_BYTES: usize = 200;
 /// Calls made before the stream, as the pre-job pipeline makes (intent, file, skills).
 const CALLS: usize = 3;
 /// The environment variable that tells `floor-forward` where the upstream listens.
@@ -31,13 +32,17 @@ const UPSTREAM_ENV: &str = "LOADGEN_FLOOR_UPSTREAM";
 const WORKERS_ENV: &str = "LOADGEN_FLOOR_WORKERS";
 
 /// `floor-forward`: accept clients, relay each one's job from the upstream, until killed.
+/// With `LOADGEN_FLOOR_ROLE` set it is one of the bus floor's two forwarders instead
+/// (`floor_bus.rs`).
 pub(super) async fn forward() -> Result<Value> {
-    let upstream: SocketAddr = std::env::var(UPSTREAM_ENV)
-        .map_err(|_| BenchError::Usage(format!("{UPSTREAM_ENV} is not set")))?
-        .parse()
-        .map_err(|_| BenchError::Usage(format!("{UPSTREAM_ENV} is not an address")))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("PORT {}", listener.local_addr()?.port());
+    match std::env::var(floor_bus::ROLE_ENV).as_deref() {
+        Ok(floor_bus::FOLLOWER) => return floor_bus::follow(listener).await,
+        Ok(floor_bus::OWNER) => return floor_bus::own(listener, upstream_addr()?).await,
+        _ => {}
+    }
+    let upstream = upstream_addr()?;
     loop {
         let (client, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -46,9 +51,28 @@ pub(super) async fn forward() -> Result<Value> {
     }
 }
 
+/// Where the fake upstream listens, from the environment the scenario set.
+fn upstream_addr() -> Result<SocketAddr> {
+    std::env::var(UPSTREAM_ENV)
+        .map_err(|_| BenchError::Usage(format!("{UPSTREAM_ENV} is not set")))?
+        .parse()
+        .map_err(|_| BenchError::Usage(format!("{UPSTREAM_ENV} is not an address")))
+}
+
 async fn forward_job(client: TcpStream, upstream: SocketAddr) -> Result<()> {
     client.set_nodelay(true)?;
-    let mut client = BufReader::new(client);
+    let (mut client, mut up, early) = open_stream(BufReader::new(client), upstream).await?;
+    client.write_all(&early).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+    Ok(())
+}
+
+/// Read the client's request, make the pre-job calls upstream, pass the request on. Returns
+/// both sockets and the stream's first bytes, read along with the last call's answer.
+pub(super) async fn open_stream(
+    mut client: BufReader<TcpStream>,
+    upstream: SocketAddr,
+) -> Result<(TcpStream, TcpStream, Vec<u8>)> {
     let mut request = String::new();
     client.read_line(&mut request).await?;
     let mut up = BufReader::new(TcpStream::connect(upstream).await?);
@@ -64,15 +88,13 @@ async fn forward_job(client: TcpStream, upstream: SocketAddr) -> Result<()> {
     let mut onward = request.into_bytes();
     onward.extend_from_slice(client.buffer());
     up.get_mut().write_all(&onward).await?;
-    client.get_mut().write_all(up.buffer()).await?;
-    let (mut client, mut up) = (client.into_inner(), up.into_inner());
-    tokio::io::copy_bidirectional(&mut client, &mut up).await?;
-    Ok(())
+    let early = up.buffer().to_vec();
+    Ok((client.into_inner(), up.into_inner(), early))
 }
 
 /// The fake upstream: `CALL` gets a one-line answer; `STREAM <events> <gap_ns>` gets that many
 /// timed event lines, then the connection closes.
-async fn start_upstream(aligned: bool) -> Result<SocketAddr> {
+pub(super) async fn start_upstream(aligned: bool) -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let streams = Arc::new(AtomicU64::new(0));
@@ -124,19 +146,25 @@ async fn serve_upstream(conn: TcpStream, streams: &AtomicU64, aligned: bool) -> 
 }
 
 /// The forwarder child; killed when dropped.
-struct Forwarder {
+pub(super) struct Forwarder {
     child: Child,
-    port: u16,
+    pub(super) port: u16,
 }
 
 impl Forwarder {
-    fn spawn(upstream: SocketAddr, timeout: Duration) -> Result<Self> {
+    /// Start a forwarder of `upstream`; `env` tells the bus floor's forwarders their role.
+    pub(super) fn spawn(
+        upstream: SocketAddr,
+        timeout: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg("floor-forward")
             // It outlives the scenario's deadline; the scenario kills it when done.
             .args(["--timeout-secs", &(timeout.as_secs() + 60).to_string()])
             .env(UPSTREAM_ENV, upstream.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // The forwarder's runtime workers (tokio's default: one per CPU, as the relay).
@@ -162,7 +190,7 @@ impl Forwarder {
         }
     }
 
-    fn stats(&self) -> Result<ProcStats> {
+    pub(super) fn stats(&self) -> Result<ProcStats> {
         proc_stats(self.child.id())
     }
 }
@@ -176,17 +204,22 @@ impl Drop for Forwarder {
 
 /// What one client saw of its job.
 #[derive(Default)]
-struct FloorOutcome {
+pub(super) struct FloorOutcome {
     samples: Vec<Sample>,
     lost: u64,
     reordered: u64,
 }
 
-async fn read_job(conn: TcpStream, events: u64, gap_ns: u64) -> Result<FloorOutcome> {
+/// Send `request` (if any), then read the job's event lines until the connection closes.
+pub(super) async fn read_job(
+    conn: TcpStream,
+    request: String,
+    events: u64,
+) -> Result<FloorOutcome> {
     let (read, mut write) = conn.into_split();
-    write
-        .write_all(format!("STREAM {events} {gap_ns}\n").as_bytes())
-        .await?;
+    if !request.is_empty() {
+        write.write_all(request.as_bytes()).await?;
+    }
     let mut read = BufReader::new(read);
     let mut out = FloorOutcome {
         samples: Vec::with_capacity(usize::try_from(events).unwrap_or(0)),
@@ -218,6 +251,57 @@ async fn read_job(conn: TcpStream, events: u64, gap_ns: u64) -> Result<FloorOutc
     Ok(out)
 }
 
+/// The request that starts a stream of `events` events `gap` apart.
+pub(super) fn stream_request(events: u32, gap: Duration) -> String {
+    let gap_ns = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
+    format!("STREAM {events} {gap_ns}\n")
+}
+
+/// What a set of clients saw, put together.
+#[derive(Default)]
+pub(super) struct Seen {
+    pub(super) samples: Vec<Sample>,
+    /// Per job: the send times of its first and last events.
+    pub(super) windows: Vec<(u64, u64)>,
+    pub(super) lost: u64,
+    pub(super) reordered: u64,
+    pub(super) failed: usize,
+}
+
+impl Seen {
+    /// Wait for every client of `set` and put together what each saw.
+    pub(super) async fn gather(
+        mut set: JoinSet<std::result::Result<Result<FloorOutcome>, tokio::time::error::Elapsed>>,
+    ) -> Self {
+        let mut seen = Self::default();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(Ok(out))) => {
+                    if let (Some(first), Some(last)) = (out.samples.first(), out.samples.last()) {
+                        seen.windows.push((first.sent_ns, last.sent_ns));
+                    }
+                    seen.lost += out.lost;
+                    seen.reordered += out.reordered;
+                    seen.samples.extend_from_slice(&out.samples);
+                }
+                _ => seen.failed += 1,
+            }
+        }
+        seen
+    }
+
+    /// The integrity line of the report.
+    pub(super) fn integrity(&self) -> String {
+        format!(
+            "received {}  lost {}  reordered {}  failed jobs {}",
+            self.samples.len(),
+            self.lost,
+            self.reordered,
+            self.failed
+        )
+    }
+}
+
 /// Run `jobs` streams of `events` events `gap` apart through the byte forwarder.
 pub(super) async fn scenario_floor(
     label: &str,
@@ -230,7 +314,7 @@ pub(super) async fn scenario_floor(
     // Each forwarder's upstream is the one before it; clients connect to the last.
     let mut forwarders = Vec::with_capacity(common.hops);
     for _ in 0..common.hops {
-        let forwarder = Forwarder::spawn(addr, common.timeout)?;
+        let forwarder = Forwarder::spawn(addr, common.timeout, &[])?;
         addr = SocketAddr::from(([127, 0, 0, 1], forwarder.port));
         forwarders.push(forwarder);
     }
@@ -246,32 +330,24 @@ pub(super) async fn scenario_floor(
         conn.set_nodelay(true)?;
         conns.push(conn);
     }
-    let gap_ns = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
     let before = cpu_secs(&forwarders)?;
     let machine_cpu_start = MachineCpu::read();
     let started = Instant::now();
     let mut set = JoinSet::new();
     for conn in conns {
+        let request = stream_request(events, gap);
         set.spawn(tokio::time::timeout_at(
             deadline,
-            read_job(conn, u64::from(events), gap_ns),
+            read_job(conn, request, u64::from(events)),
         ));
     }
-    let (mut samples, mut windows) = (Vec::new(), Vec::new());
-    let (mut lost, mut reordered, mut failed) = (0u64, 0u64, 0usize);
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(Ok(Ok(out))) => {
-                if let (Some(first), Some(last)) = (out.samples.first(), out.samples.last()) {
-                    windows.push((first.sent_ns, last.sent_ns));
-                }
-                lost += out.lost;
-                reordered += out.reordered;
-                samples.extend_from_slice(&out.samples);
-            }
-            _ => failed += 1,
-        }
-    }
+    let Seen {
+        samples,
+        windows,
+        lost,
+        reordered,
+        failed,
+    } = Seen::gather(set).await;
     let wall = started.elapsed().as_secs_f64();
     let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
     let cpu = cpu_secs(&forwarders)? - before;
