@@ -126,7 +126,8 @@ const USAGE: &str =
           clients; peak RSS growth, projectSelected size after them, RSS 12 s later
   cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
           replicas with Redis (follower on the job's replica, then on the other one);
-          --rounds N (1) runs the three in turn N times and reports the medians
+          --rounds N (1) runs the three in turn N times and reports the medians;
+          --setup single-node|same-replica|cross-replica runs that one only
   floor-jobs, floor-latency: as jobs and latency, through a process that only copies bytes
           (no relay): the least relaying these streams costs on this machine; --hops N (1)
           forwarders in a row (3: the least a cross-replica event costs: owning replica,
@@ -162,6 +163,8 @@ struct Common {
     rounds: usize,
     /// Floor scenarios: forwarders in a row between the upstream and the clients.
     hops: usize,
+    /// Cluster scenarios: run only the set-up of this name.
+    setup: Option<String>,
 }
 
 /// Jobs streamed together: how many, how many assistant events each, and how far apart.
@@ -239,6 +242,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         baseline: false,
         rounds: 1,
         hops: 1,
+        setup: None,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -255,6 +259,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--baseline" => common.baseline = true,
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
+            "--setup" => common.setup = Some(value()?),
             "--jobs" | "--events" | "--gap-ms" | "--sockets" | "--rate" | "--seconds"
             | "--event-bytes" | "--timeout-secs" | "--concurrency" | "--rounds" | "--hops" => {
                 let raw = value()?;

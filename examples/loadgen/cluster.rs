@@ -56,6 +56,14 @@ pub(super) async fn scenario_cluster(
     deadline: TokioInstant,
 ) -> Result<Value> {
     let Load { jobs, events, gap } = load;
+    if let Some(only) = &common.setup {
+        if ![Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica]
+            .iter()
+            .any(|setup| setup.label() == only)
+        {
+            return Err(BenchError::Usage(format!("no set-up named {only}")));
+        }
+    }
     let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
     let stop_upstream = CancellationToken::new();
     let _stop_on_exit = stop_upstream.clone().drop_guard();
@@ -81,6 +89,13 @@ pub(super) async fn scenario_cluster(
         }
         let mut reports = serde_json::Map::new();
         for setup in [Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica] {
+            if common
+                .setup
+                .as_ref()
+                .is_some_and(|only| only != setup.label())
+            {
+                continue;
+            }
             let report = run_setup(
                 setup,
                 common,

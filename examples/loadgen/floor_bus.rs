@@ -276,11 +276,14 @@ pub(super) async fn scenario_floor_bus(
         owns.set_nodelay(true)?;
         pairs.push((job, owns, follows));
     }
-    let cpu = || -> Result<[f64; 3]> {
+    // As `cluster-*` counts them: each process, this one (upstream and clients), the machine.
+    let cpu = || -> Result<[f64; 5]> {
         Ok([
             owner.stats()?.cpu_secs,
             proc_stats(redis.pid())?.cpu_secs,
             follower.stats()?.cpu_secs,
+            proc_stats(std::process::id())?.cpu_secs,
+            MachineCpu::read().busy_secs(),
         ])
     };
     let before = cpu()?;
@@ -303,7 +306,8 @@ pub(super) async fn scenario_floor_bus(
     let wall = started.elapsed().as_secs_f64();
     let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
     let after = cpu()?;
-    let [owner_cpu, redis_cpu, follower_cpu] = [0, 1, 2].map(|i| after[i] - before[i]);
+    let [owner_cpu, redis_cpu, follower_cpu, loadgen_cpu, machine_busy] =
+        [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
     let received = followers.samples.len();
     let (latency, steady, steady_secs) = Latency::split(&followers.samples, &followers.windows);
     let (_, owner_steady, _) = Latency::split(&owners.samples, &owners.windows);
@@ -337,6 +341,7 @@ pub(super) async fn scenario_floor_bus(
         per_event(redis_cpu),
         per_event(follower_cpu)
     );
+    println!("cpu          loadgen {loadgen_cpu:.2} s  machine busy {machine_busy:.2} s (in the job phase)");
     println!(
         "machine      {:.1}% of CPU time stolen by the hypervisor during jobs",
         steal_share * 100.0
@@ -352,7 +357,7 @@ pub(super) async fn scenario_floor_bus(
         "follower_latency": latency,
         "follower_latency_all_jobs_streaming": steady,
         "owner_latency_all_jobs_streaming": owner_steady,
-        "cpu_secs_job_phase": {"owner_forwarder": owner_cpu, "redis": redis_cpu, "follower_forwarder": follower_cpu},
+        "cpu_secs_job_phase": {"owner_forwarder": owner_cpu, "redis": redis_cpu, "follower_forwarder": follower_cpu, "loadgen": loadgen_cpu, "machine_busy": machine_busy},
         "machine_steal_share_job_phase": steal_share,
     }))
 }
