@@ -5,7 +5,7 @@
 //! back to the kernel about a second after they are freed, even while the relay is idle.
 //! What it does not reclaim on its own is each thread's cache of freed blocks, collected only
 //! while that thread allocates: an idle runtime worker would hold it for ever, so workers
-//! flush theirs when they go idle. Measured with `examples/loadgen.rs` (README, Benchmark).
+//! flush theirs when they go idle. Measured with `examples/loadgen.rs` (docs/benchmarks.md).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
