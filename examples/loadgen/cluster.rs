@@ -125,18 +125,34 @@ pub(super) async fn scenario_cluster(
     };
     let events_per_sec =
         |setup: &'static str| per_round(&move |round| of_round(round, "events_per_sec", setup));
+    // The follower's p99 while all jobs stream, per round.
+    let p99 = |setup: &'static str| {
+        per_round(&move |round| {
+            round[setup]["follower_latency_all_jobs_streaming"]["p99_ms"].as_f64()
+        })
+    };
     let cross_ratios = ratio("cross-replica", "single-node");
     let same_ratios = ratio("same-replica", "single-node");
+    let same_p99_ratios: Vec<f64> = p99("same-replica")
+        .iter()
+        .zip(p99("single-node"))
+        .filter(|(_, single)| *single > 0.0)
+        .map(|(same, single)| same / single)
+        .collect();
+    let medians = |of: &dyn Fn(&'static str) -> Vec<f64>| -> BTreeMap<&str, f64> {
+        ["single-node", "same-replica", "cross-replica"]
+            .into_iter()
+            .map(|setup| (setup, median(&of(setup))))
+            .collect()
+    };
     let summary = json!({
         "cross_over_single_events_per_sec": median(&cross_ratios),
         "same_over_single_events_per_sec": median(&same_ratios),
         "cross_over_single_each_round": cross_ratios,
         "same_over_single_each_round": same_ratios,
-        "median_events_per_sec": {
-            "single-node": median(&events_per_sec("single-node")),
-            "same-replica": median(&events_per_sec("same-replica")),
-            "cross-replica": median(&events_per_sec("cross-replica")),
-        },
+        "same_over_single_p99_each_round": same_p99_ratios,
+        "median_events_per_sec": medians(&events_per_sec),
+        "median_p99_ms_all_jobs_streaming": medians(&p99),
     });
     let percents = |ratios: &[f64]| {
         ratios
@@ -151,6 +167,24 @@ pub(super) async fn scenario_cluster(
         percents(&cross_ratios),
         100.0 * median(&same_ratios),
         percents(&same_ratios),
+    );
+    let ms = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "summary      follower p99 while all stream: single-node {:.2} ms ({}), same-replica {:.2} ms ({}), cross-replica {:.2} ms ({}); same-replica / single-node {:.2} (rounds: {}); medians",
+        median(&p99("single-node")),
+        ms(&p99("single-node")),
+        median(&p99("same-replica")),
+        ms(&p99("same-replica")),
+        median(&p99("cross-replica")),
+        ms(&p99("cross-replica")),
+        median(&same_p99_ratios),
+        ms(&same_p99_ratios),
     );
     let last = rounds.last().cloned().unwrap_or(Value::Null);
     Ok(json!({
