@@ -35,14 +35,20 @@ const WORKERS_ENV: &str = "LOADGEN_FLOOR_WORKERS";
 /// With `LOADGEN_FLOOR_ROLE` set it is one of the bus floor's two forwarders instead
 /// (`floor_bus.rs`).
 pub(super) async fn forward() -> Result<Value> {
+    let role = std::env::var(floor_bus::ROLE_ENV).unwrap_or_default();
+    // The follower has no upstream but Redis; the others fail before they announce a port.
+    let upstream = match role.as_str() {
+        floor_bus::FOLLOWER => None,
+        _ => Some(upstream_addr()?),
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("PORT {}", listener.local_addr()?.port());
-    match std::env::var(floor_bus::ROLE_ENV).as_deref() {
-        Ok(floor_bus::FOLLOWER) => return floor_bus::follow(listener).await,
-        Ok(floor_bus::OWNER) => return floor_bus::own(listener, upstream_addr()?).await,
-        _ => {}
+    let Some(upstream) = upstream else {
+        return floor_bus::follow(listener).await;
+    };
+    if role == floor_bus::OWNER {
+        return floor_bus::own(listener, upstream).await;
     }
-    let upstream = upstream_addr()?;
     loop {
         let (client, _) = listener.accept().await?;
         tokio::spawn(async move {
