@@ -39,6 +39,9 @@ enum Setup {
 }
 
 impl Setup {
+    /// Every set-up, in the order a round runs them.
+    const ALL: [Setup; 3] = [Self::SingleNode, Self::SameReplica, Self::CrossReplica];
+
     fn label(self) -> &'static str {
         match self {
             Self::SingleNode => "single-node",
@@ -56,14 +59,13 @@ pub(super) async fn scenario_cluster(
     deadline: TokioInstant,
 ) -> Result<Value> {
     let Load { jobs, events, gap } = load;
-    if let Some(only) = &common.setup {
-        if ![Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica]
-            .iter()
-            .any(|setup| setup.label() == only)
-        {
-            return Err(BenchError::Usage(format!("no set-up named {only}")));
-        }
-    }
+    let setups: Vec<Setup> = match &common.setup {
+        None => Setup::ALL.to_vec(),
+        Some(only) => match Setup::ALL.into_iter().find(|s| s.label() == only) {
+            Some(setup) => vec![setup],
+            None => return Err(BenchError::Usage(format!("no set-up named {only}"))),
+        },
+    };
     let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
     let stop_upstream = CancellationToken::new();
     let _stop_on_exit = stop_upstream.clone().drop_guard();
@@ -88,14 +90,7 @@ pub(super) async fn scenario_cluster(
             println!("== round {round} of {} ==", common.rounds);
         }
         let mut reports = serde_json::Map::new();
-        for setup in [Setup::SingleNode, Setup::SameReplica, Setup::CrossReplica] {
-            if common
-                .setup
-                .as_ref()
-                .is_some_and(|only| only != setup.label())
-            {
-                continue;
-            }
+        for &setup in &setups {
             let report = run_setup(
                 setup,
                 common,
@@ -140,9 +135,9 @@ pub(super) async fn scenario_cluster(
         .map(|(same, single)| same / single)
         .collect();
     let medians = |of: &dyn Fn(&'static str) -> Vec<f64>| -> BTreeMap<&str, f64> {
-        ["single-node", "same-replica", "cross-replica"]
+        Setup::ALL
             .into_iter()
-            .map(|setup| (setup, median(&of(setup))))
+            .map(|setup| (setup.label(), median(&of(setup.label()))))
             .collect()
     };
     let summary = json!({
@@ -154,13 +149,16 @@ pub(super) async fn scenario_cluster(
         "median_events_per_sec": medians(&events_per_sec),
         "median_p99_ms_all_jobs_streaming": medians(&p99),
     });
-    let percents = |ratios: &[f64]| {
-        ratios
+    // Each round's figure, for the summary lines.
+    let each = |values: &[f64], show: fn(f64) -> String| {
+        values
             .iter()
-            .map(|r| format!("{:.0}", 100.0 * r))
+            .map(|&v| show(v))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let percents = |ratios: &[f64]| each(ratios, |r| format!("{:.0}", 100.0 * r));
+    let ms = |values: &[f64]| each(values, |v| format!("{v:.2}"));
     println!(
         "summary      events/s: cross-replica {:.0}% of single-node (rounds: {}), same-replica {:.0}% (rounds: {}); medians",
         100.0 * median(&cross_ratios),
@@ -168,13 +166,6 @@ pub(super) async fn scenario_cluster(
         100.0 * median(&same_ratios),
         percents(&same_ratios),
     );
-    let ms = |values: &[f64]| {
-        values
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     println!(
         "summary      follower p99 while all stream: single-node {:.2} ms ({}), same-replica {:.2} ms ({}), cross-replica {:.2} ms ({}); same-replica / single-node {:.2} (rounds: {}); medians",
         median(&p99("single-node")),
