@@ -154,7 +154,7 @@ async fn serve_upstream(conn: TcpStream, streams: &AtomicU64, aligned: bool) -> 
 /// The forwarder child; killed when dropped.
 pub(super) struct Forwarder {
     child: Child,
-    pub(super) port: u16,
+    port: u16,
 }
 
 impl Forwarder {
@@ -194,6 +194,11 @@ impl Forwarder {
                 ))
             }
         }
+    }
+
+    /// Where its clients connect.
+    pub(super) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub(super) fn stats(&self) -> Result<ProcStats> {
@@ -321,7 +326,7 @@ pub(super) async fn scenario_floor(
     let mut forwarders = Vec::with_capacity(common.hops);
     for _ in 0..common.hops {
         let forwarder = Forwarder::spawn(addr, common.timeout, &[])?;
-        addr = SocketAddr::from(([127, 0, 0, 1], forwarder.port));
+        addr = forwarder.addr();
         forwarders.push(forwarder);
     }
     let cpu_secs = |forwarders: &[Forwarder]| -> Result<f64> {
@@ -347,18 +352,12 @@ pub(super) async fn scenario_floor(
             read_job(conn, request, u64::from(events)),
         ));
     }
-    let Seen {
-        samples,
-        windows,
-        lost,
-        reordered,
-        failed,
-    } = Seen::gather(set).await;
+    let seen = Seen::gather(set).await;
     let wall = started.elapsed().as_secs_f64();
     let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
     let cpu = cpu_secs(&forwarders)? - before;
-    let received = samples.len();
-    let (latency, steady, steady_secs) = Latency::split(&samples, &windows);
+    let received = seen.samples.len();
+    let (latency, steady, steady_secs) = Latency::split(&seen.samples, &seen.windows);
     // Per hop: what one relaying process spends on an event.
     let cpu_us_per_event = cpu * 1e6 / received.max(1) as f64 / common.hops as f64;
     println!(
@@ -366,7 +365,7 @@ pub(super) async fn scenario_floor(
         common.hops,
         gap.as_secs_f64() * 1e3
     );
-    println!("integrity    received {received}  lost {lost}  reordered {reordered}  failed jobs {failed}");
+    println!("integrity    {}", seen.integrity());
     println!("throughput   wall {wall:.3} s  {:.0} events/s; {:.0} events/s while all {jobs} jobs stream", received as f64 / wall.max(1e-9), steady.samples as f64 / steady_secs.max(1e-9));
     println!("latency      {}  (every event)", latency.describe());
     println!(
@@ -383,7 +382,7 @@ pub(super) async fn scenario_floor(
     Ok(json!({
         "scenario": label,
         "params": {"jobs": jobs, "events": events, "gap_ms": gap.as_secs_f64() * 1e3, "aligned": common.aligned, "calls_per_job": CALLS, "hops": common.hops, "event_bytes": EVENT_BYTES},
-        "integrity": {"received": received, "lost": lost, "reordered": reordered, "failed_jobs": failed},
+        "integrity": {"received": received, "lost": seen.lost, "reordered": seen.reordered, "failed_jobs": seen.failed},
         "wall_secs": wall,
         "latency": latency,
         "latency_all_jobs_streaming": steady,

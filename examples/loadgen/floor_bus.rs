@@ -258,11 +258,10 @@ pub(super) async fn scenario_floor_bus(
         common.timeout,
         &[(ROLE_ENV, FOLLOWER), (REDIS_ENV, &url)],
     )?;
-    let at = |forwarder: &Forwarder| SocketAddr::from(([127, 0, 0, 1], forwarder.port));
     // Every follower is subscribed before any job starts.
     let mut pairs = Vec::with_capacity(jobs);
     for job in 0..jobs {
-        let mut follows = TcpStream::connect(at(&follower)).await?;
+        let mut follows = TcpStream::connect(follower.addr()).await?;
         follows.set_nodelay(true)?;
         follows
             .write_all(format!("FOLLOW {job}\n").as_bytes())
@@ -272,22 +271,21 @@ pub(super) async fn scenario_floor_bus(
         if &ok != b"OK\n" {
             return Err(BenchError::Protocol(format!("follower answered {ok:?}")));
         }
-        let owns = TcpStream::connect(at(&owner)).await?;
+        let owns = TcpStream::connect(owner.addr()).await?;
         owns.set_nodelay(true)?;
         pairs.push((job, owns, follows));
     }
-    // As `cluster-*` counts them: each process, this one (upstream and clients), the machine.
-    let cpu = || -> Result<[f64; 5]> {
+    // As `cluster-*` counts them: each process, and this one (upstream and clients).
+    let cpu = || -> Result<[f64; 4]> {
         Ok([
             owner.stats()?.cpu_secs,
             proc_stats(redis.pid())?.cpu_secs,
             follower.stats()?.cpu_secs,
             proc_stats(std::process::id())?.cpu_secs,
-            MachineCpu::read().busy_secs(),
         ])
     };
     let before = cpu()?;
-    let machine_cpu_start = MachineCpu::read();
+    let machine_start = MachineCpu::read();
     let started = Instant::now();
     let (mut owners, mut followers) = (JoinSet::new(), JoinSet::new());
     for (job, owns, follows) in pairs {
@@ -304,10 +302,12 @@ pub(super) async fn scenario_floor_bus(
     }
     let (owners, followers) = tokio::join!(Seen::gather(owners), Seen::gather(followers));
     let wall = started.elapsed().as_secs_f64();
-    let steal_share = machine_cpu_start.steal_share_until(MachineCpu::read());
+    let machine_end = MachineCpu::read();
+    let steal_share = machine_start.steal_share_until(machine_end);
+    let machine_busy = machine_end.busy_secs() - machine_start.busy_secs();
     let after = cpu()?;
-    let [owner_cpu, redis_cpu, follower_cpu, loadgen_cpu, machine_busy] =
-        [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
+    let [owner_cpu, redis_cpu, follower_cpu, loadgen_cpu] =
+        [0, 1, 2, 3].map(|i| after[i] - before[i]);
     let received = followers.samples.len();
     let (latency, steady, steady_secs) = Latency::split(&followers.samples, &followers.windows);
     let (_, owner_steady, _) = Latency::split(&owners.samples, &owners.windows);
