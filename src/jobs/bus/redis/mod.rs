@@ -13,6 +13,7 @@
 //! its own while `/ready` names what is impaired.
 
 mod batch;
+mod budget;
 mod control;
 mod follow;
 mod followed;
