@@ -17,6 +17,7 @@ mod budget;
 mod control;
 mod follow;
 mod followed;
+mod outbox;
 mod shared;
 mod writer;
 
@@ -31,7 +32,8 @@ use parking_lot::Mutex;
 use redis::io::tcp::TcpSettings;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, IntoConnectionInfo, RedisResult};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -41,9 +43,8 @@ use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
 use crate::store::Store;
 use crate::wire::protocol::ServerMessage;
-use shared::{
-    decide, entry_id, entry_seq, stream_key, Append, Health, Part, Shared, CONTROL_CHANNEL,
-};
+use outbox::{HandedOn, Outbox, Run};
+use shared::{decide, entry_id, entry_seq, stream_key, Health, Part, Shared, CONTROL_CHANNEL};
 
 /// Token bucket of `ARGV[1]` generations a minute, refilled continuously, timed by the Redis
 /// server's clock so that instances' clocks never matter.
@@ -104,7 +105,8 @@ impl RedisBus {
             running_expiry_secs: job_timeout.as_secs() + settings.stream_expire_secs,
             store,
             commands: tokio::sync::Mutex::new(None),
-            writer,
+            outbox: Mutex::new(Outbox::new(writer)),
+            held_ready: Arc::new(Notify::new()),
             queued_bytes: AtomicUsize::new(0),
             mirrors: Mutex::new(HashMap::new()),
             control_requests: Mutex::new(Some(requests)),
@@ -143,8 +145,18 @@ impl EventForward for RedisBus {
                 .set(Part::Writer, "the publish queue is full");
             return;
         }
-        if self.shared.writer.send(Append { job_id, run }).is_err() {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let run = Run {
+            job_id,
+            events: run,
+            queued: len,
+        };
+        let handed_on = self.shared.outbox.lock().hand_on(run, Instant::now());
+        match handed_on {
+            HandedOn::Sent | HandedOn::Held { first: false } => {}
+            HandedOn::Held { first: true } => self.shared.held_ready.notify_one(),
+            HandedOn::Dropped(bytes) => {
+                self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            }
         }
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
-use super::batch::BatchWriter;
+use super::outbox::Outbox;
 use crate::config::ClusterConfig;
 use crate::jobs::bus::ControlRequest;
 use crate::jobs::channel::JobChannel;
@@ -124,12 +124,6 @@ impl Health {
     }
 }
 
-/// A run of one job's consecutive events on its way to Redis.
-pub(super) struct Append {
-    pub(super) job_id: Uuid,
-    pub(super) run: BatchWriter,
-}
-
 pub(super) struct Shared {
     pub(super) client: redis::Client,
     pub(super) settings: ClusterConfig,
@@ -139,7 +133,10 @@ pub(super) struct Shared {
     pub(super) running_expiry_secs: u64,
     pub(super) store: Arc<dyn Store>,
     pub(super) commands: tokio::sync::Mutex<Option<ConnectionManager>>,
-    pub(super) writer: mpsc::UnboundedSender<Append>,
+    /// Every event of a job running here goes to the bus writer through this.
+    pub(super) outbox: Mutex<Outbox>,
+    /// Wakes the writer when events are held while none were: it then has a time to wake at.
+    pub(super) held_ready: Arc<Notify>,
     pub(super) queued_bytes: AtomicUsize,
     pub(super) mirrors: Mutex<HashMap<Uuid, Arc<JobChannel>>>,
     pub(super) control_requests: Mutex<Option<mpsc::UnboundedReceiver<ControlRequest>>>,

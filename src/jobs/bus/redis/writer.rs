@@ -1,45 +1,28 @@
 //! The one task that writes this instance's job events to Redis, a pipeline per batch, in
 //! the order the jobs produced them, trimming each job's stream to its budgets. A job's
-//! consecutive events in one batch (a burst of the job, or several) go out as one
-//! [`BatchWriter`]: one `XADD`, one `PUBLISH`.
-//!
-//! A job that no other instance follows (its last `PUBLISH` reached no subscriber) is
-//! written lazily: its events wait up to [`UNFOLLOWED_DELAY`] and go out together, one entry
-//! for several. Its stream is then only there to catch up from, and an instance that starts
-//! following subscribes before it reads the stream, so the job's next `PUBLISH` counts it
-//! and the job is written at once from then on: the follower misses nothing and waits for
-//! its first live events at most that delay.
+//! consecutive events in one batch (a burst of the job, several, or what it held while
+//! nobody followed it: [`super::outbox`]) go out as one [`BatchWriter`]: one `XADD`, one
+//! `PUBLISH`, whose answer tells the outbox whether another instance follows the job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
-use std::time::Duration;
 
 use redis::RedisResult;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::batch::{self, BatchWriter};
+use super::batch;
 use super::budget::StreamBudget;
-use super::shared::{entry_id, live_channel, stream_key, Append, Part, Shared, WRITE_BATCH};
+use super::outbox::Run;
+use super::shared::{entry_id, live_channel, stream_key, Part, Shared, WRITE_BATCH};
 
-/// How long the events of a job nobody follows may wait to be written. Longer saves Redis
-/// more commands when jobs stream fast (at 50 events a second, five events per entry);
-/// shorter lets a newly following instance see live events sooner.
-const UNFOLLOWED_DELAY: Duration = Duration::from_millis(100);
-
-/// A job the writer is writing: its Redis names (made once, not per event), its budget,
-/// and whether another instance follows it.
+/// A job the writer is writing: its Redis names (made once, not per event) and its budget.
 struct JobStream {
     key: String,
     channel: String,
     budget: StreamBudget,
-    /// Whether the job's last `PUBLISH` reached a subscriber; until the first answer, as if
-    /// it had (a follower may be waiting from the start).
-    followed: bool,
-    /// Events waiting while nobody follows.
-    held: Option<Held>,
 }
 
 impl JobStream {
@@ -48,234 +31,144 @@ impl JobStream {
             key: stream_key(job_id),
             channel: live_channel(job_id),
             budget: StreamBudget::default(),
-            followed: true,
-            held: None,
         }
     }
 }
 
-/// A run on its way to Redis, and the bytes of the publish queue it frees once written.
-struct Run {
-    job_id: Uuid,
-    events: BatchWriter,
-    queued: usize,
-}
-
-/// Events of a job nobody follows, waiting until `due`.
-struct Held {
-    events: BatchWriter,
-    queued: usize,
-    due: Instant,
-}
-
-/// The writer's state between batches.
-#[derive(Default)]
-struct Writer {
-    streams: HashMap<Uuid, JobStream>,
-    /// Jobs with held events, by when those are due (holding order is due order). An entry
-    /// whose events left early is skipped.
-    due: VecDeque<(Instant, Uuid)>,
-}
-
-impl Writer {
-    /// The runs to write now: the appends in `batch`, a job's consecutive events as one
-    /// run, joined by its held events; then the held events that are due. Runs of jobs
-    /// nobody follows are held instead.
-    fn take(&mut self, batch: &mut Vec<Append>, now: Instant) -> Vec<Run> {
-        let mut runs: Vec<Run> = Vec::new();
-        // The index of each job's open run in `runs`.
-        let mut open: HashMap<Uuid, usize> = HashMap::new();
-        for append in batch.drain(..) {
-            let queued = append.run.as_str().len();
-            if let Some(&index) = open.get(&append.job_id) {
-                let run = &mut runs[index];
-                if run.events.next_seq() == append.run.first() {
-                    run.events.extend(&append.run);
-                    run.queued += queued;
-                    continue;
-                }
-            }
-            open.insert(append.job_id, runs.len());
-            runs.push(Run {
-                job_id: append.job_id,
-                events: append.run,
-                queued,
-            });
-        }
-        let mut out = Vec::with_capacity(runs.len());
-        for run in runs {
-            self.hold_or_send(run, now, &mut out);
-        }
-        while let Some(&(at, job_id)) = self.due.front() {
-            if at > now {
-                break;
-            }
-            self.due.pop_front();
-            let Some(stream) = self.streams.get_mut(&job_id) else {
+/// A job's consecutive runs in `batch` joined into one, in the order their first events came.
+fn join_runs(batch: &mut Vec<Run>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::with_capacity(batch.len());
+    // The index of each job's open run in `runs`.
+    let mut open: HashMap<Uuid, usize> = HashMap::new();
+    for next in batch.drain(..) {
+        if let Some(&index) = open.get(&next.job_id) {
+            let run = &mut runs[index];
+            if run.events.next_seq() == next.events.first() {
+                run.events.extend(&next.events);
+                run.queued += next.queued;
                 continue;
-            };
-            if stream.held.as_ref().is_some_and(|held| held.due <= now) {
-                if let Some(held) = stream.held.take() {
-                    out.push(Run {
-                        job_id,
-                        events: held.events,
-                        queued: held.queued,
-                    });
-                }
             }
         }
-        out
+        open.insert(next.job_id, runs.len());
+        runs.push(next);
     }
+    runs
+}
 
-    /// Join `run` to the job's held events, then hold them all if nobody follows the job and
-    /// it goes on; otherwise send them.
-    fn hold_or_send(&mut self, run: Run, now: Instant, out: &mut Vec<Run>) {
-        let Run {
-            job_id,
-            mut events,
-            mut queued,
-        } = run;
-        let stream = self
-            .streams
-            .entry(job_id)
-            .or_insert_with(|| JobStream::new(job_id));
-        let mut due = None;
-        if let Some(held) = stream.held.take() {
-            if held.events.next_seq() == events.first() {
-                let mut joined = held.events;
-                joined.extend(&events);
-                events = joined;
-                queued += held.queued;
-                due = Some(held.due);
-            } else {
-                // Events in between were dropped (the publish queue was full): the held
-                // ones go first, on their own.
-                out.push(Run {
-                    job_id,
-                    events: held.events,
-                    queued: held.queued,
-                });
-            }
-        }
-        if stream.followed || events.ends_job() {
-            out.push(Run {
-                job_id,
-                events,
-                queued,
-            });
-            return;
-        }
-        let due = due.unwrap_or_else(|| {
-            let at = now + UNFOLLOWED_DELAY;
-            self.due.push_back((at, job_id));
-            at
-        });
-        stream.held = Some(Held {
-            events,
-            queued,
-            due,
-        });
-    }
-
-    /// Write `runs` in one pipeline and learn from each `PUBLISH` whether the job is followed.
-    async fn write(&mut self, shared: &Shared, runs: Vec<Run>) {
-        let mut pipe = redis::pipe();
-        let mut queued = 0;
-        for run in &runs {
-            queued += run.queued;
-            let events = &run.events;
-            let stream = self
-                .streams
-                .entry(run.job_id)
-                .or_insert_with(|| JobStream::new(run.job_id));
-            let min_id = stream.budget.keep(
-                events.last(),
-                events.len(),
-                events.as_str().len(),
-                &shared.settings,
-            );
-            pipe.cmd("XADD")
+/// Write `runs` in one pipeline; tell the outbox from each `PUBLISH` whether the job is
+/// followed.
+async fn write(shared: &Shared, streams: &mut HashMap<Uuid, JobStream>, runs: Vec<Run>) {
+    let mut pipe = redis::pipe();
+    let mut queued = 0;
+    let mut ended = Vec::new();
+    for run in &runs {
+        queued += run.queued;
+        let events = &run.events;
+        let stream = streams
+            .entry(run.job_id)
+            .or_insert_with(|| JobStream::new(run.job_id));
+        let min_id = stream.budget.keep(
+            events.last(),
+            events.len(),
+            events.as_str().len(),
+            &shared.settings,
+        );
+        pipe.cmd("XADD")
+            .arg(&stream.key)
+            .arg("MINID")
+            .arg(entry_id(min_id))
+            .arg(entry_id(events.last()))
+            .arg(batch::FIELD)
+            .arg(events.as_str())
+            .ignore();
+        // After the stream has it: a follower that sees it live can also read it back. Its
+        // answer, how many subscribers it reached, is kept.
+        pipe.cmd("PUBLISH")
+            .arg(&stream.channel)
+            .arg(events.as_str());
+        if events.first() == 1 {
+            pipe.cmd("EXPIRE")
                 .arg(&stream.key)
-                .arg("MINID")
-                .arg(entry_id(min_id))
-                .arg(entry_id(events.last()))
-                .arg(batch::FIELD)
-                .arg(events.as_str())
+                .arg(shared.running_expiry_secs)
                 .ignore();
-            // After the stream has it: a follower that sees it live can also read it back.
-            // The answer, how many subscribers it reached, is kept.
-            pipe.cmd("PUBLISH")
-                .arg(&stream.channel)
-                .arg(events.as_str());
-            if events.first() == 1 {
-                pipe.cmd("EXPIRE")
-                    .arg(&stream.key)
-                    .arg(shared.running_expiry_secs)
-                    .ignore();
-            }
-            if events.ends_job() {
-                pipe.cmd("EXPIRE")
-                    .arg(&stream.key)
-                    .arg(shared.settings.stream_expire_secs)
-                    .ignore();
-                self.streams.remove(&run.job_id);
+        }
+        if events.ends_job() {
+            pipe.cmd("EXPIRE")
+                .arg(&stream.key)
+                .arg(shared.settings.stream_expire_secs)
+                .ignore();
+            streams.remove(&run.job_id);
+            ended.push(run.job_id);
+        }
+    }
+    let written: RedisResult<Vec<i64>> = async {
+        let mut conn = shared.commands().await?;
+        pipe.query_async(&mut conn).await
+    }
+    .await;
+    // Counted until written, so `flush` knows when nothing is left in flight.
+    shared.queued_bytes.fetch_sub(queued, Ordering::AcqRel);
+    let mut outbox = shared.outbox.lock();
+    match written {
+        Ok(reached) => {
+            shared.health.clear(Part::Writer);
+            for (run, reached) in runs.iter().zip(reached) {
+                outbox.heard(run.job_id, reached > 0);
             }
         }
-        let written: RedisResult<Vec<i64>> = async {
-            let mut conn = shared.commands().await?;
-            pipe.query_async(&mut conn).await
-        }
-        .await;
-        // Counted until written, so `flush` knows when nothing is left in flight.
-        shared.queued_bytes.fetch_sub(queued, Ordering::AcqRel);
-        match written {
-            Ok(reached) => {
-                shared.health.clear(Part::Writer);
-                for (run, reached) in runs.iter().zip(reached) {
-                    if let Some(stream) = self.streams.get_mut(&run.job_id) {
-                        stream.followed = reached > 0;
-                    }
-                }
-            }
-            // These events reach other instances as a gap, filled from the database.
-            Err(e) => shared.health.set(Part::Writer, e),
-        }
+        // These events reach other instances as a gap, filled from the database.
+        Err(e) => shared.health.set(Part::Writer, e),
+    }
+    for job_id in ended {
+        outbox.ended(job_id);
     }
 }
 
-/// Write queued events to their streams, a pipeline per batch, in queue order; the events
-/// of jobs nobody follows when they are due.
-pub(super) async fn write_events(
-    shared: Weak<Shared>,
-    mut appends: mpsc::UnboundedReceiver<Append>,
-) {
-    let mut writer = Writer::default();
+/// Write the outbox's events to their streams, a pipeline per batch, in queue order, and
+/// its held events when they are due.
+pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::UnboundedReceiver<Run>) {
+    let mut streams: HashMap<Uuid, JobStream> = HashMap::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let next_due = writer.due.front().map(|(at, _)| *at);
+        // No strong reference across the wait: the bus ends when its last user lets go.
+        let Some((next_due, held_ready)) = shared
+            .upgrade()
+            .map(|shared| (shared.outbox.lock().next_due(), shared.held_ready.clone()))
+        else {
+            return;
+        };
         tokio::select! {
-            received = appends.recv_many(&mut batch, WRITE_BATCH) => {
+            received = queue.recv_many(&mut batch, WRITE_BATCH) => {
                 if received == 0 {
                     return;
                 }
                 // Behind the sockets the same bursts woke: they write to their browsers
                 // first, and what else arrives meanwhile joins this pipeline.
                 tokio::task::yield_now().await;
-                while batch.len() < WRITE_BATCH {
-                    match appends.try_recv() {
-                        Ok(append) => batch.push(append),
-                        Err(_) => break,
-                    }
-                }
             }
             () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
+            () = held_ready.notified(), if next_due.is_none() => {}
         }
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let runs = writer.take(&mut batch, Instant::now());
+        {
+            let mut outbox = shared.outbox.lock();
+            while batch.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(run) => batch.push(run),
+                    Err(_) => break,
+                }
+            }
+            // Only behind everything queued before them: a job's held events are always
+            // newer than its queued ones.
+            if batch.len() < WRITE_BATCH {
+                outbox.take_due(Instant::now(), &mut batch);
+            }
+        }
+        let runs = join_runs(&mut batch);
         if !runs.is_empty() {
-            writer.write(&shared, runs).await;
+            write(&shared, &mut streams, runs).await;
         }
     }
 }
@@ -285,108 +178,28 @@ mod tests {
     use super::*;
     use crate::jobs::event_kind::EventKind;
 
-    fn append(job_id: Uuid, seq: u64, kind: EventKind) -> Append {
-        Append {
+    fn run(job_id: Uuid, seq: u64) -> Run {
+        Run {
             job_id,
-            run: BatchWriter::new(seq, kind, "{}"),
+            events: batch::BatchWriter::new(seq, EventKind::Stream, "{}"),
+            queued: 1,
         }
     }
 
-    /// (job, first, last) of each run.
-    fn spans(runs: &[Run]) -> Vec<(Uuid, u64, u64)> {
-        runs.iter()
-            .map(|run| (run.job_id, run.events.first(), run.events.last()))
-            .collect()
-    }
-
-    /// A writer that has written job `id` once and heard that nobody follows it.
-    fn unfollowed(id: Uuid) -> Writer {
-        let mut writer = Writer::default();
-        let mut stream = JobStream::new(id);
-        stream.followed = false;
-        writer.streams.insert(id, stream);
-        writer
-    }
-
     #[test]
-    fn a_job_is_written_at_once_until_redis_says_nobody_follows_it() {
-        let (id, now) = (Uuid::new_v4(), Instant::now());
-        let mut writer = Writer::default();
-        let mut batch = vec![
-            append(id, 1, EventKind::Other),
-            append(id, 2, EventKind::Stream),
-        ];
-        let runs = writer.take(&mut batch, now);
-        assert_eq!(spans(&runs), vec![(id, 1, 2)], "one run, sent now");
+    fn a_jobs_consecutive_runs_join_and_a_gap_starts_a_new_one() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut batch = vec![run(a, 1), run(b, 7), run(a, 2), run(a, 5), run(b, 8)];
+        let runs = join_runs(&mut batch);
+        let spans: Vec<_> = runs
+            .iter()
+            .map(|r| (r.job_id, r.events.first(), r.events.last(), r.queued))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(a, 1, 2, 2), (b, 7, 8, 2), (a, 5, 5, 1)],
+            "in the order their first events came"
+        );
         assert!(batch.is_empty());
-        assert!(writer.due.is_empty());
-    }
-
-    #[test]
-    fn an_unfollowed_job_waits_and_leaves_as_one_run_when_due() {
-        let (id, now) = (Uuid::new_v4(), Instant::now());
-        let mut writer = unfollowed(id);
-        for seq in 1..=3 {
-            let at = now + Duration::from_millis(seq * 10);
-            let runs = writer.take(&mut vec![append(id, seq, EventKind::Stream)], at);
-            assert!(runs.is_empty(), "event {seq} was sent before it was due");
-        }
-        let before_due = now + UNFOLLOWED_DELAY;
-        assert!(writer.take(&mut Vec::new(), before_due).is_empty());
-        let due = now + Duration::from_millis(10) + UNFOLLOWED_DELAY;
-        let runs = writer.take(&mut Vec::new(), due);
-        assert_eq!(spans(&runs), vec![(id, 1, 3)]);
-        let queued: usize = (1..=3)
-            .map(|seq| append(id, seq, EventKind::Stream).run.as_str().len())
-            .sum();
-        assert_eq!(
-            runs[0].queued, queued,
-            "frees what the publish queue counted"
-        );
-        assert!(writer.take(&mut Vec::new(), due).is_empty(), "sent once");
-    }
-
-    #[test]
-    fn the_terminal_event_takes_the_held_ones_along_at_once() {
-        let (id, now) = (Uuid::new_v4(), Instant::now());
-        let mut writer = unfollowed(id);
-        assert!(writer
-            .take(&mut vec![append(id, 1, EventKind::Stream)], now)
-            .is_empty());
-        let runs = writer.take(&mut vec![append(id, 2, EventKind::Completed)], now);
-        assert_eq!(spans(&runs), vec![(id, 1, 2)]);
-        assert!(runs[0].events.ends_job());
-        let later = now + 2 * UNFOLLOWED_DELAY;
-        assert!(
-            writer.take(&mut Vec::new(), later).is_empty(),
-            "nothing left held"
-        );
-    }
-
-    #[test]
-    fn held_events_go_first_when_events_were_dropped_or_the_job_is_followed_again() {
-        let (id, now) = (Uuid::new_v4(), Instant::now());
-        let mut writer = unfollowed(id);
-        assert!(writer
-            .take(&mut vec![append(id, 1, EventKind::Stream)], now)
-            .is_empty());
-        // Events 2 and 3 never reached the writer (the publish queue was full).
-        let runs = writer.take(&mut vec![append(id, 4, EventKind::Stream)], now);
-        assert_eq!(
-            spans(&runs),
-            vec![(id, 1, 1)],
-            "the held event leaves on its own"
-        );
-        if let Some(stream) = writer.streams.get_mut(&id) {
-            stream.followed = true;
-        }
-        let runs = writer.take(&mut vec![append(id, 5, EventKind::Stream)], now);
-        assert_eq!(
-            spans(&runs),
-            vec![(id, 4, 5)],
-            "the held event joins the followed one"
-        );
-        let due = now + UNFOLLOWED_DELAY;
-        assert!(writer.take(&mut Vec::new(), due).is_empty(), "sent once");
     }
 }
