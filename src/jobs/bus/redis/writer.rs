@@ -1,12 +1,18 @@
 //! The one task that writes this instance's job events to Redis, a pipeline per batch, in
 //! the order the jobs produced them, trimming each job's stream to its budgets. A job's
 //! consecutive events in one batch (a burst of the job, several, or what it held while
-//! nobody followed it: [`super::outbox`]) go out as one [`BatchWriter`]: one `XADD`, one
-//! `PUBLISH`, whose answer tells the outbox whether another instance follows the job.
+//! nobody followed it: [`super::outbox`]) go out as one [`super::batch::BatchWriter`]: one
+//! `XADD`, one `PUBLISH`, whose answer tells the outbox whether another instance follows
+//! the job. A batch leaves as soon as it is made, up to [`MAX_IN_FLIGHT`] pipelines ahead of
+//! their answers, in the order they were made.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
+
+use futures::stream::{FuturesOrdered, StreamExt};
 
 use redis::RedisResult;
 use tokio::sync::mpsc;
@@ -55,14 +61,39 @@ fn join_runs(batch: &mut Vec<Run>) -> Vec<Run> {
     runs
 }
 
-/// Write `runs` in one pipeline; tell the outbox from each `PUBLISH` whether the job is
-/// followed.
-async fn write(shared: &Shared, streams: &mut HashMap<Uuid, JobStream>, runs: Vec<Run>) {
+/// What a pipeline in flight carries for its answer: the jobs it published (in order), the
+/// jobs it ended, and the publish-queue bytes it frees.
+struct Sent {
+    jobs: Vec<Uuid>,
+    ended: Vec<Uuid>,
+    queued: usize,
+}
+
+/// A pipeline on its way: its answer (how many subscribers each `PUBLISH` reached) and what
+/// it carried.
+type InFlight = Pin<Box<dyn Future<Output = (RedisResult<Vec<i64>>, Sent)> + Send>>;
+
+/// Pipelines sent and not yet answered, at most: the next batch leaves without waiting for
+/// the previous answer, so an event never waits a Redis round trip behind another. One
+/// after a failed answer: while the connection is being made again, a pipeline cannot be
+/// handed to it at once, and two waiting for it could reach Redis in either order.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// The pipeline that writes `runs`.
+fn pipeline(
+    shared: &Shared,
+    streams: &mut HashMap<Uuid, JobStream>,
+    runs: Vec<Run>,
+) -> (redis::Pipeline, Sent) {
     let mut pipe = redis::pipe();
-    let mut queued = 0;
-    let mut ended = Vec::new();
+    let mut sent = Sent {
+        jobs: Vec::with_capacity(runs.len()),
+        ended: Vec::new(),
+        queued: 0,
+    };
     for run in &runs {
-        queued += run.queued;
+        sent.queued += run.queued;
+        sent.jobs.push(run.job_id);
         let events = &run.events;
         let stream = streams
             .entry(run.job_id)
@@ -98,29 +129,45 @@ async fn write(shared: &Shared, streams: &mut HashMap<Uuid, JobStream>, runs: Ve
                 .arg(shared.settings.stream_expire_secs)
                 .ignore();
             streams.remove(&run.job_id);
-            ended.push(run.job_id);
+            sent.ended.push(run.job_id);
         }
     }
-    let written: RedisResult<Vec<i64>> = async {
-        let mut conn = shared.commands().await?;
-        pipe.query_async(&mut conn).await
-    }
-    .await;
+    (pipe, sent)
+}
+
+/// A pipeline's answer: free its bytes, tell the outbox whether each job is followed.
+/// Returns whether Redis answered.
+fn answered(shared: &Shared, written: RedisResult<Vec<i64>>, sent: Sent) -> bool {
     // Counted until written, so `flush` knows when nothing is left in flight.
-    shared.queued_bytes.fetch_sub(queued, Ordering::AcqRel);
+    shared.queued_bytes.fetch_sub(sent.queued, Ordering::AcqRel);
     let mut outbox = shared.outbox.lock();
+    for job_id in &sent.ended {
+        outbox.ended(*job_id);
+    }
     match written {
         Ok(reached) => {
             shared.health.clear(Part::Writer);
-            for (run, reached) in runs.iter().zip(reached) {
-                outbox.heard(run.job_id, reached > 0);
+            for (job_id, reached) in sent.jobs.iter().zip(reached) {
+                if !sent.ended.contains(job_id) {
+                    outbox.heard(*job_id, reached > 0);
+                }
             }
+            true
         }
         // These events reach other instances as a gap, filled from the database.
-        Err(e) => shared.health.set(Part::Writer, e),
+        Err(e) => {
+            shared.health.set(Part::Writer, e);
+            false
+        }
     }
-    for job_id in ended {
-        outbox.ended(job_id);
+}
+
+/// How many pipelines may be in flight after an answer (see [`MAX_IN_FLIGHT`]).
+fn in_flight_after(answered: bool) -> usize {
+    if answered {
+        MAX_IN_FLIGHT
+    } else {
+        1
     }
 }
 
@@ -129,6 +176,8 @@ async fn write(shared: &Shared, streams: &mut HashMap<Uuid, JobStream>, runs: Ve
 pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::UnboundedReceiver<Run>) {
     let mut streams: HashMap<Uuid, JobStream> = HashMap::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let mut max_in_flight = MAX_IN_FLIGHT;
     loop {
         // No strong reference across the wait: the bus ends when its last user lets go.
         let Some((next_due, held_ready)) = shared
@@ -138,7 +187,13 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
             return;
         };
         tokio::select! {
-            received = queue.recv_many(&mut batch, WRITE_BATCH) => {
+            Some((written, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(shared) = shared.upgrade() {
+                    max_in_flight = in_flight_after(answered(&shared, written, sent));
+                }
+                continue;
+            }
+            received = queue.recv_many(&mut batch, WRITE_BATCH), if in_flight.len() < max_in_flight => {
                 if received == 0 {
                     return;
                 }
@@ -167,9 +222,28 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
             }
         }
         let runs = join_runs(&mut batch);
-        if !runs.is_empty() {
-            write(&shared, &mut streams, runs).await;
+        if runs.is_empty() {
+            continue;
         }
+        let (pipe, sent) = pipeline(&shared, &mut streams, runs);
+        let conn = match shared.commands().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                max_in_flight = in_flight_after(answered(&shared, Err(e), sent));
+                continue;
+            }
+        };
+        let mut query: InFlight = Box::pin(async move {
+            let mut conn = conn;
+            (pipe.query_async(&mut conn).await, sent)
+        });
+        // Polled once now, which hands the pipeline to the connection: pipelines reach
+        // Redis in the order they were made.
+        if let std::task::Poll::Ready((written, sent)) = futures::poll!(query.as_mut()) {
+            max_in_flight = in_flight_after(answered(&shared, written, sent));
+            continue;
+        }
+        in_flight.push_back(query);
     }
 }
 
