@@ -120,24 +120,32 @@ pub(super) async fn scenario_cluster(
     };
     let events_per_sec =
         |setup: &'static str| per_round(&move |round| of_round(round, "events_per_sec", setup));
-    // The follower's p99 while all jobs stream, per round.
-    let p99 = |setup: &'static str| {
-        per_round(&move |round| {
-            round[setup]["follower_latency_all_jobs_streaming"]["p99_ms"].as_f64()
-        })
+    // The follower's latency while all jobs stream, per round.
+    let latency = |setup: &'static str, key: &'static str| {
+        per_round(&move |round| round[setup]["follower_latency_all_jobs_streaming"][key].as_f64())
+    };
+    let p50 = |setup: &'static str| latency(setup, "p50_ms");
+    let p99 = |setup: &'static str| latency(setup, "p99_ms");
+    let within_round = |of: &dyn Fn(&'static str) -> Vec<f64>, a: &'static str, b: &'static str| {
+        of(a)
+            .iter()
+            .zip(of(b))
+            .filter(|(_, y)| *y > 0.0)
+            .map(|(x, y)| x / y)
+            .collect::<Vec<f64>>()
     };
     let cross_ratios = ratio("cross-replica", "single-node");
     let same_ratios = ratio("same-replica", "single-node");
-    let same_p99_ratios: Vec<f64> = p99("same-replica")
-        .iter()
-        .zip(p99("single-node"))
-        .filter(|(_, single)| *single > 0.0)
-        .map(|(same, single)| same / single)
+    let same_p50_ratios = within_round(&p50, "same-replica", "single-node");
+    let same_p99_ratios = within_round(&p99, "same-replica", "single-node");
+    let ran: Vec<&'static str> = Setup::ALL
+        .into_iter()
+        .map(Setup::label)
+        .filter(|setup| !events_per_sec(setup).is_empty())
         .collect();
     let medians = |of: &dyn Fn(&'static str) -> Vec<f64>| -> BTreeMap<&str, f64> {
-        Setup::ALL
-            .into_iter()
-            .map(|setup| (setup.label(), median(&of(setup.label()))))
+        ran.iter()
+            .map(|&setup| (setup, median(&of(setup))))
             .collect()
     };
     let summary = json!({
@@ -145,8 +153,10 @@ pub(super) async fn scenario_cluster(
         "same_over_single_events_per_sec": median(&same_ratios),
         "cross_over_single_each_round": cross_ratios,
         "same_over_single_each_round": same_ratios,
+        "same_over_single_p50_each_round": same_p50_ratios,
         "same_over_single_p99_each_round": same_p99_ratios,
         "median_events_per_sec": medians(&events_per_sec),
+        "median_p50_ms_all_jobs_streaming": medians(&p50),
         "median_p99_ms_all_jobs_streaming": medians(&p99),
     });
     // Each round's figure, for the summary lines.
@@ -159,24 +169,52 @@ pub(super) async fn scenario_cluster(
     };
     let percents = |ratios: &[f64]| each(ratios, |r| format!("{:.0}", 100.0 * r));
     let ms = |values: &[f64]| each(values, |v| format!("{v:.2}"));
+    let compared = |ratios: &[f64], name: &str| {
+        (!ratios.is_empty()).then(|| {
+            format!(
+                "{name} {:.0}% ({})",
+                100.0 * median(ratios),
+                percents(ratios)
+            )
+        })
+    };
+    let throughput: Vec<String> = [
+        compared(&cross_ratios, "cross-replica"),
+        compared(&same_ratios, "same-replica"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !throughput.is_empty() {
+        println!(
+            "summary      events/s of single-node's, median (rounds): {}",
+            throughput.join(", ")
+        );
+    }
+    let latencies: Vec<String> = ran
+        .iter()
+        .map(|&setup| {
+            format!(
+                "{setup} p50 {:.2} ms, p99 {:.2} ms ({})",
+                median(&p50(setup)),
+                median(&p99(setup)),
+                ms(&p99(setup))
+            )
+        })
+        .collect();
     println!(
-        "summary      events/s: cross-replica {:.0}% of single-node (rounds: {}), same-replica {:.0}% (rounds: {}); medians",
-        100.0 * median(&cross_ratios),
-        percents(&cross_ratios),
-        100.0 * median(&same_ratios),
-        percents(&same_ratios),
+        "summary      follower while all stream, median (p99 rounds): {}",
+        latencies.join("; ")
     );
-    println!(
-        "summary      follower p99 while all stream: single-node {:.2} ms ({}), same-replica {:.2} ms ({}), cross-replica {:.2} ms ({}); same-replica / single-node {:.2} (rounds: {}); medians",
-        median(&p99("single-node")),
-        ms(&p99("single-node")),
-        median(&p99("same-replica")),
-        ms(&p99("same-replica")),
-        median(&p99("cross-replica")),
-        ms(&p99("cross-replica")),
-        median(&same_p99_ratios),
-        ms(&same_p99_ratios),
-    );
+    if !same_p99_ratios.is_empty() {
+        println!(
+            "summary      same-replica / single-node, median (rounds): p50 {:.2} ({}), p99 {:.2} ({})",
+            median(&same_p50_ratios),
+            ms(&same_p50_ratios),
+            median(&same_p99_ratios),
+            ms(&same_p99_ratios),
+        );
+    }
     let last = rounds.last().cloned().unwrap_or(Value::Null);
     Ok(json!({
         "scenario": label,
