@@ -186,6 +186,8 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
         else {
             return;
         };
+        // With as many pipelines in flight as allowed, only an answer is waited for.
+        let may_send = in_flight.len() < max_in_flight;
         tokio::select! {
             Some((written, sent)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(shared) = shared.upgrade() {
@@ -193,7 +195,7 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
                 }
                 continue;
             }
-            received = queue.recv_many(&mut batch, WRITE_BATCH), if in_flight.len() < max_in_flight => {
+            received = queue.recv_many(&mut batch, WRITE_BATCH), if may_send => {
                 if received == 0 {
                     return;
                 }
@@ -201,8 +203,8 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
                 // first, and what else arrives meanwhile joins this pipeline.
                 tokio::task::yield_now().await;
             }
-            () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
-            () = held_ready.notified(), if next_due.is_none() => {}
+            () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if may_send && next_due.is_some() => {}
+            () = held_ready.notified(), if may_send && next_due.is_none() => {}
         }
         let Some(shared) = shared.upgrade() else {
             return;
