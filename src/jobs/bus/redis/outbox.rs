@@ -34,10 +34,22 @@ pub(super) struct Run {
     pub(super) queued: usize,
 }
 
+impl Run {
+    /// Append `next` if it continues this run without a gap; false (and nothing changed)
+    /// otherwise.
+    pub(super) fn join(&mut self, next: &Run) -> bool {
+        if self.events.next_seq() != next.events.first() {
+            return false;
+        }
+        self.events.extend(&next.events);
+        self.queued += next.queued;
+        true
+    }
+}
+
 /// Events of a job nobody follows, waiting until `due`.
 struct Held {
-    events: BatchWriter,
-    queued: usize,
+    run: Run,
     due: Instant,
 }
 
@@ -78,37 +90,22 @@ impl Outbox {
 
     /// Send `run` to the writer, behind what the job holds, or hold it all if nobody
     /// follows the job and it goes on.
-    pub(super) fn hand_on(&mut self, run: Run, now: Instant) -> HandedOn {
-        let Run {
-            job_id,
-            mut events,
-            mut queued,
-        } = run;
+    pub(super) fn hand_on(&mut self, mut run: Run, now: Instant) -> HandedOn {
+        let job_id = run.job_id;
         let mut due = None;
         let mut dropped = 0;
-        if let Some(held) = self.held.remove(&job_id) {
-            if held.events.next_seq() == events.first() {
-                let mut joined = held.events;
-                joined.extend(&events);
-                events = joined;
-                queued += held.queued;
+        if let Some(mut held) = self.held.remove(&job_id) {
+            if held.run.join(&run) {
+                run = held.run;
                 due = Some(held.due);
             } else {
                 // Events in between were dropped (the publish queue was full): the held
                 // ones go first, on their own.
-                dropped += self.send(Run {
-                    job_id,
-                    events: held.events,
-                    queued: held.queued,
-                });
+                dropped += self.send(held.run);
             }
         }
-        if !self.unfollowed.contains(&job_id) || events.ends_job() {
-            dropped += self.send(Run {
-                job_id,
-                events,
-                queued,
-            });
+        if !self.unfollowed.contains(&job_id) || run.events.ends_job() {
+            dropped += self.send(run);
             return if dropped > 0 {
                 HandedOn::Dropped(dropped)
             } else {
@@ -121,14 +118,7 @@ impl Outbox {
             self.due.push_back((at, job_id));
             at
         });
-        self.held.insert(
-            job_id,
-            Held {
-                events,
-                queued,
-                due,
-            },
-        );
+        self.held.insert(job_id, Held { run, due });
         if dropped > 0 {
             return HandedOn::Dropped(dropped);
         }
@@ -163,11 +153,7 @@ impl Outbox {
                 .is_some_and(|held| held.due <= horizon)
             {
                 if let Some(held) = self.held.remove(&job_id) {
-                    out.push(Run {
-                        job_id,
-                        events: held.events,
-                        queued: held.queued,
-                    });
+                    out.push(held.run);
                 }
             }
         }

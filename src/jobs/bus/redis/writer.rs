@@ -48,10 +48,7 @@ fn join_runs(batch: &mut Vec<Run>) -> Vec<Run> {
     let mut open: HashMap<Uuid, usize> = HashMap::new();
     for next in batch.drain(..) {
         if let Some(&index) = open.get(&next.job_id) {
-            let run = &mut runs[index];
-            if run.events.next_seq() == next.events.first() {
-                run.events.extend(&next.events);
-                run.queued += next.queued;
+            if runs[index].join(&next) {
                 continue;
             }
         }
