@@ -127,7 +127,7 @@ const USAGE: &str =
   cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
           replicas with Redis (follower on the job's replica, then on the other one);
           --rounds N (1) runs the three in turn N times and reports the medians;
-          --setup single-node|same-replica|cross-replica runs that one only
+          --setup single-node|same-replica|cross-replica[,…] runs those only, in that order
   floor-jobs, floor-latency: as jobs and latency, through a process that only copies bytes
           (no relay): the least relaying these streams costs on this machine; --hops N (1)
           forwarders in a row (3: the least a cross-replica event costs: owning replica,

@@ -61,10 +61,15 @@ pub(super) async fn scenario_cluster(
     let Load { jobs, events, gap } = load;
     let setups: Vec<Setup> = match &common.setup {
         None => Setup::ALL.to_vec(),
-        Some(only) => match Setup::ALL.into_iter().find(|s| s.label() == only) {
-            Some(setup) => vec![setup],
-            None => return Err(BenchError::Usage(format!("no set-up named {only}"))),
-        },
+        Some(named) => named
+            .split(',')
+            .map(|name| {
+                Setup::ALL
+                    .into_iter()
+                    .find(|s| s.label() == name)
+                    .ok_or_else(|| BenchError::Usage(format!("no set-up named {name}")))
+            })
+            .collect::<Result<_>>()?,
     };
     let modal_secret = format!("bench-modal-{}", Uuid::new_v4().simple());
     let stop_upstream = CancellationToken::new();
@@ -108,36 +113,40 @@ pub(super) async fn scenario_cluster(
     }
     // Each round's set-ups share a minute of the machine's mood; the ratios are taken within
     // a round and their median reported, so a slow minute moves both sides of a ratio.
-    let of_round = |round: &Value, key: &str, setup: &str| round[setup][key].as_f64();
-    let per_round =
-        |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<f64> { rounds.iter().filter_map(f).collect() };
-    let ratio = |a: &'static str, b: &'static str| {
-        per_round(&move |round| {
-            let x = of_round(round, "events_per_sec", a)?;
-            let y = of_round(round, "events_per_sec", b)?;
-            (y > 0.0).then(|| x / y)
-        })
+    let figure = |round: &Value, setup: &str, path: &str| {
+        round
+            .pointer(&format!("/{setup}/{path}"))
+            .and_then(Value::as_f64)
     };
-    let events_per_sec =
-        |setup: &'static str| per_round(&move |round| of_round(round, "events_per_sec", setup));
-    // The follower's latency while all jobs stream, per round.
-    let latency = |setup: &'static str, key: &'static str| {
-        per_round(&move |round| round[setup]["follower_latency_all_jobs_streaming"][key].as_f64())
-    };
-    let p50 = |setup: &'static str| latency(setup, "p50_ms");
-    let p99 = |setup: &'static str| latency(setup, "p99_ms");
-    let within_round = |of: &dyn Fn(&'static str) -> Vec<f64>, a: &'static str, b: &'static str| {
-        of(a)
+    // A set-up's figure in each round that ran it.
+    let figures = |setup: &str, path: &str| -> Vec<f64> {
+        rounds
             .iter()
-            .zip(of(b))
-            .filter(|(_, y)| *y > 0.0)
-            .map(|(x, y)| x / y)
-            .collect::<Vec<f64>>()
+            .filter_map(|round| figure(round, setup, path))
+            .collect()
     };
-    let cross_ratios = ratio("cross-replica", "single-node");
-    let same_ratios = ratio("same-replica", "single-node");
-    let same_p50_ratios = within_round(&p50, "same-replica", "single-node");
-    let same_p99_ratios = within_round(&p99, "same-replica", "single-node");
+    // `a`'s figure over `b`'s, within each round that ran both.
+    let ratio = |path: &str, a: &str, b: &str| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|round| {
+                let (x, y) = (figure(round, a, path)?, figure(round, b, path)?);
+                (y > 0.0).then(|| x / y)
+            })
+            .collect()
+    };
+    const EVENTS_PER_SEC: &str = "events_per_sec";
+    // The follower's latency while all jobs stream.
+    const P50: &str = "follower_latency_all_jobs_streaming/p50_ms";
+    const P99: &str = "follower_latency_all_jobs_streaming/p99_ms";
+    const SAMPLES: &str = "follower_latency_all_jobs_streaming/samples";
+    let events_per_sec = |setup: &'static str| figures(setup, EVENTS_PER_SEC);
+    let p50 = |setup: &'static str| figures(setup, P50);
+    let p99 = |setup: &'static str| figures(setup, P99);
+    let cross_ratios = ratio(EVENTS_PER_SEC, "cross-replica", "single-node");
+    let same_ratios = ratio(EVENTS_PER_SEC, "same-replica", "single-node");
+    let same_p50_ratios = ratio(P50, "same-replica", "single-node");
+    let same_p99_ratios = ratio(P99, "same-replica", "single-node");
     let ran: Vec<&'static str> = Setup::ALL
         .into_iter()
         .map(Setup::label)
@@ -194,7 +203,7 @@ pub(super) async fn scenario_cluster(
     // `cluster-jobs` measures no latency while all jobs stream (its window is empty).
     let latencies: Vec<String> = ran
         .iter()
-        .filter(|&&setup| latency(setup, "samples").iter().any(|&n| n > 0.0))
+        .filter(|&&setup| figures(setup, SAMPLES).iter().any(|&n| n > 0.0))
         .map(|&setup| {
             format!(
                 "{setup} p50 {:.2} ms, p99 {:.2} ms ({})",

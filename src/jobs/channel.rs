@@ -68,17 +68,18 @@ impl Drop for HeldWakes {
         if inner.holds > 0 {
             return;
         }
+        if std::mem::take(&mut inner.unwoken) {
+            for sub in &inner.subscribers {
+                sub.sink.wake();
+            }
+        }
+        // The sockets first, as in `deliver`.
         if !inner.forward_held.is_empty() {
             if let Some(forward) = &self.channel.forward {
                 let first = inner.log.last_seq() + 1 - inner.forward_held.len() as u64;
                 forward.forward(self.channel.job_id, first, &inner.forward_held);
             }
             inner.forward_held.clear();
-        }
-        if std::mem::take(&mut inner.unwoken) {
-            for sub in &inner.subscribers {
-                sub.sink.wake();
-            }
         }
     }
 }
@@ -173,13 +174,6 @@ impl JobChannel {
             (None, _) => inner.log.append_frame(frame.clone(), FrameKind::Other),
         };
         let wake = inner.holds == 0;
-        if let Some(forward) = &self.forward {
-            if wake {
-                forward.forward(self.job_id, seq, &[(frame.clone(), kind)]);
-            } else {
-                inner.forward_held.push((frame.clone(), kind));
-            }
-        }
         inner.unwoken |= !wake;
         inner.subscribers.retain(|sub| {
             let item = match (&game_updated, sub.kind) {
@@ -199,6 +193,15 @@ impl JobChannel {
             // A socket that is gone or cannot keep up is being closed: stop feeding it.
             delivered
         });
+        // After the sockets here are woken, so the bus's work never delays them; still
+        // under the lock, so the bus gets the job's events in order.
+        if let Some(forward) = &self.forward {
+            if wake {
+                forward.forward(self.job_id, seq, &[(frame, kind)]);
+            } else {
+                inner.forward_held.push((frame, kind));
+            }
+        }
         seq
     }
 

@@ -18,8 +18,30 @@ use std::collections::HashMap;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use redis::Value;
+use uuid::Uuid;
 
 use crate::jobs::event_kind::EventKind;
+
+/// A run of one job's consecutive events on its way to Redis, and the bytes of the publish
+/// queue it frees once written.
+pub(super) struct Run {
+    pub(super) job_id: Uuid,
+    pub(super) events: BatchWriter,
+    pub(super) queued: usize,
+}
+
+impl Run {
+    /// Append `next` if it continues this run without a gap; false (and nothing changed)
+    /// otherwise.
+    pub(super) fn join(&mut self, next: &Run) -> bool {
+        if self.events.next_seq() != next.events.first() {
+            return false;
+        }
+        self.events.extend(&next.events);
+        self.queued += next.queued;
+        true
+    }
+}
 
 /// The field of a stream entry that holds its batch.
 pub(super) const FIELD: &str = "b";

@@ -39,6 +39,32 @@ impl StreamBudget {
     }
 }
 
+/// The most one job's held events may grow to before they are written anyway
+/// ([`super::outbox`]): half of either stream budget, so the stream can still be trimmed to
+/// them in steps, and at most [`HELD_MAX_BYTES`].
+#[derive(Clone, Copy)]
+pub(super) struct HeldLimit {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+}
+
+/// Past this, writing more events per entry saves Redis little: the bytes dominate.
+const HELD_MAX_BYTES: usize = 64 * 1024;
+
+impl HeldLimit {
+    pub(super) fn for_streams(settings: &ClusterConfig) -> Self {
+        Self {
+            events: (settings.stream_max_events / 2).max(1),
+            bytes: (settings.stream_max_bytes / 2).clamp(1, HELD_MAX_BYTES),
+        }
+    }
+
+    /// Whether a run of `events` events and `len` bytes may be held longer.
+    pub(super) fn admits(&self, events: usize, len: usize) -> bool {
+        events < self.events && len < self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

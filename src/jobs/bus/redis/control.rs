@@ -1,6 +1,9 @@
-//! Requests to the instance running a job (a cancel, a sweep of its lease): the control
-//! channel's messages, and its subscription, renewed whenever Redis drops it. Every instance
-//! gets every message; only the one running the job acts on it.
+//! Requests to the instance running a job (a cancel, a sweep of its lease, and the bus's own
+//! notice that another instance started following it): the control channel's messages, and
+//! its subscription, renewed whenever Redis drops it. Every instance gets every message; only
+//! the one running the job acts on it.
+
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use redis::RedisResult;
@@ -12,6 +15,17 @@ use crate::jobs::bus::ControlRequest;
 
 const CANCEL: &str = "cancel:";
 const LEASE_SWEPT: &str = "swept:";
+const FOLLOWING: &str = "following:";
+
+/// A control-channel message.
+#[derive(Debug, PartialEq, Eq)]
+enum Control {
+    /// For the job engine.
+    Request(ControlRequest),
+    /// An instance subscribed to the job's live channel: the owner stops holding its events
+    /// ([`super::outbox`]), so the follower's first live events need not wait out the hold.
+    Following(Uuid),
+}
 
 /// The control channel's message for `request`.
 pub(super) fn encode(request: ControlRequest) -> String {
@@ -21,17 +35,30 @@ pub(super) fn encode(request: ControlRequest) -> String {
     }
 }
 
-/// The request a control message carries; `None` for one this build does not know (a newer
+/// The control channel's message that this instance now follows `job_id`.
+pub(super) fn following(job_id: Uuid) -> String {
+    format!("{FOLLOWING}{job_id}")
+}
+
+/// What a control message carries; `None` for one this build does not know (a newer
 /// instance's, during a rolling deploy).
-fn decode(payload: &str) -> Option<ControlRequest> {
+fn decode(payload: &str) -> Option<Control> {
     let job_id = |rest: &str| Uuid::parse_str(rest).ok();
     if let Some(rest) = payload.strip_prefix(CANCEL) {
-        job_id(rest).map(ControlRequest::Cancel)
+        job_id(rest).map(|id| Control::Request(ControlRequest::Cancel(id)))
     } else if let Some(rest) = payload.strip_prefix(LEASE_SWEPT) {
-        job_id(rest).map(ControlRequest::LeaseSwept)
+        job_id(rest).map(|id| Control::Request(ControlRequest::LeaseSwept(id)))
+    } else if let Some(rest) = payload.strip_prefix(FOLLOWING) {
+        job_id(rest).map(Control::Following)
     } else {
         None
     }
+}
+
+/// Another instance follows `job_id`: if it runs here, what it holds is written now.
+fn followed_elsewhere(shared: &Shared, job_id: Uuid) {
+    let dropped = shared.outbox.lock().followed_elsewhere(job_id);
+    shared.queued_bytes.fetch_sub(dropped, Ordering::AcqRel);
 }
 
 /// Forward the control channel's requests, resubscribing whenever Redis drops.
@@ -67,8 +94,15 @@ pub(super) async fn listen_for_control(
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
-                    let Some(request) = decode(&payload) else {
-                        continue;
+                    let request = match decode(&payload) {
+                        Some(Control::Request(request)) => request,
+                        Some(Control::Following(job_id)) => {
+                            if let Some(s) = shared.upgrade() {
+                                followed_elsewhere(&s, job_id);
+                            }
+                            continue;
+                        }
+                        None => continue,
                     };
                     if requests.send(request).is_err() {
                         return;
@@ -102,8 +136,9 @@ mod tests {
             ControlRequest::Cancel(job_id),
             ControlRequest::LeaseSwept(job_id),
         ] {
-            assert_eq!(decode(&encode(request)), Some(request));
+            assert_eq!(decode(&encode(request)), Some(Control::Request(request)));
         }
+        assert_eq!(decode(&following(job_id)), Some(Control::Following(job_id)));
         assert_eq!(
             encode(ControlRequest::Cancel(job_id)),
             format!("cancel:{job_id}"),

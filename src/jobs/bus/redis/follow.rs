@@ -19,9 +19,11 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::batch;
+use super::control;
 use super::followed::{Follow, Followed, Next};
 use super::shared::{
-    entry_id, entry_seq, live_channel, stream_key, Part, Shared, QUIET, READ_BATCH, RETRY,
+    decide, entry_id, entry_seq, live_channel, stream_key, Part, Shared, CONTROL_CHANNEL, QUIET,
+    READ_BATCH, RETRY,
 };
 use crate::jobs::bus::state_from_database;
 use crate::jobs::channel::HeldWakes;
@@ -151,8 +153,10 @@ async fn add(
     }
     // Kept from now on, so that when Redis fails below, the reconnect subscribes it again
     // and catches it up like every other followed job.
+    let job_id = follow.job_id;
     jobs.insert(channel.clone(), Followed::new(follow));
     sink.subscribe(&channel).await?;
+    announce(shared, job_id).await;
     let Some(job) = jobs.get_mut(&channel) else {
         return Ok(());
     };
@@ -173,11 +177,27 @@ async fn resubscribe(
         let Some(job) = jobs.get_mut(&channel) else {
             continue;
         };
+        announce(shared, job.job_id).await;
         if catch_up(shared, job).await? == Next::Stop {
             leave(shared, sink, jobs, &channel).await;
         }
     }
     Ok(())
+}
+
+/// Tell the job's owner, once subscribed, that its events are followed here: it may be
+/// holding them back while nobody was ([`super::outbox`]). Unheard, the held events still
+/// come, only later.
+async fn announce(shared: &Shared, job_id: Uuid) {
+    let sent: RedisResult<i64> = decide(async {
+        let mut conn = shared.commands().await?;
+        conn.publish(CONTROL_CHANNEL, control::following(job_id))
+            .await
+    })
+    .await;
+    if let Err(e) = sent {
+        tracing::debug!(%job_id, error = %e, "could not announce a follower");
+    }
 }
 
 /// One live batch: each event handed on when it is the next, else kept until the stream

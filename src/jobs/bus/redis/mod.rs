@@ -5,8 +5,8 @@
 //! the job's live channel. An instance following a job it does not run keeps one mirror
 //! channel per job, fed from the live channel after catching up from the stream: in order,
 //! nothing twice; a gap the stream cannot fill (events trimmed, or lost while Redis was down)
-//! is answered with the job's state from the database. Cancel requests travel on the pub/sub
-//! channel `dreamcore:control`.
+//! is answered with the job's state from the database. Cancel requests, lease sweeps and a
+//! new follower's announcement travel on the pub/sub channel `dreamcore:control`.
 //!
 //! Redis failing never fails a job: events still reach this instance's sockets, writes that
 //! cannot be made are dropped (followers elsewhere see a gap), and every part reconnects on
@@ -43,7 +43,9 @@ use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
 use crate::store::Store;
 use crate::wire::protocol::ServerMessage;
-use outbox::{HandedOn, Outbox, Run};
+use batch::Run;
+use budget::HeldLimit;
+use outbox::{HandedOn, Outbox};
 use shared::{decide, entry_id, entry_seq, stream_key, Health, Part, Shared, CONTROL_CHANNEL};
 
 /// Token bucket of `ARGV[1]` generations a minute, refilled continuously, timed by the Redis
@@ -105,7 +107,7 @@ impl RedisBus {
             running_expiry_secs: job_timeout.as_secs() + settings.stream_expire_secs,
             store,
             commands: tokio::sync::Mutex::new(None),
-            outbox: Mutex::new(Outbox::new(writer)),
+            outbox: Mutex::new(Outbox::new(writer, HeldLimit::for_streams(settings))),
             held_ready: Arc::new(Notify::new()),
             queued_bytes: AtomicUsize::new(0),
             mirrors: Mutex::new(HashMap::new()),
@@ -139,7 +141,11 @@ impl EventForward for RedisBus {
         let len = run.as_str().len();
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.shared.settings.publish_queue_bytes {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            let mut freed = len;
+            if run.ends_job() {
+                freed += self.shared.outbox.lock().abandon(job_id);
+            }
+            self.shared.queued_bytes.fetch_sub(freed, Ordering::AcqRel);
             self.shared
                 .health
                 .set(Part::Writer, "the publish queue is full");

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::batch;
+use super::batch::Run;
 use super::budget::StreamBudget;
-use super::outbox::Run;
 use super::shared::{entry_id, live_channel, stream_key, Part, Shared, WRITE_BATCH};
 
 /// A job the writer is writing: its Redis names (made once, not per event) and its budget.
@@ -58,9 +58,10 @@ fn join_runs(batch: &mut Vec<Run>) -> Vec<Run> {
     runs
 }
 
-/// What a pipeline in flight carries for its answer: the jobs it published (in order), the
-/// jobs it ended, and the publish-queue bytes it frees.
+/// What a pipeline in flight carries for its answer: its number (from the outbox), the jobs
+/// it published (in order), the jobs it ended, and the publish-queue bytes it frees.
 struct Sent {
+    number: u64,
     jobs: Vec<Uuid>,
     ended: Vec<Uuid>,
     queued: usize,
@@ -80,10 +81,12 @@ const MAX_IN_FLIGHT: usize = 4;
 fn pipeline(
     shared: &Shared,
     streams: &mut HashMap<Uuid, JobStream>,
+    number: u64,
     runs: Vec<Run>,
 ) -> (redis::Pipeline, Sent) {
     let mut pipe = redis::pipe();
     let mut sent = Sent {
+        number,
         jobs: Vec::with_capacity(runs.len()),
         ended: Vec::new(),
         queued: 0,
@@ -146,7 +149,7 @@ fn answered(shared: &Shared, written: RedisResult<Vec<i64>>, sent: Sent) -> bool
             shared.health.clear(Part::Writer);
             for (job_id, reached) in sent.jobs.iter().zip(reached) {
                 if !sent.ended.contains(job_id) {
-                    outbox.heard(*job_id, reached > 0);
+                    outbox.heard(*job_id, sent.number, reached > 0);
                 }
             }
             true
@@ -206,12 +209,17 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        {
+        let (number, abandoned) = {
             let mut outbox = shared.outbox.lock();
+            let number = outbox.make_pipeline();
+            let mut drained = false;
             while batch.len() < WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(run) => batch.push(run),
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
             }
             // Only behind everything queued before them: a job's held events are always
@@ -219,12 +227,23 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
             if batch.len() < WRITE_BATCH {
                 outbox.take_due(Instant::now(), &mut batch);
             }
-        }
+            // A job is abandoned after all its queued runs: once the queue is drained, they
+            // are in this batch.
+            let abandoned = if drained {
+                outbox.take_abandoned()
+            } else {
+                Vec::new()
+            };
+            (number, abandoned)
+        };
         let runs = join_runs(&mut batch);
-        if runs.is_empty() {
-            continue;
+        let built = (!runs.is_empty()).then(|| pipeline(&shared, &mut streams, number, runs));
+        for job_id in abandoned {
+            streams.remove(&job_id);
         }
-        let (pipe, sent) = pipeline(&shared, &mut streams, runs);
+        let Some((pipe, sent)) = built else {
+            continue;
+        };
         let conn = match shared.commands().await {
             Ok(conn) => conn,
             Err(e) => {
