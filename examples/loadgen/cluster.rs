@@ -337,17 +337,19 @@ async fn run_setup(
                 })
         });
     }
-    // Redis memory: the peak of `used_memory` while the jobs run, sampled every 100 ms.
+    // Redis memory: the peak of `used_memory` while the jobs run, sampled every 100 ms, on a
+    // thread of its own: the query blocks, and on a runtime worker it would hold back the
+    // followers' reads (and their latency figures) of the set-ups with Redis.
     let stop_sampling = CancellationToken::new();
     let sampler = redis.as_ref().map(|redis| {
         let (socket, stop) = (redis.socket(), stop_sampling.clone());
-        tokio::spawn(async move {
+        tokio::task::spawn_blocking(move || {
             let mut peak = 0u64;
             while !stop.is_cancelled() {
                 if let Ok(bytes) = used_memory(&socket) {
                     peak = peak.max(bytes);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
             }
             peak
         })
