@@ -23,8 +23,8 @@ use super::budget::HeldLimit;
 /// and the writer more work when jobs stream fast (at 50 events a second, 25 events per
 /// entry); what it delays is a replica's first live events when it starts following and its
 /// announcement is lost, and what a SIGKILL of this instance loses from the stream (the job
-/// then fails anyway). 100 ms left tabs on the owner about 20 % slower than without Redis
-/// (docs/benchmarks.md).
+/// then fails anyway). At 100 ms Redis spent two to three times the CPU on tabs that all
+/// watch on the owner (docs/benchmarks.md).
 const UNFOLLOWED_DELAY: Duration = Duration::from_millis(500);
 
 /// Held events due this soon after the ones that woke the writer leave with them, so the

@@ -212,14 +212,10 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
         let (number, abandoned) = {
             let mut outbox = shared.outbox.lock();
             let number = outbox.make_pipeline();
-            let mut drained = false;
             while batch.len() < WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(run) => batch.push(run),
-                    Err(_) => {
-                        drained = true;
-                        break;
-                    }
+                    Err(_) => break,
                 }
             }
             // Only behind everything queued before them: a job's held events are always
@@ -227,9 +223,9 @@ pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::Unbounde
             if batch.len() < WRITE_BATCH {
                 outbox.take_due(Instant::now(), &mut batch);
             }
-            // A job is abandoned after all its queued runs: once the queue is drained, they
-            // are in this batch.
-            let abandoned = if drained {
+            // A job is abandoned after all its queued runs, and only the outbox queues runs
+            // (under this lock): with the queue empty, they are all in this batch.
+            let abandoned = if queue.is_empty() {
                 outbox.take_abandoned()
             } else {
                 Vec::new()
