@@ -11,9 +11,8 @@
 //! one runs. (An old replica cannot read a batch: a tab there following a job of a new
 //! replica gets the job's end from the database.)
 
-use std::fmt::Write;
-
 use std::collections::HashMap;
+use std::ops::Deref;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -50,7 +49,8 @@ pub(super) const FIELD: &str = "b";
 pub(super) struct BatchWriter {
     text: String,
     first: u64,
-    last: u64,
+    /// How many events it holds (at least one once made).
+    count: u64,
     /// Whether the last event ends the job.
     ends_job: bool,
 }
@@ -58,27 +58,39 @@ pub(super) struct BatchWriter {
 impl BatchWriter {
     /// A batch that starts with event `seq`.
     pub(super) fn new(seq: u64, kind: EventKind, frame: &str) -> Self {
-        let mut text = String::with_capacity(frame.len() + 16);
-        let _ = write!(text, "{seq}");
+        Self::of(seq, &[(frame, kind)])
+    }
+
+    /// A batch of consecutive `events`, the first numbered `first_seq`.
+    pub(super) fn of<F: Deref<Target = str>>(first_seq: u64, events: &[(F, EventKind)]) -> Self {
+        let mut text = String::with_capacity(encoded_len(first_seq, events));
+        text.push_str(itoa::Buffer::new().format(first_seq));
         let mut batch = Self {
             text,
-            first: seq,
-            last: seq,
+            first: first_seq,
+            count: 0,
             ends_job: false,
         };
-        batch.write(kind, frame);
+        batch.append(events);
         batch
     }
 
     /// The sequence number the next event must have to join this batch.
     pub(super) fn next_seq(&self) -> u64 {
-        self.last + 1
+        self.first + self.count
     }
 
-    /// Add the next event (`next_seq()`).
-    pub(super) fn push(&mut self, kind: EventKind, frame: &str) {
-        self.write(kind, frame);
-        self.last += 1;
+    /// Add the next events (from `next_seq()` on).
+    pub(super) fn append<F: Deref<Target = str>>(&mut self, events: &[(F, EventKind)]) {
+        for (frame, kind) in events {
+            self.ends_job = kind.is_terminal();
+            self.text.push(' ');
+            self.text.push_str(kind.code());
+            self.text.push_str(itoa::Buffer::new().format(frame.len()));
+            self.text.push(':');
+            self.text.push_str(frame);
+        }
+        self.count += events.len() as u64;
     }
 
     /// Add the events of `next`, which starts at `next_seq()`.
@@ -89,19 +101,13 @@ impl BatchWriter {
         if let Some(header_end) = text.find(' ') {
             self.text.push_str(&text[header_end..]);
         }
-        self.last = next.last;
+        self.count += next.count;
         self.ends_job = next.ends_job;
-    }
-
-    fn write(&mut self, kind: EventKind, frame: &str) {
-        self.ends_job = kind.is_terminal();
-        let _ = write!(self.text, " {}{}:", kind.code(), frame.len());
-        self.text.push_str(frame);
     }
 
     /// How many events the batch holds.
     pub(super) fn len(&self) -> usize {
-        (self.last - self.first + 1) as usize
+        self.count as usize
     }
 
     pub(super) fn first(&self) -> u64 {
@@ -109,7 +115,7 @@ impl BatchWriter {
     }
 
     pub(super) fn last(&self) -> u64 {
-        self.last
+        self.next_seq() - 1
     }
 
     /// Whether the batch holds the job's terminal event (always its last).
@@ -120,6 +126,19 @@ impl BatchWriter {
     pub(super) fn as_str(&self) -> &str {
         &self.text
     }
+}
+
+/// The length of [`BatchWriter::of`]`(first_seq, events)`, reckoned without writing it.
+pub(super) fn encoded_len<F: Deref<Target = str>>(
+    first_seq: u64,
+    events: &[(F, EventKind)],
+) -> usize {
+    let digits = |n: u64| n.checked_ilog10().map_or(1, |log| log as usize + 1);
+    events.iter().fold(digits(first_seq), |len, (frame, _)| {
+        let frame = frame.len();
+        // ` <code><length>:<frame>`
+        len + 3 + digits(frame as u64) + frame
+    })
 }
 
 /// One event as read back: sequence number, kind, frame.
@@ -205,10 +224,24 @@ mod tests {
         ];
         let mut batch = BatchWriter::new(41, EventKind::Stream, frames[0]);
         assert_eq!(batch.next_seq(), 42);
-        batch.push(EventKind::Progress, frames[1]);
-        batch.push(EventKind::Other, frames[2]);
-        batch.push(EventKind::Completed, frames[3]);
+        batch.append(&[(frames[1], EventKind::Progress)]);
+        batch.append(&[
+            (frames[2], EventKind::Other),
+            (frames[3], EventKind::Completed),
+        ]);
         assert_eq!((batch.first(), batch.last()), (41, 44));
+        let all: Vec<_> = frames
+            .iter()
+            .zip([
+                EventKind::Stream,
+                EventKind::Progress,
+                EventKind::Other,
+                EventKind::Completed,
+            ])
+            .map(|(frame, kind)| (*frame, kind))
+            .collect();
+        assert_eq!(encoded_len(41, &all), batch.as_str().len());
+        assert_eq!(BatchWriter::of(41, &all).as_str(), batch.as_str());
         assert_reads_back(
             &batch,
             &[
@@ -223,9 +256,9 @@ mod tests {
     #[test]
     fn runs_join_into_one_batch() {
         let mut first = BatchWriter::new(1, EventKind::Progress, "a");
-        first.push(EventKind::Stream, "b c");
+        first.append(&[("b c", EventKind::Stream)]);
         let mut second = BatchWriter::new(3, EventKind::Stream, "d");
-        second.push(EventKind::Ended, "e");
+        second.append(&[("e", EventKind::Ended)]);
         first.extend(&second);
         assert_eq!((first.first(), first.last(), first.len()), (1, 4, 4));
         assert!(first.ends_job());

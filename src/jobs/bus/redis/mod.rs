@@ -43,7 +43,6 @@ use crate::jobs::channel::{EventForward, JobChannel};
 use crate::store::models::JobRow;
 use crate::store::Store;
 use crate::wire::protocol::ServerMessage;
-use batch::Run;
 use budget::HeldLimit;
 use outbox::{HandedOn, Outbox};
 use shared::{decide, entry_id, entry_seq, stream_key, Health, Part, Shared, CONTROL_CHANNEL};
@@ -131,18 +130,14 @@ impl RedisBus {
 
 impl EventForward for RedisBus {
     fn forward(&self, job_id: Uuid, first_seq: u64, events: &[(Utf8Bytes, EventKind)]) {
-        let Some(((frame, kind), rest)) = events.split_first() else {
+        if events.is_empty() {
             return;
-        };
-        let mut run = batch::BatchWriter::new(first_seq, *kind, frame);
-        for (frame, kind) in rest {
-            run.push(*kind, frame);
         }
-        let len = run.as_str().len();
+        let len = batch::encoded_len(first_seq, events);
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.shared.settings.publish_queue_bytes {
             let mut freed = len;
-            if run.ends_job() {
+            if events.last().is_some_and(|(_, kind)| kind.is_terminal()) {
                 freed += self.shared.outbox.lock().abandon(job_id);
             }
             self.shared.queued_bytes.fetch_sub(freed, Ordering::AcqRel);
@@ -151,12 +146,11 @@ impl EventForward for RedisBus {
                 .set(Part::Writer, "the publish queue is full");
             return;
         }
-        let run = Run {
-            job_id,
-            events: run,
-            queued: len,
-        };
-        let handed_on = self.shared.outbox.lock().hand_on(run, Instant::now());
+        let handed_on =
+            self.shared
+                .outbox
+                .lock()
+                .hand_on(job_id, first_seq, events, len, Instant::now);
         match handed_on {
             HandedOn::Sent | HandedOn::Held { first: false } => {}
             HandedOn::Held { first: true } => self.shared.held_ready.notify_one(),

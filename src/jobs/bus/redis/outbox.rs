@@ -9,15 +9,18 @@
 //! events from then on. Without the announcement (lost with a Redis hiccup), the job's next
 //! `PUBLISH` counts the follower all the same; it then waits at most that delay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::ops::Deref;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::batch::Run;
+use super::batch::{BatchWriter, Run};
 use super::budget::HeldLimit;
+use crate::jobs::event_kind::EventKind;
 
 /// How long the events of a job nobody follows may wait to be written. Longer spares Redis
 /// and the writer more work when jobs stream fast (at 50 events a second, 25 events per
@@ -31,14 +34,16 @@ const UNFOLLOWED_DELAY: Duration = Duration::from_millis(500);
 /// writer wakes for held events at most about once per this.
 const DUE_TOGETHER: Duration = Duration::from_millis(50);
 
-/// What the outbox knows of a job running here.
-struct Watch {
+/// What the outbox knows of a job running here: one lookup per event.
+struct Job {
     /// Whether the job's last `PUBLISH` reached a subscriber (or a follower announced
     /// itself since).
     followed: bool,
     /// Pipelines numbered below this were made before a follower announced itself: their
     /// answer that nobody listened is older news.
     trusted_from: u64,
+    /// Events waiting while nobody follows the job.
+    held: Option<Held>,
 }
 
 /// Events of a job nobody follows, waiting until `due`.
@@ -64,14 +69,13 @@ pub(super) enum HandedOn {
 pub(super) struct Outbox {
     writer: mpsc::UnboundedSender<Run>,
     limit: HeldLimit,
-    held: HashMap<Uuid, Held>,
-    /// Jobs with held events, by when those are due (holding order is due order). An entry
-    /// whose events left early is skipped.
-    due: VecDeque<(Instant, Uuid)>,
     /// Jobs handed on and not ended. A job starts as followed: a follower may be waiting
     /// from its first event. Only jobs in here are marked, so an answer that comes after a
     /// job's end adds nothing.
-    watched: HashMap<Uuid, Watch>,
+    jobs: FxHashMap<Uuid, Job>,
+    /// Jobs with held events, by when those are due (holding order is due order). An entry
+    /// whose events left early is skipped.
+    due: VecDeque<(Instant, Uuid)>,
     /// Pipelines the writer has made (the next one's number).
     pipelines: u64,
     /// Jobs whose terminal event could not be queued, for the writer to forget.
@@ -83,42 +87,57 @@ impl Outbox {
         Self {
             writer,
             limit,
-            held: HashMap::new(),
+            jobs: FxHashMap::default(),
             due: VecDeque::new(),
-            watched: HashMap::new(),
             pipelines: 0,
             abandoned: Vec::new(),
         }
     }
 
-    /// Send `run` to the writer, behind what the job holds, or hold it all if nobody
-    /// follows the job, it goes on and what it holds stays within the limit.
-    pub(super) fn hand_on(&mut self, mut run: Run, now: Instant) -> HandedOn {
-        let job_id = run.job_id;
-        let mut due = None;
+    /// Send the job's consecutive `events` (from `first_seq` on, `queued` bytes of the
+    /// publish queue) to the writer, behind what the job holds, or hold them all if nobody
+    /// follows the job, it goes on and what it holds stays within the limit. `now` is asked
+    /// only when a hold starts.
+    pub(super) fn hand_on<F: Deref<Target = str>>(
+        &mut self,
+        job_id: Uuid,
+        first_seq: u64,
+        events: &[(F, EventKind)],
+        queued: usize,
+        now: impl FnOnce() -> Instant,
+    ) -> HandedOn {
+        let job = self.jobs.entry(job_id).or_insert(Job {
+            followed: true,
+            trusted_from: 0,
+            held: None,
+        });
         let mut dropped = 0;
-        if let Some(mut held) = self.held.remove(&job_id) {
-            if held.run.join(&run) {
-                run = held.run;
+        let mut due = None;
+        let run = match job.held.take() {
+            // Straight into what the job holds: no batch of their own to make and join.
+            Some(mut held) if held.run.events.next_seq() == first_seq => {
+                held.run.events.append(events);
+                held.run.queued += queued;
                 due = Some(held.due);
-            } else {
+                held.run
+            }
+            held => {
                 // Events in between were dropped (the publish queue was full): the held
                 // ones go first, on their own.
-                dropped += self.send(held.run);
+                if let Some(held) = held {
+                    dropped += send(&self.writer, held.run);
+                }
+                Run {
+                    job_id,
+                    events: BatchWriter::of(first_seq, events),
+                    queued,
+                }
             }
-        }
-        let followed = self
-            .watched
-            .entry(job_id)
-            .or_insert(Watch {
-                followed: true,
-                trusted_from: 0,
-            })
-            .followed;
-        let events = &run.events;
-        if followed || events.ends_job() || !self.limit.admits(events.len(), events.as_str().len())
+        };
+        let batch = &run.events;
+        if job.followed || batch.ends_job() || !self.limit.admits(batch.len(), batch.as_str().len())
         {
-            dropped += self.send(run);
+            dropped += send(&self.writer, run);
             return if dropped > 0 {
                 HandedOn::Dropped(dropped)
             } else {
@@ -127,24 +146,15 @@ impl Outbox {
         }
         let first = self.due.is_empty();
         let due = due.unwrap_or_else(|| {
-            let at = now + UNFOLLOWED_DELAY;
+            let at = now() + UNFOLLOWED_DELAY;
             self.due.push_back((at, job_id));
             at
         });
-        self.held.insert(job_id, Held { run, due });
+        job.held = Some(Held { run, due });
         if dropped > 0 {
             return HandedOn::Dropped(dropped);
         }
         HandedOn::Held { first }
-    }
-
-    /// Queue `run` for the writer; the bytes it held when the writer is gone.
-    fn send(&self, run: Run) -> usize {
-        let queued = run.queued;
-        match self.writer.send(run) {
-            Ok(()) => 0,
-            Err(_) => queued,
-        }
     }
 
     /// When the earliest held events are due.
@@ -160,14 +170,12 @@ impl Outbox {
                 break;
             }
             self.due.pop_front();
-            if self
-                .held
-                .get(&job_id)
-                .is_some_and(|held| held.due <= horizon)
-            {
-                if let Some(held) = self.held.remove(&job_id) {
-                    out.push(held.run);
-                }
+            let taken = self
+                .jobs
+                .get_mut(&job_id)
+                .and_then(|job| job.held.take_if(|held| held.due <= horizon));
+            if let Some(held) = taken {
+                out.push(held.run);
             }
         }
     }
@@ -180,9 +188,9 @@ impl Outbox {
 
     /// What the job's `PUBLISH` in pipeline `pipeline` said: whether it reached a subscriber.
     pub(super) fn heard(&mut self, job_id: Uuid, pipeline: u64, followed: bool) {
-        if let Some(watch) = self.watched.get_mut(&job_id) {
-            if followed || pipeline >= watch.trusted_from {
-                watch.followed = followed;
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            if followed || pipeline >= job.trusted_from {
+                job.followed = followed;
             }
         }
     }
@@ -191,35 +199,47 @@ impl Outbox {
     /// and its events at once from now on. Returns the bytes of the publish queue to free
     /// (the writer is gone).
     pub(super) fn followed_elsewhere(&mut self, job_id: Uuid) -> usize {
-        let Some(watch) = self.watched.get_mut(&job_id) else {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
             return 0;
         };
-        watch.followed = true;
+        job.followed = true;
         // A pipeline already made may have reached Redis before the follower subscribed.
-        watch.trusted_from = self.pipelines;
+        job.trusted_from = self.pipelines;
         // Its entry in `due` is skipped when reached.
-        self.held
-            .remove(&job_id)
-            .map_or(0, |held| self.send(held.run))
+        job.held
+            .take()
+            .map_or(0, |held| send(&self.writer, held.run))
     }
 
     /// The job's terminal event was written: nothing more of it comes.
     pub(super) fn ended(&mut self, job_id: Uuid) {
-        self.watched.remove(&job_id);
+        // Nothing is held: the terminal event took it along.
+        self.jobs.remove(&job_id);
     }
 
     /// The job's terminal event could not be queued (the publish queue was full): forget
     /// the job and what it held (its followers learn the end from the database). Returns
     /// the publish-queue bytes the held events took.
     pub(super) fn abandon(&mut self, job_id: Uuid) -> usize {
-        self.watched.remove(&job_id);
         self.abandoned.push(job_id);
-        self.held.remove(&job_id).map_or(0, |held| held.run.queued)
+        self.jobs
+            .remove(&job_id)
+            .and_then(|job| job.held)
+            .map_or(0, |held| held.run.queued)
     }
 
     /// Jobs abandoned since the last call.
     pub(super) fn take_abandoned(&mut self) -> Vec<Uuid> {
         std::mem::take(&mut self.abandoned)
+    }
+}
+
+/// Queue `run` for the writer; the bytes it held when the writer is gone.
+fn send(writer: &mpsc::UnboundedSender<Run>, run: Run) -> usize {
+    let queued = run.queued;
+    match writer.send(run) {
+        Ok(()) => 0,
+        Err(_) => queued,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The outbox's tests: what is sent at once, held, joined, and let go.
 
-use super::super::batch::BatchWriter;
+use super::super::batch::{encoded_len, BatchWriter};
 use super::*;
 use crate::jobs::event_kind::EventKind;
 
@@ -17,6 +17,12 @@ fn run(job_id: Uuid, seq: u64, kind: EventKind) -> Run {
         events,
         queued,
     }
+}
+
+/// Hand event `seq` of job `id` (a frame `{}`) to the outbox at `at`.
+fn hand_on(outbox: &mut Outbox, id: Uuid, seq: u64, kind: EventKind, at: Instant) -> HandedOn {
+    let events = [("{}", kind)];
+    outbox.hand_on(id, seq, &events, encoded_len(seq, &events), || at)
 }
 
 /// (job, first, last) of each run.
@@ -39,11 +45,12 @@ fn unfollowed(id: Uuid) -> (Outbox, mpsc::UnboundedReceiver<Run>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(tx, LIMIT);
     // As a first write's answer would leave it.
-    outbox.watched.insert(
+    outbox.jobs.insert(
         id,
-        Watch {
+        Job {
             followed: false,
             trusted_from: 0,
+            held: None,
         },
     );
     (outbox, rx)
@@ -55,13 +62,13 @@ fn a_job_goes_at_once_until_redis_says_nobody_follows_it() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(tx, LIMIT);
     assert_eq!(
-        outbox.hand_on(run(id, 1, EventKind::Other), now),
+        hand_on(&mut outbox, id, 1, EventKind::Other, now),
         HandedOn::Sent
     );
     assert_eq!(sent(&mut rx), vec![(id, 1, 1)]);
     outbox.heard(id, 0, false);
     assert_eq!(
-        outbox.hand_on(run(id, 2, EventKind::Stream), now),
+        hand_on(&mut outbox, id, 2, EventKind::Stream, now),
         HandedOn::Held { first: true }
     );
     assert!(sent(&mut rx).is_empty());
@@ -74,7 +81,7 @@ fn an_unfollowed_job_waits_and_leaves_as_one_run_when_due() {
     for seq in 1..=3 {
         let at = now + Duration::from_millis(seq * 10);
         assert_eq!(
-            outbox.hand_on(run(id, seq, EventKind::Stream), at),
+            hand_on(&mut outbox, id, seq, EventKind::Stream, at),
             HandedOn::Held { first: seq == 1 }
         );
     }
@@ -104,9 +111,9 @@ fn an_unfollowed_job_waits_and_leaves_as_one_run_when_due() {
 fn the_terminal_event_takes_the_held_ones_along_at_once() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (mut outbox, mut rx) = unfollowed(id);
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
     assert_eq!(
-        outbox.hand_on(run(id, 2, EventKind::Completed), now),
+        hand_on(&mut outbox, id, 2, EventKind::Completed, now),
         HandedOn::Sent
     );
     assert_eq!(sent(&mut rx), vec![(id, 1, 2)]);
@@ -119,9 +126,9 @@ fn the_terminal_event_takes_the_held_ones_along_at_once() {
 fn held_events_go_first_when_events_were_dropped_or_the_job_is_followed_again() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (mut outbox, mut rx) = unfollowed(id);
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
     // Events 2 and 3 never reached the outbox (the publish queue was full).
-    outbox.hand_on(run(id, 4, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 4, EventKind::Stream, now);
     assert_eq!(
         sent(&mut rx),
         vec![(id, 1, 1)],
@@ -129,7 +136,7 @@ fn held_events_go_first_when_events_were_dropped_or_the_job_is_followed_again() 
     );
     outbox.heard(id, 0, true);
     assert_eq!(
-        outbox.hand_on(run(id, 5, EventKind::Stream), now),
+        hand_on(&mut outbox, id, 5, EventKind::Stream, now),
         HandedOn::Sent
     );
     assert_eq!(sent(&mut rx), vec![(id, 4, 5)], "the held event joins");
@@ -139,12 +146,12 @@ fn held_events_go_first_when_events_were_dropped_or_the_job_is_followed_again() 
 fn a_new_follower_elsewhere_gets_the_held_events_at_once() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (mut outbox, mut rx) = unfollowed(id);
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
-    outbox.hand_on(run(id, 2, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
+    hand_on(&mut outbox, id, 2, EventKind::Stream, now);
     assert_eq!(outbox.followed_elsewhere(id), 0);
     assert_eq!(sent(&mut rx), vec![(id, 1, 2)]);
     assert_eq!(
-        outbox.hand_on(run(id, 3, EventKind::Stream), now),
+        hand_on(&mut outbox, id, 3, EventKind::Stream, now),
         HandedOn::Sent
     );
     assert_eq!(sent(&mut rx), vec![(id, 3, 3)]);
@@ -154,18 +161,17 @@ fn a_new_follower_elsewhere_gets_the_held_events_at_once() {
     // A job that does not run here is none of this instance's business.
     let elsewhere = Uuid::new_v4();
     assert_eq!(outbox.followed_elsewhere(elsewhere), 0);
-    assert!(!outbox.watched.contains_key(&elsewhere));
+    assert!(!outbox.jobs.contains_key(&elsewhere));
 }
 
 #[test]
 fn a_job_whose_end_could_not_be_queued_is_forgotten_with_what_it_held() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (mut outbox, mut rx) = unfollowed(id);
-    let held = run(id, 1, EventKind::Stream);
-    let bytes = held.queued;
-    outbox.hand_on(held, now);
+    let bytes = run(id, 1, EventKind::Stream).queued;
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
     assert_eq!(outbox.abandon(id), bytes, "the held bytes are freed");
-    assert!(outbox.watched.is_empty());
+    assert!(outbox.jobs.is_empty());
     assert_eq!(outbox.take_abandoned(), vec![id]);
     assert!(outbox.take_abandoned().is_empty());
     let mut out = Vec::new();
@@ -181,12 +187,12 @@ fn an_answer_after_the_jobs_end_leaves_nothing_behind() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (tx, _rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(tx, LIMIT);
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
-    outbox.hand_on(run(id, 2, EventKind::Completed), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
+    hand_on(&mut outbox, id, 2, EventKind::Completed, now);
     outbox.ended(id);
     // The first pipeline's answer arrives late.
     outbox.heard(id, 0, false);
-    assert!(outbox.watched.is_empty());
+    assert!(outbox.jobs.is_empty());
 }
 
 #[test]
@@ -197,9 +203,9 @@ fn held_events_leave_once_they_reach_the_limit() {
         events: 2,
         bytes: 1 << 20,
     };
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
     assert_eq!(
-        outbox.hand_on(run(id, 2, EventKind::Stream), now),
+        hand_on(&mut outbox, id, 2, EventKind::Stream, now),
         HandedOn::Sent
     );
     assert_eq!(sent(&mut rx), vec![(id, 1, 2)]);
@@ -211,9 +217,11 @@ fn a_gone_writer_gives_the_bytes_back() {
     let (tx, rx) = mpsc::unbounded_channel();
     drop(rx);
     let mut outbox = Outbox::new(tx, LIMIT);
-    let one = run(id, 1, EventKind::Stream);
-    let bytes = one.queued;
-    assert_eq!(outbox.hand_on(one, now), HandedOn::Dropped(bytes));
+    let bytes = run(id, 1, EventKind::Stream).queued;
+    assert_eq!(
+        hand_on(&mut outbox, id, 1, EventKind::Stream, now),
+        HandedOn::Dropped(bytes)
+    );
 }
 
 #[test]
@@ -221,18 +229,18 @@ fn an_answer_from_before_a_followers_announcement_is_not_believed() {
     let (id, now) = (Uuid::new_v4(), Instant::now());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(tx, LIMIT);
-    outbox.hand_on(run(id, 1, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 1, EventKind::Stream, now);
     let early = outbox.make_pipeline();
     // The follower subscribed and announced itself after that pipeline reached Redis.
     outbox.followed_elsewhere(id);
     outbox.heard(id, early, false);
-    outbox.hand_on(run(id, 2, EventKind::Stream), now);
+    hand_on(&mut outbox, id, 2, EventKind::Stream, now);
     assert_eq!(sent(&mut rx), vec![(id, 1, 1), (id, 2, 2)]);
     // A pipeline made after the announcement is believed.
     let later = outbox.make_pipeline();
     outbox.heard(id, later, false);
     assert_eq!(
-        outbox.hand_on(run(id, 3, EventKind::Stream), now),
+        hand_on(&mut outbox, id, 3, EventKind::Stream, now),
         HandedOn::Held { first: true }
     );
 }
