@@ -57,6 +57,30 @@ pub(super) fn entry_id(seq: u64) -> String {
     format!("{seq}-0")
 }
 
+/// [`entry_id`] on the stack, for the writer's commands (two per run written).
+pub(super) struct EntryId {
+    bytes: [u8; 22],
+    len: usize,
+}
+
+impl EntryId {
+    pub(super) fn new(seq: u64) -> Self {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(seq).as_bytes();
+        let mut bytes = [0; 22];
+        bytes[..digits.len()].copy_from_slice(digits);
+        bytes[digits.len()..digits.len() + 2].copy_from_slice(b"-0");
+        Self {
+            bytes,
+            len: digits.len() + 2,
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 pub(super) fn entry_seq(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
 }
@@ -178,6 +202,9 @@ mod tests {
     #[test]
     fn entry_ids_are_sequence_numbers() {
         assert_eq!(entry_id(42), "42-0");
+        for seq in [0, 42, u64::MAX] {
+            assert_eq!(EntryId::new(seq).as_bytes(), entry_id(seq).as_bytes());
+        }
         assert_eq!(entry_seq("42-0"), Some(42));
         assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
         assert_eq!(entry_seq("nonsense"), None);

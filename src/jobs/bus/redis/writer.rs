@@ -6,7 +6,6 @@
 //! the job. A batch leaves as soon as it is made, up to [`MAX_IN_FLIGHT`] pipelines ahead of
 //! their answers, in the order they were made.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -15,6 +14,7 @@ use std::sync::Weak;
 use futures::stream::{FuturesOrdered, StreamExt};
 
 use redis::RedisResult;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::batch;
 use super::batch::Run;
 use super::budget::StreamBudget;
-use super::shared::{entry_id, live_channel, stream_key, Part, Shared, WRITE_BATCH};
+use super::shared::{live_channel, stream_key, EntryId, Part, Shared, WRITE_BATCH};
 
 /// A job the writer is writing: its Redis names (made once, not per event) and its budget.
 struct JobStream {
@@ -45,7 +45,7 @@ impl JobStream {
 fn join_runs(batch: &mut Vec<Run>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::with_capacity(batch.len());
     // The index of each job's open run in `runs`.
-    let mut open: HashMap<Uuid, usize> = HashMap::new();
+    let mut open: FxHashMap<Uuid, usize> = FxHashMap::default();
     for next in batch.drain(..) {
         if let Some(&index) = open.get(&next.job_id) {
             if runs[index].join(&next) {
@@ -80,11 +80,12 @@ const MAX_IN_FLIGHT: usize = 4;
 /// The pipeline that writes `runs`.
 fn pipeline(
     shared: &Shared,
-    streams: &mut HashMap<Uuid, JobStream>,
+    streams: &mut FxHashMap<Uuid, JobStream>,
     number: u64,
     runs: Vec<Run>,
 ) -> (redis::Pipeline, Sent) {
-    let mut pipe = redis::pipe();
+    // Room for each run's `XADD` and `PUBLISH` and an `EXPIRE` or two.
+    let mut pipe = redis::Pipeline::with_capacity(runs.len() * 2 + 2);
     let mut sent = Sent {
         number,
         jobs: Vec::with_capacity(runs.len()),
@@ -104,19 +105,25 @@ fn pipeline(
             events.as_str().len(),
             &shared.settings,
         );
-        pipe.cmd("XADD")
-            .arg(&stream.key)
-            .arg("MINID")
-            .arg(entry_id(min_id))
-            .arg(entry_id(events.last()))
-            .arg(batch::FIELD)
-            .arg(events.as_str())
-            .ignore();
+        let (min_id, last_id) = (EntryId::new(min_id), EntryId::new(events.last()));
+        let args = [
+            b"XADD".as_slice(),
+            stream.key.as_bytes(),
+            b"MINID",
+            min_id.as_bytes(),
+            last_id.as_bytes(),
+            batch::FIELD.as_bytes(),
+            events.as_str().as_bytes(),
+        ];
+        pipe.add_command(command(&args)).ignore();
         // After the stream has it: a follower that sees it live can also read it back. Its
         // answer, how many subscribers it reached, is kept.
-        pipe.cmd("PUBLISH")
-            .arg(&stream.channel)
-            .arg(events.as_str());
+        let args = [
+            b"PUBLISH".as_slice(),
+            stream.channel.as_bytes(),
+            events.as_str().as_bytes(),
+        ];
+        pipe.add_command(command(&args));
         if events.first() == 1 {
             pipe.cmd("EXPIRE")
                 .arg(&stream.key)
@@ -133,6 +140,17 @@ fn pipeline(
         }
     }
     (pipe, sent)
+}
+
+/// A command of `args`, its buffer sized once: a run's events are the bulk of it, and
+/// growing the buffer argument by argument copied them again.
+fn command(args: &[&[u8]]) -> redis::Cmd {
+    let bytes = args.iter().map(|arg| arg.len()).sum();
+    let mut cmd = redis::Cmd::with_capacity(args.len(), bytes);
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    cmd
 }
 
 /// A pipeline's answer: free its bytes, tell the outbox whether each job is followed.
@@ -174,7 +192,7 @@ fn in_flight_after(answered: bool) -> usize {
 /// Write the outbox's events to their streams, a pipeline per batch, in queue order, and
 /// its held events when they are due.
 pub(super) async fn write_events(shared: Weak<Shared>, mut queue: mpsc::UnboundedReceiver<Run>) {
-    let mut streams: HashMap<Uuid, JobStream> = HashMap::new();
+    let mut streams: FxHashMap<Uuid, JobStream> = FxHashMap::default();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut max_in_flight = MAX_IN_FLIGHT;
