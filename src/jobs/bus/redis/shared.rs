@@ -54,12 +54,17 @@ pub(super) fn stream_key(job_id: Uuid) -> String {
 }
 
 pub(super) fn entry_id(seq: u64) -> String {
-    format!("{seq}-0")
+    // ASCII digits and `-0`: the lossy conversion never replaces anything.
+    String::from_utf8_lossy(EntryId::new(seq).as_bytes()).into_owned()
 }
 
-/// [`entry_id`] on the stack, for the writer's commands (two per run written).
+/// The longest entry id: the 20 digits of `u64::MAX` and `-0`.
+const ENTRY_ID_MAX_LEN: usize = 22;
+
+/// A job's stream entry id (`{seq}-0`) on the stack, for the writer's commands (two per run
+/// written); [`entry_id`] where a `String` is wanted.
 pub(super) struct EntryId {
-    bytes: [u8; 22],
+    bytes: [u8; ENTRY_ID_MAX_LEN],
     len: usize,
 }
 
@@ -67,7 +72,7 @@ impl EntryId {
     pub(super) fn new(seq: u64) -> Self {
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(seq).as_bytes();
-        let mut bytes = [0; 22];
+        let mut bytes = [0; ENTRY_ID_MAX_LEN];
         bytes[..digits.len()].copy_from_slice(digits);
         bytes[digits.len()..digits.len() + 2].copy_from_slice(b"-0");
         Self {
@@ -202,9 +207,12 @@ mod tests {
     #[test]
     fn entry_ids_are_sequence_numbers() {
         assert_eq!(entry_id(42), "42-0");
-        for seq in [0, 42, u64::MAX] {
-            assert_eq!(EntryId::new(seq).as_bytes(), entry_id(seq).as_bytes());
-        }
+        assert_eq!(EntryId::new(0).as_bytes(), b"0-0");
+        assert_eq!(
+            EntryId::new(u64::MAX).as_bytes(),
+            b"18446744073709551615-0",
+            "the longest id fits"
+        );
         assert_eq!(entry_seq("42-0"), Some(42));
         assert_eq!(entry_seq("1700000000000-3"), Some(1_700_000_000_000));
         assert_eq!(entry_seq("nonsense"), None);
