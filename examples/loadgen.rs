@@ -63,6 +63,8 @@ mod cluster_services;
 mod floor;
 #[path = "loadgen/floor_bus.rs"]
 mod floor_bus;
+#[path = "loadgen/probe.rs"]
+mod probe;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -127,7 +129,9 @@ const USAGE: &str =
   cluster-jobs, cluster-latency: as jobs and latency, on one replica without Redis, then two
           replicas with Redis (follower on the job's replica, then on the other one);
           --rounds N (1) runs the three in turn N times and reports the medians;
-          --setup single-node|same-replica|cross-replica[,…] runs those only, in that order
+          --setup single-node|same-replica|cross-replica[,…] runs those only, in that order;
+          --probe also times each event where a plain subscriber on Redis reads it (splits
+          a cross-replica event's latency into the owner's side and the follower's)
   floor-jobs, floor-latency: as jobs and latency, through a process that only copies bytes
           (no relay): the least relaying these streams costs on this machine; --hops N (1)
           forwarders in a row (3: the least a cross-replica event costs: owning replica,
@@ -165,6 +169,8 @@ struct Common {
     hops: usize,
     /// Cluster scenarios: run only the set-up of this name.
     setup: Option<String>,
+    /// Cluster scenarios with Redis: also time each event where it leaves Redis.
+    probe: bool,
 }
 
 /// Jobs streamed together: how many, how many assistant events each, and how far apart.
@@ -243,6 +249,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
         rounds: 1,
         hops: 1,
         setup: None,
+        probe: false,
     };
     let mut values: BTreeMap<String, u64> = BTreeMap::new();
     let mut it = rest.iter();
@@ -257,6 +264,7 @@ fn parse_args(args: &[String]) -> Result<(Scenario, Common)> {
             "--aligned" => common.aligned = true,
             "--pin" => common.pin = true,
             "--baseline" => common.baseline = true,
+            "--probe" => common.probe = true,
             "--relay-bin" => common.relay_bin = PathBuf::from(value()?),
             "--timeline" => common.timeline = Some(PathBuf::from(value()?)),
             "--setup" => common.setup = Some(value()?),

@@ -28,6 +28,7 @@
 //! `LOADGEN_REDIS_SERVER` (default `/usr/bin/redis-server`).
 
 use super::cluster_services::{spawn_replica, used_memory, Postgres, RedisServer};
+use super::probe::Probe;
 use super::*;
 
 /// Where the followers sit, and whether the replicas share a Redis.
@@ -354,6 +355,10 @@ async fn run_setup(
             peak
         })
     });
+    let probe = match (&redis, common.probe) {
+        (Some(redis), true) => Some(Probe::start(&redis.socket())?),
+        _ => None,
+    };
     let mut integrity = Integrity::default();
     let mut samples = Vec::new();
     let mut windows = Vec::new();
@@ -372,6 +377,7 @@ async fn run_setup(
     let wall = started.elapsed().as_secs_f64();
     let cpu_job_phase = CpuShares::read(&a, b.as_ref()).since(&cpu_start);
     stop_sampling.cancel();
+    let at_redis = probe.map(Probe::finish);
     let redis_peak = match sampler {
         Some(task) => task.await.ok(),
         None => None,
@@ -391,6 +397,11 @@ async fn run_setup(
         Latency::of_sent(&samples, |sent| steady.is_some_and(|(from, _)| sent < from));
     let latency_ramp_down =
         Latency::of_sent(&samples, |sent| steady.is_some_and(|(_, to)| sent > to));
+    let at_redis_steady = at_redis.as_ref().map(|seen| {
+        Latency::of_sent(seen, |sent| {
+            steady.is_some_and(|(from, to)| (from..=to).contains(&sent))
+        })
+    });
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let redis_per_job = match (redis_before, redis_peak) {
         (Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / jobs.max(1) as f64),
@@ -406,6 +417,7 @@ async fn run_setup(
         "follower_latency_all_jobs_streaming": latency_steady,
         "follower_latency_while_jobs_start": latency_ramp_up,
         "follower_latency_while_jobs_end": latency_ramp_down,
+        "redis_subscriber_latency_all_jobs_streaming": at_redis_steady,
         "redis_peak_used_memory_per_job_bytes": redis_per_job,
         "relay_cpu_secs": {"a": cpu(&a), "b": b.as_ref().map(cpu)},
         "job_phase_cpu_secs": cpu_job_phase,
@@ -439,6 +451,12 @@ async fn run_setup(
         "latency      {}  (while jobs end)",
         latency_ramp_down.describe()
     );
+    if let Some(at_redis) = &at_redis_steady {
+        println!(
+            "latency      {}  (a plain subscriber on Redis, while all jobs stream)",
+            at_redis.describe()
+        );
+    }
     if let Some(bytes) = redis_per_job {
         println!(
             "redis        {bytes:.0} bytes of peak used_memory per job (above the idle server)"
