@@ -1236,11 +1236,19 @@ impl Latency {
     /// length in seconds).
     fn split(samples: &[Sample], windows: &[(u64, u64)]) -> (Self, Self, f64) {
         let steady = steady_window(windows);
-        let within = Self::of_sent(samples, |sent| {
-            steady.is_some_and(|(from, to)| (from..=to).contains(&sent))
-        });
         let secs = steady.map_or(0.0, |(from, to)| (to - from) as f64 / 1e9);
-        (Self::of_sent(samples, |_| true), within, secs)
+        (
+            Self::of_sent(samples, |_| true),
+            Self::within(samples, steady),
+            secs,
+        )
+    }
+
+    /// The latency of the samples sent within `steady` (none when there is no such span).
+    fn within(samples: &[Sample], steady: Option<(u64, u64)>) -> Self {
+        Self::of_sent(samples, |sent| {
+            steady.is_some_and(|(from, to)| (from..=to).contains(&sent))
+        })
     }
 
     /// The latency of the samples whose send time `keep` accepts.

@@ -324,6 +324,12 @@ async fn run_setup(
         .as_ref()
         .map(|r| used_memory(&r.socket()))
         .transpose()?;
+    // Subscribed before the first job starts, so it misses none of their events; a probe
+    // that cannot subscribe stops the set-up before any job runs.
+    let probe = match (&redis, common.probe) {
+        (Some(redis), true) => Some(Probe::start(&redis.socket())?),
+        _ => None,
+    };
     let machine_cpu_start = MachineCpu::read();
     let cpu_start = CpuShares::read(&a, b.as_ref());
     let started = Instant::now();
@@ -355,10 +361,6 @@ async fn run_setup(
             peak
         })
     });
-    let probe = match (&redis, common.probe) {
-        (Some(redis), true) => Some(Probe::start(&redis.socket())?),
-        _ => None,
-    };
     let mut integrity = Integrity::default();
     let mut samples = Vec::new();
     let mut windows = Vec::new();
@@ -397,11 +399,7 @@ async fn run_setup(
         Latency::of_sent(&samples, |sent| steady.is_some_and(|(from, _)| sent < from));
     let latency_ramp_down =
         Latency::of_sent(&samples, |sent| steady.is_some_and(|(_, to)| sent > to));
-    let at_redis_steady = at_redis.as_ref().map(|seen| {
-        Latency::of_sent(seen, |sent| {
-            steady.is_some_and(|(from, to)| (from..=to).contains(&sent))
-        })
-    });
+    let at_redis_steady = at_redis.as_ref().map(|seen| Latency::within(seen, steady));
     let events_per_sec = integrity.events_received as f64 / wall.max(1e-9);
     let redis_per_job = match (redis_before, redis_peak) {
         (Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / jobs.max(1) as f64),
